@@ -1,0 +1,3 @@
+from batchchat.cli import main
+
+main()

@@ -1,0 +1,214 @@
+"""The whole batchchat exception tree.
+
+::
+
+    BatchchatError
+    ├── SpecError                 the job spec is invalid (file, line, field in the message)
+    ├── InputError                the input data is unusable (file, line, column, row id)
+    │   └── TemplateError         a template cannot be rendered for a row
+    ├── RequestError              one attempt of one request failed
+    │   ├── TransportError        nothing usable came back
+    │   │   ├── RequestTimeout    ConnectTimeout, FirstByteTimeout, IdleTimeout, DeadlineExceeded
+    │   │   └── NetworkError      connection refused, reset, dropped mid-body
+    │   ├── APIStatusError        the server answered with an error status (status, body, code)
+    │   │   ├── RateLimitError    429 (retry_after from the headers)
+    │   │   │   └── QuotaExceededError   insufficient_quota, "request too large": never retried
+    │   │   ├── ServerError       5xx and 529
+    │   │   ├── ConflictError     408 / 409
+    │   │   └── ClientError       other 4xx: 400, 401, 403, 404, 413, 422 (never retried)
+    │   │       ├── AuthenticationError   401 / 403
+    │   │       └── ContextLengthError    the prompt does not fit the model
+    │   └── ResponseFormatError   a 200 whose body is truncated, unparsable or incomplete,
+    │       │                     or an error event inside a 200 stream
+    │       └── StreamError       an error event inside a 200 stream
+    ├── RetriesExhausted          a request failed for good (holds the last error)
+    ├── BudgetExceeded            the run stopped at budget.max_cost_usd
+    ├── ResumeError               the output directory holds a run of a different spec
+    ├── LockedError               another process is writing the output directory
+    └── SinkError                 results could not be written
+
+Whether a request error is worth retrying is decided here, by type, in
+:func:`is_retryable` -- nowhere else, and never by matching message strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class BatchchatError(Exception):
+    """Base of every error batchchat raises on purpose."""
+
+    #: the process exit code the CLI uses when this error ends a command
+    exit_code = 2
+
+
+class SpecError(BatchchatError):
+    """The job spec is invalid; ``problems`` lists every finding, not only the first."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        self.problems = problems or []
+        text = message if not self.problems else message + "\n" + "\n".join(self.problems)
+        super().__init__(text)
+
+
+class InputError(BatchchatError):
+    """The input data cannot be read or does not fit the spec."""
+
+
+class TemplateError(InputError):
+    """A template cannot be rendered (unknown column, bad filter, wrong type)."""
+
+
+class RequestError(BatchchatError):
+    """One attempt of one request failed."""
+
+    exit_code = 1
+    #: HTTP status of the failed attempt, when the server answered at all
+    http_status: int | None = None
+
+
+class TransportError(RequestError):
+    """Nothing usable came back from the network."""
+
+
+class RequestTimeout(TransportError):
+    """An attempt ran past one of its deadlines."""
+
+
+class ConnectTimeout(RequestTimeout):
+    """The TCP/TLS connection was not established in time."""
+
+
+class FirstByteTimeout(RequestTimeout):
+    """The server accepted the request but sent no response headers in time."""
+
+
+class IdleTimeout(RequestTimeout):
+    """The response stalled: no byte (not even a keep-alive) for too long."""
+
+
+class DeadlineExceeded(RequestTimeout):
+    """The attempt as a whole ran past its total deadline."""
+
+
+class NetworkError(TransportError):
+    """The connection failed: refused, reset, or dropped before the body ended."""
+
+
+class APIStatusError(RequestError):
+    """The server answered with an error status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code: str | None = None,
+        error_type: str | None = None,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.code = code
+        self.error_type = error_type
+        self.body = body
+        self.headers = dict(headers or {})
+
+
+class RateLimitError(APIStatusError):
+    """429: slow down. ``retry_after`` is the server's advice in seconds, if it gave one."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class QuotaExceededError(RateLimitError):
+    """429 that waiting will not fix: no quota left, or a request larger than the limit."""
+
+
+class ServerError(APIStatusError):
+    """5xx (and 529, "overloaded"): the server's fault, usually passing."""
+
+
+class ConflictError(APIStatusError):
+    """408 request timeout / 409 conflict: the server asks for a retry."""
+
+
+class ClientError(APIStatusError):
+    """4xx other than 408/409/429: the request itself is wrong; retrying cannot help."""
+
+
+class AuthenticationError(ClientError):
+    """401/403: the key is missing, wrong, or not allowed to use this model."""
+
+
+class ContextLengthError(ClientError):
+    """The prompt (plus max tokens) does not fit the model's context window."""
+
+
+class ResponseFormatError(RequestError):
+    """A 200 whose body is truncated, unparsable, or an incomplete stream."""
+
+
+class StreamError(ResponseFormatError):
+    """The server sent an error event inside a 200 stream."""
+
+
+class RetriesExhausted(BatchchatError):
+    """A request failed for good; ``last_error`` says why, ``attempts`` how often it was tried."""
+
+    exit_code = 1
+
+    def __init__(self, last_error: RequestError, attempts: int) -> None:
+        super().__init__(f"gave up after {attempts} attempt(s): {last_error}")
+        self.last_error = last_error
+        self.attempts = attempts
+
+
+class BudgetExceeded(BatchchatError):
+    """The run stopped sending because ``budget.max_cost_usd`` would be passed."""
+
+    exit_code = 3
+
+
+class ResumeError(BatchchatError):
+    """The output directory holds results of a spec whose requests differ from this one."""
+
+
+class LockedError(BatchchatError):
+    """Another live process holds the output directory's lock."""
+
+
+class SinkError(BatchchatError):
+    """Results could not be written to the output directory."""
+
+    exit_code = 1
+
+
+#: Error types worth another attempt. Everything else that is a RequestError is final.
+_RETRYABLE: tuple[type[RequestError], ...] = (
+    TransportError,
+    RateLimitError,
+    ServerError,
+    ConflictError,
+    ResponseFormatError,
+)
+_NEVER_RETRYABLE: tuple[type[RequestError], ...] = (QuotaExceededError, ClientError)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """True when another attempt of the same request may succeed; decided by type alone."""
+    if isinstance(error, _NEVER_RETRYABLE):
+        return False
+    return isinstance(error, _RETRYABLE)
+
+
+def error_type_name(error: BaseException) -> str:
+    """The stable name stored in the ``error_type`` column (the class name)."""
+    if isinstance(error, RetriesExhausted):
+        return type(error.last_error).__name__
+    return type(error).__name__

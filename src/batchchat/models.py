@@ -1,0 +1,165 @@
+"""The plain typed values that flow spec → plan → execute → sink → report.
+
+Every stage speaks these types and nothing else: the planner makes
+:class:`ChatRequest`, the parser makes :class:`ChatResponse`, the executor
+wraps the outcome of each request in a :class:`ChatResult`, the sink turns
+results into Parquet rows. They are slotted dataclasses because one of each
+exists per request on the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """One planned request: a row (and sample index) rendered into a Chat Completions body."""
+
+    #: the input row's id (the id column's value, or the row position), as a string
+    row_id: str
+    #: which of the ``samples`` independent requests for this row (0-based)
+    sample: int
+    #: deterministic id for this request: ``f"{row_id}#{sample}"``; the Batch API ``custom_id``
+    custom_id: str
+    #: the JSON body exactly as it will be sent
+    body: dict[str, Any]
+    #: sha256 (hex) of the canonical body plus the endpoint identity, never the key
+    request_hash: str
+    #: offline estimate of the prompt's tokens
+    est_prompt_tokens: int
+    #: upper bound of the completion tokens: max_tokens (or max_completion_tokens) × n
+    max_output_tokens: int
+    #: the seed actually sent, if any
+    seed: int | None = None
+    #: the input columns the spec keeps in the output (``output.keep_columns``)
+    keep: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def est_tokens(self) -> int:
+        """What a server charges against TPM at admission: prompt + max output."""
+        return self.est_prompt_tokens + self.max_output_tokens
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream", False))
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str | None
+    type: str
+    name: str | None
+    arguments: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    bytes: list[int] | None
+    top_logprobs: list[TopLogprob]
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One choice of a completion, flattened to what the output columns hold."""
+
+    index: int
+    content: str | None
+    reasoning_content: str | None
+    refusal: str | None
+    finish_reason: str | None
+    tool_calls: list[ToolCall]
+    #: per-token logprobs of the content, or None when not requested
+    logprobs: list[TokenLogprob] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts as the server reported them; None where it did not say."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResponse:
+    """A successful completion (from a JSON body or an assembled stream)."""
+
+    id: str | None
+    model: str | None
+    system_fingerprint: str | None
+    choices: list[Choice]
+    usage: Usage
+    #: the whole response as JSON text, kept only when ``output.keep_raw`` asks for it
+    raw: str | None = None
+
+
+@dataclass(slots=True)
+class ChatResult:
+    """The final outcome of one request, success or failure, as the sink receives it."""
+
+    request: ChatRequest
+    response: ChatResponse | None
+    #: the error that ended the request for good (None when ok)
+    error: BaseException | None
+    http_status: int | None
+    attempts: int
+    latency_ms: float
+    started_at: datetime
+    finished_at: datetime
+    #: cost in USD of this result's usage (set by the pricing step; None = unpriced)
+    cost_usd: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.response is not None
+
+
+@dataclass(slots=True)
+class TimelineBucket:
+    """What happened during one second of a run (for throughput and 429 charts)."""
+
+    second: int
+    requests: int = 0
+    rate_limited: int = 0
+    ok: int = 0
+    errors: int = 0
+    tokens: int = 0
+
+
+@dataclass(slots=True)
+class ExecutionStats:
+    """Counters of one execution, kept by the executor and read by the report."""
+
+    run_id: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    #: HTTP attempts made (first tries + retries)
+    requests_sent: int = 0
+    retries: int = 0
+    #: attempts answered 429
+    rate_limited: int = 0
+    #: attempts by HTTP status (0 = no response: timeout or network error)
+    status_counts: dict[int, int] = field(default_factory=dict)
+    #: final results handed to the sink
+    results_ok: int = 0
+    results_error: int = 0
+    #: rows skipped because an earlier run finished them
+    skipped: int = 0
+    #: why the run ended: "completed", "budget", "interrupted"
+    stop_reason: str = "completed"
+    timeline: list[TimelineBucket] = field(default_factory=list)

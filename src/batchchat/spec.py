@@ -1,0 +1,364 @@
+"""YAML → :class:`JobSpec`: the job spec, validated, with file/line/field in every error.
+
+The spec is the single source of truth of a job: the planner, the executor,
+the sink and the report read it and nothing else. ``load_spec`` reports
+*every* problem of a file at once, each with its line and field path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from batchchat.errors import SpecError
+
+SIMULATOR = "simulator"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    path: str
+    format: Literal["parquet", "jsonl", "csv"] | None = None
+    id_column: str | None = None
+    limit: int | None = Field(default=None, gt=0)
+    #: what a malformed JSONL line does: stop the run (error) or get recorded and skipped
+    on_bad_line: Literal["error", "skip"] = "error"
+    #: rows per batch read from the input; bounds memory
+    batch_size: int = Field(default=10_000, gt=0)
+
+
+class LatencySpec(_Strict):
+    """Simulated latency: fixed ``mean_ms``, or a distribution around it."""
+
+    mean_ms: float = Field(default=0.0, ge=0)
+    distribution: Literal["fixed", "uniform", "exponential", "lognormal"] = "fixed"
+    #: spread for uniform (± jitter_ms) and lognormal (sigma = jitter_ms / mean_ms)
+    jitter_ms: float = Field(default=0.0, ge=0)
+
+
+class FaultSpec(_Strict):
+    """Probabilities (0–1) of each injected fault, per request."""
+
+    http_500: float = Field(default=0.0, ge=0, le=1)
+    http_502: float = Field(default=0.0, ge=0, le=1)
+    http_503: float = Field(default=0.0, ge=0, le=1)
+    http_429: float = Field(default=0.0, ge=0, le=1)  # a 429 without rate-limit headers
+    drop: float = Field(default=0.0, ge=0, le=1)  # connection closed without a response
+    truncate: float = Field(default=0.0, ge=0, le=1)  # body cut short
+    stall: float = Field(default=0.0, ge=0, le=1)  # no bytes for stall_s
+    stream_error: float = Field(default=0.0, ge=0, le=1)  # error event inside a 200 stream
+    stall_s: float = Field(default=3600.0, gt=0)
+    seed: int = 0
+
+
+class SimulatorSpec(_Strict):
+    """Knobs of the built-in simulator (``endpoint.simulator`` or ``batchchat simulate`` flags)."""
+
+    latency: LatencySpec = LatencySpec()
+    #: streaming speed; 0 sends every chunk at once
+    tokens_per_s: float = Field(default=0.0, ge=0)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    #: start the rate-limit window already full, as in the middle of a long job
+    prefill: bool = False
+    #: require this bearer key (None: no auth)
+    api_key: str | None = None
+    faults: FaultSpec = FaultSpec()
+    #: seconds between ``: keep-alive`` comment lines in slow streams
+    keep_alive_s: float = Field(default=5.0, gt=0)
+
+
+class EndpointSpec(_Strict):
+    base_url: str = SIMULATOR
+    #: the NAME of the environment variable holding the key; never the key itself
+    api_key_env: str | None = None
+    #: extra headers; values may name environment variables as ${VAR}
+    headers: dict[str, str] = Field(default_factory=dict)
+    #: total deadline of one attempt, seconds
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    #: deadline for the response headers after the request was sent
+    first_byte_timeout_s: float | None = Field(default=None, gt=0)
+    #: longest silence allowed between two bytes of a body (streams send keep-alives)
+    idle_timeout_s: float | None = Field(default=None, gt=0)
+    simulator: SimulatorSpec | None = None
+
+    @property
+    def is_simulator(self) -> bool:
+        return self.base_url == SIMULATOR
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _names_a_variable(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(
+                "must be the NAME of an environment variable (like OPENAI_API_KEY), "
+                "not the key itself"
+            )
+        return value
+
+
+class SeedSpec(_Strict):
+    base: int
+    #: derive a stable seed from (base, row id, sample) instead of sending ``base`` everywhere
+    per_row: bool = False
+
+
+class LimitsSpec(_Strict):
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    max_concurrency: int = Field(default=64, gt=0, le=4096)
+    #: adapt concurrency to 429/503/timeouts when the server sends no rate-limit headers
+    adaptive: bool = True
+
+
+class RetrySpec(_Strict):
+    max_attempts: int = Field(default=6, gt=0)
+    max_wait_s: float = Field(default=120.0, gt=0)
+    initial_wait_s: float = Field(default=1.0, gt=0)
+
+
+class OutputSpec(_Strict):
+    #: output directory; default ``out/<job name>``; may use ``{{ vars.x }}``
+    path: str | None = None
+    keep_columns: list[str] = Field(default_factory=list)
+    parse: Literal["json"] | None = None
+    keep_raw: bool = False
+    labels: list[str] | dict[str, str] | None = None
+    label_field: str | None = None
+    #: a part is written every ``part_rows`` results or ``part_seconds``, whichever first
+    part_rows: int = Field(default=50_000, gt=0)
+    part_seconds: float = Field(default=10.0, gt=0)
+
+
+class PriceSpec(_Strict):
+    """Prices per 1M tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    reasoning: float | None = Field(default=None, ge=0)
+    currency: Literal["USD", "CNY"] = "USD"
+
+
+class BudgetSpec(_Strict):
+    max_cost_usd: float = Field(gt=0)
+
+
+#: the top-level keys of a job spec
+class JobSpec(_Strict):
+    name: str
+    input: InputSpec
+    endpoint: EndpointSpec = EndpointSpec()
+    request: dict[str, Any]
+    seed: int | SeedSpec | None = None
+    samples: int = Field(default=1, gt=0)
+    limits: LimitsSpec = LimitsSpec()
+    retry: RetrySpec = RetrySpec()
+    output: OutputSpec = OutputSpec()
+    pricing: dict[str, PriceSpec] = Field(default_factory=dict)
+    #: USD per unit of each other currency used by a price (e.g. {CNY: 0.14})
+    currency_rates: dict[str, float] = Field(default_factory=dict)
+    budget: BudgetSpec | None = None
+    #: values for ``{{ vars.x }}`` in templates and output.path; ``--var k=v`` overrides
+    vars: dict[str, str] = Field(default_factory=dict)
+    #: the directory relative paths in the spec are resolved against
+    base_dir: str = "."
+
+    @field_validator("request")
+    @classmethod
+    def _has_model_and_messages(cls, request: dict[str, Any]) -> dict[str, Any]:
+        missing = [key for key in ("model", "messages") if key not in request]
+        if missing:
+            raise ValueError(f"request needs {' and '.join(missing)}")
+        if not isinstance(request["messages"], list | str):
+            raise ValueError("request.messages must be a list of messages (or a template)")
+        return request
+
+    @model_validator(mode="after")
+    def _currencies_are_convertible(self) -> JobSpec:
+        for model, price in self.pricing.items():
+            if price.currency != "USD" and price.currency not in self.currency_rates:
+                raise ValueError(
+                    f"pricing.{model} is in {price.currency}: add currency_rates: "
+                    f"{{{price.currency}: <USD per {price.currency}>}}"
+                )
+        return self
+
+    # -- derived values ---------------------------------------------------------------------
+
+    @property
+    def output_dir(self) -> Path:
+        """The output directory, resolved against the spec's directory."""
+        raw = self.output.path or f"out/{self.name}"
+        return self.resolve_path(raw)
+
+    def resolve_path(self, raw: str) -> Path:
+        path = Path(os.path.expanduser(raw))
+        return path if path.is_absolute() else Path(self.base_dir) / path
+
+    def request_fingerprint(self) -> str:
+        """Hash of everything that changes what is sent; resume refuses when it differs."""
+        parts = {
+            "request": self.request,
+            "seed": self.seed if not isinstance(self.seed, SeedSpec) else self.seed.model_dump(),
+            "samples": self.samples,
+            "base_url": self.endpoint.base_url,
+            "vars": self.vars,
+        }
+        return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    def redacted(self) -> dict[str, Any]:
+        """The resolved spec as plain data, safe to write next to results (no secrets)."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        sim = data.get("endpoint", {}).get("simulator")
+        if sim and sim.get("api_key"):
+            sim["api_key"] = "***"
+        return data
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+_Path = tuple[str | int, ...]
+
+
+def load_spec(
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    variables: Mapping[str, str] | None = None,
+) -> JobSpec:
+    """Read and validate a job spec from a YAML file (or an already-parsed mapping).
+
+    ``overrides`` are dotted keys (``{"limits.rpm": 100}``) applied before validation;
+    ``variables`` are ``--var`` values, merged over the spec's ``vars``.
+    """
+    lines: dict[_Path, int] = {}
+    if isinstance(source, Mapping):
+        data, where = dict(source), "<spec>"
+        data.setdefault("name", "job")
+    else:
+        path = Path(source)
+        where = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SpecError(f"cannot read job spec {path}: {exc.strerror}") from None
+        data, lines = _parse_yaml(text, where)
+        data.setdefault("name", path.stem)
+        data.setdefault("base_dir", str(path.parent.resolve()))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, dotted, value)
+    if variables:
+        data["vars"] = {**(data.get("vars") or {}), **variables}
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(err, where, lines) for err in exc.errors()]
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise SpecError(f"{where}: invalid job spec ({count}):", problems) from None
+
+
+def _parse_yaml(text: str, where: str) -> tuple[dict[str, Any], dict[_Path, int]]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise SpecError(f"{where}{line}: not valid YAML: {exc.problem}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: a job spec is a YAML mapping (name:, input:, request:, ...)")
+    lines: dict[_Path, int] = {}
+    _index_lines(node, (), lines)
+    return data, lines
+
+
+def _index_lines(node: yaml.Node | None, path: _Path, lines: dict[_Path, int]) -> None:
+    """Record the 1-based line of every key and list item, by its path in the document."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = (*path, key_node.value)
+            lines[child] = key_node.start_mark.line + 1
+            _index_lines(value_node, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            child = (*path, index)
+            lines[child] = item.start_mark.line + 1
+            _index_lines(item, child, lines)
+
+
+def _describe(error: Any, where: str, lines: dict[_Path, int]) -> str:
+    loc: _Path = tuple(part for part in error["loc"] if not _is_union_tag(part))
+    field_path = ".".join(str(part) for part in loc) or "(top level)"
+    line = _line_of(loc, lines)
+    prefix = f"  {where}:{line}" if line else f"  {where}"
+    if error["type"] == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"{prefix}: {field_path}: unknown key{hint}"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        message = "required key is missing"
+    return f"{prefix}: {field_path}: {message}"
+
+
+def _is_union_tag(part: str | int) -> bool:
+    # pydantic puts the tried union member in the loc ("int", "SeedSpec"); drop it for users
+    return isinstance(part, str) and (part[:1].isupper() or part in {"int", "str", "list", "dict"})
+
+
+def _line_of(loc: _Path, lines: dict[_Path, int]) -> int | None:
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _known_keys(parent: _Path) -> list[str]:
+    model: type[BaseModel] = JobSpec
+    for part in parent:
+        annotation = model.model_fields.get(str(part))
+        if annotation is None:
+            return []
+        nested = _model_in(annotation.annotation)
+        if nested is None:
+            return []
+        model = nested
+    return list(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {} if child is None else dict(child)
+            node[key] = child
+        node = child
+    node[leaf] = value
