@@ -1,0 +1,242 @@
+"""Model prices → cost in USD of a result's usage, and cost bounds of a request before it is sent.
+
+The built-in table (``prices.yaml``, shipped in the package) is extended or
+overridden by the spec's ``pricing:``; everything is converted to USD once, when
+the table is built. A model without a price, or a response without usage, costs
+``None`` -- never a silent zero: the report counts those rows and warns.
+
+Model names match exactly, then as an entry plus a snapshot suffix (longest entry
+wins), then without a gateway namespace; the rules are spelled out in the header
+of ``prices.yaml`` and in :meth:`PriceTable.lookup`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from batchchat.models import ChatRequest, Usage
+from batchchat.spec import JobSpec, PriceSpec
+
+PER_TOKENS = 1_000_000
+#: parts of a model name after an entry's name that only name a snapshot of it
+_SNAPSHOT_PART = re.compile(r"\d{2,}|latest|preview|exp")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """USD per 1M tokens of one model (see ``prices.yaml`` for what each field covers)."""
+
+    #: the table entry that matched (a model name or family)
+    model: str
+    input: float
+    output: float
+    #: None: cached prompt tokens cost the same as the rest of the prompt
+    cached_input: float | None = None
+    #: None: reasoning tokens are completion tokens, billed as output
+    reasoning: float | None = None
+    #: billed for every completion token when a response reports reasoning tokens
+    thinking_output: float | None = None
+    #: where the price comes from: "spec" or the built-in provider's name
+    source: str = "spec"
+
+    def cost_usd(self, usage: Usage) -> float | None:
+        """Cost of one response's usage; None when the server did not report the counts."""
+        if usage.prompt_tokens is None or usage.completion_tokens is None:
+            return None
+        prompt, completion = usage.prompt_tokens, usage.completion_tokens
+        cached = min(max(usage.cached_tokens or 0, 0), prompt)
+        reasoning = min(max(usage.reasoning_tokens or 0, 0), completion)
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        amount = (prompt - cached) * self.input + cached * cached_price
+        if reasoning and self.thinking_output is not None:
+            amount += completion * self.thinking_output
+        elif reasoning and self.reasoning is not None:
+            amount += (completion - reasoning) * self.output + reasoning * self.reasoning
+        else:
+            amount += completion * self.output
+        return amount / PER_TOKENS
+
+    @property
+    def max_output(self) -> float:
+        """The dearest rate a completion token can be billed at (for worst-case bounds)."""
+        rates = (self.output, self.reasoning or 0.0, self.thinking_output or 0.0)
+        return max(rates)
+
+    def converted(self, usd_per_unit: float) -> ModelPrice:
+        """The same price in USD, given the USD value of one unit of its currency."""
+
+        def scale(value: float | None) -> float | None:
+            return None if value is None else value * usd_per_unit
+
+        return replace(
+            self,
+            input=self.input * usd_per_unit,
+            output=self.output * usd_per_unit,
+            cached_input=scale(self.cached_input),
+            reasoning=scale(self.reasoning),
+            thinking_output=scale(self.thinking_output),
+        )
+
+
+class PriceTable:
+    """Prices by model name, in USD per 1M tokens, with the documented matching rules."""
+
+    def __init__(self, prices: Mapping[str, ModelPrice]) -> None:
+        #: lower-cased entry name → price in USD
+        self._prices = {name.lower(): price for name, price in prices.items()}
+
+    @classmethod
+    def builtin(cls, base_url: str | None = None) -> PriceTable:
+        """The shipped table; ``base_url`` selects regional prices (see ``prices.yaml``)."""
+        return cls(_builtin_prices(_host_of(base_url), ()))
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec) -> PriceTable:
+        """The built-in table plus the spec's ``pricing:``, converted with its currency rates."""
+        rates = tuple(sorted(spec.currency_rates.items()))
+        prices = dict(_builtin_prices(_host_of(spec.endpoint.base_url), rates))
+        for name, price in spec.pricing.items():
+            prices[name.lower()] = _from_price_spec(name, price, dict(rates))
+        return cls(prices)
+
+    def __contains__(self, model: object) -> bool:
+        return isinstance(model, str) and model.lower() in self._prices
+
+    def lookup(self, model: str | None) -> ModelPrice | None:
+        """The price of a model name, or None when no entry matches.
+
+        1. the exact (lower-cased) name;
+        2. an entry followed by ``-`` and only snapshot parts (digit groups, ``latest``,
+           ``preview``, ``exp``); the longest such entry wins;
+        3. both again without a gateway namespace (``openai/gpt-4o`` → ``gpt-4o``).
+        """
+        if not model:
+            return None
+        name = model.strip().lower()
+        found = self._match(name)
+        if found is None and "/" in name:
+            found = self._match(name.rsplit("/", 1)[1])
+        return found
+
+    def _match(self, name: str) -> ModelPrice | None:
+        exact = self._prices.get(name)
+        if exact is not None:
+            return exact
+        parts = name.split("-")
+        # try the longest candidate entry first: "gpt-4o-mini" before "gpt-4o"
+        for cut in range(len(parts) - 1, 0, -1):
+            if all(_SNAPSHOT_PART.fullmatch(part) for part in parts[cut:]):
+                price = self._prices.get("-".join(parts[:cut]))
+                if price is not None:
+                    return price
+        return None
+
+    def cost_usd(self, model: str | None, usage: Usage) -> float | None:
+        """Cost of one response; None when the model has no price or the usage is unknown."""
+        price = self.lookup(model)
+        return None if price is None else price.cost_usd(usage)
+
+    def request_cost_bounds(self, request: ChatRequest) -> tuple[float, float] | None:
+        """(low, high) USD of a request before it is sent; None when its model has no price.
+
+        low: the estimated prompt at the full input price and a one-token answer per choice;
+        high: the estimated prompt plus every allowed output token at the dearest output rate.
+        """
+        price = self.lookup(_model_of(request))
+        if price is None:
+            return None
+        prompt = request.est_prompt_tokens * price.input
+        choices = _choices_of(request)
+        low = prompt + choices * price.output
+        high = prompt + max(request.max_output_tokens, choices) * price.max_output
+        return low / PER_TOKENS, high / PER_TOKENS
+
+    def worst_case_usd(self, request: ChatRequest) -> float | None:
+        """The most a request can cost (the high bound): what the budget reserves in flight."""
+        bounds = self.request_cost_bounds(request)
+        return None if bounds is None else bounds[1]
+
+    def models(self) -> list[str]:
+        """The entry names, sorted."""
+        return sorted(self._prices)
+
+
+# -- the built-in table ------------------------------------------------------------------------
+
+
+@functools.cache
+def builtin_table() -> dict[str, Any]:
+    """``prices.yaml`` as plain data (read once from the installed package)."""
+    text = importlib.resources.files("batchchat").joinpath("prices.yaml").read_text("utf-8")
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict) or not isinstance(data.get("providers"), dict):
+        raise ValueError("batchchat/prices.yaml: expected a mapping with 'providers'")
+    return data
+
+
+@functools.cache
+def _builtin_prices(
+    host: str | None, rate_overrides: tuple[tuple[str, float], ...]
+) -> dict[str, ModelPrice]:
+    data = builtin_table()
+    rates = {**data.get("currency_rates", {}), **dict(rate_overrides)}
+    general: dict[str, ModelPrice] = {}
+    regional: dict[str, ModelPrice] = {}
+    for provider, block in data["providers"].items():
+        hosts = block.get("hosts")
+        if hosts and not _host_matches(host, hosts):
+            continue
+        usd_per_unit = _rate(rates, block.get("currency", "USD"), f"provider {provider}")
+        target = regional if hosts else general
+        for name, fields in block["models"].items():
+            price = ModelPrice(model=str(name), source=str(provider), **fields)
+            target[str(name).lower()] = price.converted(usd_per_unit)
+    return {**general, **regional}
+
+
+def _from_price_spec(name: str, price: PriceSpec, rates: Mapping[str, float]) -> ModelPrice:
+    usd_per_unit = _rate(rates, price.currency, f"pricing.{name}")
+    return ModelPrice(
+        model=name,
+        input=price.input,
+        output=price.output,
+        cached_input=price.cached_input,
+        reasoning=price.reasoning,
+        source="spec",
+    ).converted(usd_per_unit)
+
+
+def _rate(rates: Mapping[str, float], currency: str, where: str) -> float:
+    if currency == "USD":
+        return 1.0
+    if currency not in rates:
+        raise ValueError(f"{where} is in {currency}: add currency_rates: {{{currency}: <USD>}}")
+    return float(rates[currency])
+
+
+def _host_of(base_url: str | None) -> str | None:
+    if not base_url or "://" not in base_url:
+        return None
+    return (urlsplit(base_url).hostname or "").lower() or None
+
+
+def _host_matches(host: str | None, hosts: Iterable[str]) -> bool:
+    return host is not None and any(host == h or host.endswith("." + h) for h in hosts)
+
+
+def _model_of(request: ChatRequest) -> str | None:
+    model = request.body.get("model")
+    return model if isinstance(model, str) else None
+
+
+def _choices_of(request: ChatRequest) -> int:
+    n = request.body.get("n", 1)
+    return n if isinstance(n, int) and n > 0 else 1
