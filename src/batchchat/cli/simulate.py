@@ -1,0 +1,169 @@
+"""``batchchat simulate``: serve the built-in OpenAI-compatible simulator until interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from batchchat.cli._common import reports_errors
+from batchchat.spec import SimulatorSpec
+
+#: fault flag → FaultSpec field
+_FAULT_FLAGS = {
+    "fail_500": "http_500",
+    "fail_502": "http_502",
+    "fail_503": "http_503",
+    "fail_429": "http_429",
+    "drop": "drop",
+    "truncate": "truncate",
+    "stall": "stall",
+    "stream_error": "stream_error",
+}
+_PROBABILITY = click.FloatRange(0, 1)
+
+
+def _fault_option(flag: str, text: str) -> Callable[[Any], Any]:
+    return click.option(flag, type=_PROBABILITY, metavar="P", help=f"Probability of {text}.")
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port (0: any free port).",
+)
+@click.option(
+    "--job",
+    "job",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Start from this job spec's endpoint.simulator settings; flags override them.",
+)
+@click.option("--latency-ms", type=click.FloatRange(min=0), help="Mean latency before answering.")
+@click.option(
+    "--latency-distribution",
+    type=click.Choice(["fixed", "uniform", "exponential", "lognormal"]),
+    help="How the latency varies around its mean.",
+)
+@click.option(
+    "--jitter-ms", type=click.FloatRange(min=0), help="Spread of uniform/lognormal latency."
+)
+@click.option(
+    "--tokens-per-s", type=click.FloatRange(min=0), help="Streaming speed (0: all at once)."
+)
+@click.option(
+    "--rpm", type=click.IntRange(min=1), help="Requests per minute (sliding 60 s window)."
+)
+@click.option(
+    "--tpm", type=click.IntRange(min=1), help="Tokens per minute (prompt + max_tokens × n)."
+)
+@click.option(
+    "--prefill",
+    is_flag=True,
+    default=None,
+    help="Start with both windows full, as in the middle of a long job.",
+)
+@click.option(
+    "--api-key-env",
+    metavar="NAME",
+    help="Require 'Authorization: Bearer <key>' with the key in this environment variable.",
+)
+@_fault_option("--fail-500", "a 500 response")
+@_fault_option("--fail-502", "a 502 response")
+@_fault_option("--fail-503", "a 503 response")
+@_fault_option("--fail-429", "a 429 without rate-limit headers")
+@_fault_option("--drop", "closing the connection without a response")
+@_fault_option("--truncate", "a body cut off halfway")
+@_fault_option("--stall", "sending nothing for --stall-s, then closing")
+@_fault_option("--stream-error", "an error event inside a 200 stream")
+@click.option("--stall-s", type=click.FloatRange(min=0, min_open=True), help="Length of a stall.")
+@click.option("--fault-seed", type=int, help="Seed of the fault draws (same seed, same faults).")
+@click.option(
+    "--keep-alive-s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds between ': keep-alive' lines in slow streams.",
+)
+@reports_errors
+def simulate(host: str, port: int, job: Path | None, **options: Any) -> None:
+    """Serve a local OpenAI-compatible Chat Completions API (no key, no network, no cost).
+
+    \b
+    Prints the base URL, then serves until Ctrl-C:
+      batchchat simulate --port 8080 --rpm 600 --fail-500 0.01
+      curl http://127.0.0.1:8080/v1/chat/completions -H 'content-type: application/json' \\
+        -d '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
+    GET /stats shows what was served.
+    """
+    base = SimulatorSpec()
+    if job is not None:
+        from batchchat.spec import load_spec
+
+        base = load_spec(job).endpoint.simulator or base
+    spec = build_spec(base, options)
+    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C while shutting down
+        asyncio.run(_serve(spec, host, port))
+
+
+def build_spec(base: SimulatorSpec, options: dict[str, Any]) -> SimulatorSpec:
+    """``base`` with every flag that was given applied (flags left out keep ``base``'s value)."""
+    data = base.model_dump()
+    given = {key: value for key, value in options.items() if value is not None}
+    latency = data["latency"]
+    for flag, field in (
+        ("latency_ms", "mean_ms"),
+        ("latency_distribution", "distribution"),
+        ("jitter_ms", "jitter_ms"),
+    ):
+        if flag in given:
+            latency[field] = given[flag]
+    for flag in ("tokens_per_s", "rpm", "tpm", "prefill", "keep_alive_s"):
+        if flag in given:
+            data[flag] = given[flag]
+    for flag, field in (*_FAULT_FLAGS.items(), ("stall_s", "stall_s"), ("fault_seed", "seed")):
+        if flag in given:
+            data["faults"][field] = given[flag]
+    if "api_key_env" in given:
+        data["api_key"] = _read_key(given["api_key_env"])
+    return SimulatorSpec.model_validate(data)
+
+
+def _read_key(name: str) -> str:
+    key = os.environ.get(name)
+    if not key:
+        raise click.BadParameter(
+            f"the environment variable {name} is not set (or empty); "
+            f"export {name}=<key> first, or leave --api-key-env out to serve without a key",
+            param_hint="--api-key-env",
+        )
+    return key
+
+
+async def _serve(spec: SimulatorSpec, host: str, port: int) -> None:
+    from batchchat.simulator import SimulatorServer
+
+    server = SimulatorServer(spec)
+    try:
+        base_url = await server.start(host, port)
+    except OSError as exc:
+        raise click.UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port"
+        ) from None
+    click.echo(base_url)
+    click.echo(f"batchchat simulator serving at {base_url} (Ctrl-C to stop)", err=True)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        await server.stop()

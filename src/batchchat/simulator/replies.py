@@ -1,0 +1,94 @@
+"""The error bodies the simulator answers with, worded like OpenAI's. Pure.
+
+Every body is ``{"error": {"message", "type", "param", "code"}}``; the 502
+imitates a gateway in front of the API (an integer ``code``), as clients meet
+such shapes in the wild. No body ever contains the API key a client sent.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from batchchat.simulator.ratelimit import Admission, format_duration
+from batchchat.simulator.validate import InvalidRequest
+
+SERVER_ERROR = "The server had an error while processing your request. Sorry about that!"
+
+#: fault kind → (status, error object) of the faults that are plain error responses
+FAULT_REPLIES: dict[str, tuple[int, dict[str, Any]]] = {
+    "http_500": (
+        500,
+        {"message": SERVER_ERROR, "type": "server_error", "param": None, "code": None},
+    ),
+    "http_502": (
+        502,
+        {"message": "Bad gateway.", "type": "cf_bad_gateway", "param": None, "code": 502},
+    ),
+    "http_503": (
+        503,
+        {
+            "message": "The server is overloaded or not ready yet.",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        },
+    ),
+    "http_429": (
+        429,
+        {
+            "message": "Too many requests. Please slow down.",
+            "type": "requests",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        },
+    ),
+}
+
+
+def error_body(message: str, kind: str, param: str | None, code: str | None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def invalid_body(exc: InvalidRequest) -> dict[str, Any]:
+    return error_body(exc.message, "invalid_request_error", exc.param, exc.code)
+
+
+def unparsable_body() -> dict[str, Any]:
+    message = (
+        "We could not parse the JSON body of your request. (HINT: This likely means you "
+        "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)"
+    )
+    return error_body(message, "invalid_request_error", None, None)
+
+
+def unauthorized_body() -> dict[str, Any]:
+    # never echo the key that was given, not even masked
+    message = (
+        "Incorrect API key provided. Send the simulator's key as 'Authorization: Bearer <key>'."
+    )
+    return error_body(message, "invalid_request_error", None, "invalid_api_key")
+
+
+def not_found_body(method: str, path: str) -> dict[str, Any]:
+    return error_body(f"Invalid URL ({method} {path})", "invalid_request_error", None, None)
+
+
+def rate_limited_body(model: str, admission: Admission) -> dict[str, Any]:
+    """A 429 of the RPM/TPM limits; "Request too large" when waiting can never help."""
+    kind = admission.limit_type or "requests"
+    name = "requests per min (RPM)" if kind == "requests" else "tokens per min (TPM)"
+    where = f"for {model} in organization org-simulator on {name}"
+    if math.isinf(admission.retry_after):
+        message = (
+            f"Request too large {where}: Limit {admission.limit}, Requested "
+            f"{admission.requested}. The input or output tokens must be reduced in order to "
+            "run successfully."
+        )
+    else:
+        message = (
+            f"Rate limit reached {where}: Limit {admission.limit}, Used {admission.used}, "
+            f"Requested {admission.requested}. "
+            f"Please try again in {format_duration(admission.retry_after)}."
+        )
+    return error_body(message, kind, None, "rate_limit_exceeded")
