@@ -209,16 +209,22 @@ class JobSpec(_Strict):
         path = Path(os.path.expanduser(raw))
         return path if path.is_absolute() else Path(self.base_dir) / path
 
-    def request_fingerprint(self) -> str:
-        """Hash of everything that changes what is sent; resume refuses when it differs."""
-        parts = {
+    def request_identity(self) -> dict[str, Any]:
+        """Everything that changes what is sent, as plain data (what the fingerprint hashes)."""
+        return {
             "request": self.request,
             "seed": self.seed if not isinstance(self.seed, SeedSpec) else self.seed.model_dump(),
             "samples": self.samples,
             "base_url": self.endpoint.base_url,
             "vars": self.vars,
         }
-        return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    def request_fingerprint(self) -> str:
+        """Hash of everything that changes what is sent; resume refuses when it differs."""
+        parts = self.request_identity()
+        # YAML maps like logit_bias {50256: -100} have integer keys; JSON makes them strings
+        options = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+        return hashlib.sha256(orjson.dumps(parts, option=options)).hexdigest()
 
     def redacted(self) -> dict[str, Any]:
         """The resolved spec as plain data, safe to write next to results (no secrets)."""
@@ -317,9 +323,16 @@ def _describe(error: Any, where: str, lines: dict[_Path, int]) -> str:
     return f"{prefix}: {field_path}: {message}"
 
 
+_TYPE_TAG = re.compile(r"(?:int|str|float|bool|list|dict)(?:\[.*\])?")
+
+
 def _is_union_tag(part: str | int) -> bool:
-    # pydantic puts the tried union member in the loc ("int", "SeedSpec"); drop it for users
-    return isinstance(part, str) and (part[:1].isupper() or part in {"int", "str", "list", "dict"})
+    # pydantic puts the tried union member in the loc ("int", "SeedSpec", "list[str]"); drop
+    # it for users -- but not user-chosen keys such as currency_rates.CNY or pricing.GPT-4o
+    if not isinstance(part, str):
+        return False
+    models = {cls.__name__ for cls in _Strict.__subclasses__()}
+    return part in models or _TYPE_TAG.fullmatch(part) is not None
 
 
 def _line_of(loc: _Path, lines: dict[_Path, int]) -> int | None:
