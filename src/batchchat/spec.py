@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import orjson
 import yaml
+from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from batchchat.errors import SpecError
@@ -206,8 +208,10 @@ class JobSpec(_Strict):
         return self.resolve_path(raw)
 
     def resolve_path(self, raw: str) -> Path:
-        path = Path(os.path.expanduser(raw))
-        return path if path.is_absolute() else Path(self.base_dir) / path
+        """A path of the spec (input or output), with ``{{ vars.x }}`` filled in, made absolute
+        against the spec's directory, so a cron job may run from any working directory."""
+        path = Path(os.path.expanduser(_render_path(raw, self.vars, self.name)))
+        return path if path.is_absolute() else Path(os.path.normpath(Path(self.base_dir) / path))
 
     def request_identity(self) -> dict[str, Any]:
         """Everything that changes what is sent, as plain data (what the fingerprint hashes)."""
@@ -233,6 +237,24 @@ class JobSpec(_Strict):
         if sim and sim.get("api_key"):
             sim["api_key"] = "***"
         return data
+
+
+_PATH_TEMPLATES = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+def _render_path(raw: str, variables: Mapping[str, str], name: str) -> str:
+    if "{" not in raw:
+        return raw
+    try:
+        return _PATH_TEMPLATES.from_string(raw).render(vars=variables, name=name)
+    except UndefinedError as exc:
+        known = ", ".join(sorted(variables)) or "none"
+        raise SpecError(
+            f"path {raw!r} uses a variable that is not set ({exc.message}); pass it with "
+            f"--var KEY=VALUE (variables set: {known})"
+        ) from None
+    except TemplateError as exc:
+        raise SpecError(f"path {raw!r} is not a valid template: {exc}") from None
 
 
 # -- loading ------------------------------------------------------------------------------------

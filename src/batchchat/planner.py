@@ -1,0 +1,559 @@
+"""Rows × spec → :class:`ChatRequest`: id, body, hash, token estimate, seed.
+
+Planning is pure and deterministic: the same spec and data give the same
+requests, byte for byte. The request tree is compiled once per spec
+(:func:`compile_request`); per row only templated leaves are rendered and only
+templated fields are type-checked (static ones are checked once, up front).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import polars as pl
+from jinja2 import Environment
+
+from batchchat.errors import SpecError, TemplateError
+from batchchat.models import ChatRequest
+from batchchat.reader import OnIssue, iter_batches, read_head, read_schema
+from batchchat.spec import JobSpec, SeedSpec
+from batchchat.templates import (
+    CompiledTree,
+    TemplateRef,
+    compile_tree,
+    did_you_mean,
+    format_location,
+    make_environment,
+)
+from batchchat.tokens import REPLY_PRIMING_TOKENS, estimate_prompt_tokens, estimate_text_tokens
+
+#: completion tokens assumed per choice when the request sets no limit
+DEFAULT_MAX_OUTPUT_TOKENS = 1024
+#: rows rendered by check_spec_against_input to catch type errors before a run starts
+TRIAL_ROWS = 20
+#: body fields that the model reads as part of the prompt besides the messages
+_PROMPT_EXTRAS = ("tools", "response_format")
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRequest:
+    """A spec's request, compiled once: one tree per top-level body field."""
+
+    fields: tuple[tuple[str, CompiledTree], ...]
+    #: row columns the templates read; None when one of them needs the whole row
+    columns: frozenset[str] | None
+    #: prompt tokens of the static messages, tools and response_format, counted once
+    static_tokens: int
+    #: indices of the templated messages; None when ``messages`` is one template
+    dynamic_messages: tuple[int, ...] | None
+    #: template syntax errors and static fields of the wrong type, each with its location
+    problems: tuple[str, ...] = ()
+
+    @property
+    def refs(self) -> tuple[TemplateRef, ...]:
+        return tuple(ref for _, tree in self.fields for ref in tree.refs)
+
+    @property
+    def dynamic_fields(self) -> tuple[str, ...]:
+        """The templated top-level fields, in the spec's order."""
+        return tuple(key for key, tree in self.fields if not tree.is_static)
+
+
+def compile_request(spec: JobSpec) -> CompiledRequest:
+    """Compile ``spec.request`` once; static fields are type-checked here, once."""
+    env = make_environment(spec.base_dir)
+    fields: list[tuple[str, CompiledTree]] = []
+    problems: list[str] = []
+    static_tokens = 0
+    dynamic_messages: tuple[int, ...] | None = None
+    for key, value in spec.request.items():
+        if key == "messages" and isinstance(value, list):
+            tree, dynamic_messages, static_tokens = _compile_messages(value, env, problems)
+        else:
+            tree = compile_tree(value, format_location("request", key), env, key=key)
+            problems.extend(tree.problems)
+            if tree.is_static and not tree.problems:
+                problems.extend(field_problems(key, tree.render({})))
+        fields.append((key, tree))
+    refs = [ref for _, tree in fields for ref in tree.refs]
+    columns = None
+    if not any(ref.uses_whole_row for ref in refs):
+        columns = frozenset(name for ref in refs for name in ref.columns)
+    if not problems:
+        static_tokens += sum(
+            _extra_tokens({key: tree.render({})})
+            for key, tree in fields
+            if key in _PROMPT_EXTRAS and tree.is_static
+        )
+    return CompiledRequest(tuple(fields), columns, static_tokens, dynamic_messages, tuple(problems))
+
+
+def _compile_messages(
+    messages: list[Any], env: Environment, problems: list[str]
+) -> tuple[CompiledTree, tuple[int, ...], int]:
+    """One tree per message: static ones are checked and counted once, here."""
+    trees = [compile_tree(m, f"request.messages[{i}]", env) for i, m in enumerate(messages)]
+    static_tokens = 0
+    for index, tree in enumerate(trees):
+        problems.extend(tree.problems)
+        if tree.is_static and not tree.problems:
+            message = tree.render({})
+            problems.extend(message_problems([message], "request.messages", first=index))
+            # the estimate is a sum over messages, so static ones can be counted apart
+            static_tokens += estimate_prompt_tokens([message]) - REPLY_PRIMING_TOKENS
+    if not messages:
+        problems.append("request.messages: must be a non-empty list of messages, got list []")
+    renders = [tree.render for tree in trees]
+    dynamic = tuple(i for i, tree in enumerate(trees) if not tree.is_static)
+    tree = CompiledTree(
+        render=lambda ctx: [render(ctx) for render in renders],
+        refs=tuple(ref for tree in trees for ref in tree.refs),
+        problems=(),
+    )
+    return tree, dynamic, static_tokens
+
+
+# -- planning -------------------------------------------------------------------------------------
+
+
+def iter_requests(
+    spec: JobSpec,
+    *,
+    skip: Callable[[str, int], bool] | None = None,
+    on_issue: OnIssue | None = None,
+) -> Iterator[ChatRequest]:
+    """The job's requests, lazily, in input order: every row × ``samples``.
+
+    ``skip(row_id, sample)`` True means "already done": that request is not rendered.
+    """
+    compiled = compile_request(spec)
+    _raise_problems(compiled.problems)
+    planner = _RowPlanner(spec, compiled)
+    position = 0
+    for batch in iter_batches(spec, on_issue=on_issue):
+        yield from planner.plan_batch(batch, position, skip)
+        position += batch.height
+
+
+def derive_seed(base: int, row_id: str, sample: int) -> int:
+    """A stable 31-bit seed for (base, row id, sample)."""
+    digest = hashlib.sha256(f"{base}\x1f{row_id}\x1f{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
+
+
+def request_hash(body: Mapping[str, Any], base_url: str) -> str:
+    """sha256 of the canonical body plus the endpoint identity (never the key)."""
+    canonical = orjson.dumps(
+        {"base_url": base_url, "body": body},
+        option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
+    )
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def batch_line(request: ChatRequest) -> bytes:
+    """One line of an OpenAI Batch API input file (also what vLLM's run_batch reads)."""
+    line = {
+        "custom_id": request.custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": request.body,
+    }
+    return orjson.dumps(line, option=orjson.OPT_NON_STR_KEYS) + b"\n"
+
+
+class _RowPlanner:
+    """Renders the rows of one batch; holds what stays the same from row to row."""
+
+    def __init__(self, spec: JobSpec, compiled: CompiledRequest) -> None:
+        self.spec = spec
+        self.fields = compiled.fields
+        self.dynamic = compiled.dynamic_fields
+        self.dynamic_messages = compiled.dynamic_messages
+        self.static_tokens = compiled.static_tokens
+        self.columns = compiled.columns
+        self.base_url = spec.endpoint.base_url
+        self.vars = dict(spec.vars)
+
+    def plan_batch(
+        self, batch: pl.DataFrame, position: int, skip: Callable[[str, int], bool] | None
+    ) -> Iterator[ChatRequest]:
+        ids = _row_ids(batch, self.spec.input.id_column, position)
+        samples = range(self.spec.samples)
+        rows: list[dict[str, Any]] | None = None  # converted only when a row needs rendering
+        for index, row_id in enumerate(ids):
+            for sample in samples:
+                if skip is not None and skip(row_id, sample):
+                    continue
+                if rows is None:
+                    rows = batch.select(self._wanted(batch)).to_dicts()
+                yield self.plan_row(rows[index], row_id, sample)
+
+    def plan_row(self, row: dict[str, Any], row_id: str, sample: int) -> ChatRequest:
+        ctx = {**row, "row": row, "vars": self.vars, "row_id": row_id, "sample": sample}
+        body = {key: tree.render(ctx) for key, tree in self.fields}
+        body = checked_body(body, self.dynamic, row_id, self.dynamic_messages)
+        seed = self._seed(body, row_id, sample)
+        return ChatRequest(
+            row_id=row_id,
+            sample=sample,
+            custom_id=f"{row_id}#{sample}",
+            body=body,
+            request_hash=request_hash(body, self.base_url),
+            est_prompt_tokens=self._prompt_tokens(body),
+            max_output_tokens=max_output_tokens(body),
+            seed=seed,
+            keep={column: row.get(column) for column in self.spec.output.keep_columns},
+        )
+
+    def _wanted(self, batch: pl.DataFrame) -> list[str]:
+        if self.columns is None:
+            return batch.columns
+        wanted = self.columns | set(self.spec.output.keep_columns)
+        return [c for c in batch.columns if c in wanted]
+
+    def _seed(self, body: dict[str, Any], row_id: str, sample: int) -> int | None:
+        seed = self.spec.seed
+        if isinstance(seed, SeedSpec):
+            body["seed"] = derive_seed(seed.base, row_id, sample) if seed.per_row else seed.base
+        elif seed is not None:
+            body["seed"] = seed
+        value = body.get("seed")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def _prompt_tokens(self, body: Mapping[str, Any]) -> int:
+        messages = body.get("messages") or ()
+        if self.dynamic_messages is not None:
+            messages = [messages[i] for i in self.dynamic_messages]
+        tokens = estimate_prompt_tokens(messages) + self.static_tokens
+        extras = {k: body[k] for k in _PROMPT_EXTRAS if k in self.dynamic and k in body}
+        return tokens + _extra_tokens(extras) if extras else tokens
+
+
+def max_output_tokens(body: Mapping[str, Any]) -> int:
+    """The most completion tokens a body allows: the token limit × ``n``."""
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    choices = body.get("n") or 1
+    return int(limit or DEFAULT_MAX_OUTPUT_TOKENS) * int(choices)
+
+
+def _extra_tokens(fields: Mapping[str, Any]) -> int:
+    # tool definitions and a JSON schema are shown to the model as part of the prompt
+    return sum(estimate_text_tokens(orjson.dumps(v).decode()) for v in fields.values())
+
+
+def _row_ids(batch: pl.DataFrame, id_column: str | None, position: int) -> list[str]:
+    if id_column is None:
+        return [str(i) for i in range(position, position + batch.height)]
+    ids = batch.get_column(id_column).cast(pl.String).to_list()
+    if None in ids:
+        at = position + ids.index(None)
+        raise TemplateError(f"input.id_column: row {at} has no id (column '{id_column}' is empty)")
+    return ids
+
+
+def _raise_problems(problems: tuple[str, ...]) -> None:
+    # template syntax errors and static fields of the wrong type: the spec is wrong, not a row
+    if problems:
+        raise SpecError("the request cannot be planned:", [f"  {p}" for p in problems])
+
+
+# -- the body's field types ------------------------------------------------------------------------
+
+MESSAGE_ROLES = frozenset({"developer", "system", "user", "assistant", "tool", "function"})
+#: roles whose message must carry content
+_NEEDS_CONTENT = frozenset({"developer", "system", "user", "tool"})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_mapping(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def _is_texts(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+_Rule = tuple[str, Callable[[Any], bool]]
+_NUMBER: _Rule = ("a number", _is_number)
+_INTEGER: _Rule = ("an integer", _is_int)
+_BOOLEAN: _Rule = ("true or false", _is_bool)
+_TEXT: _Rule = ("a string", _is_text)
+_MAPPING: _Rule = ("a mapping", _is_mapping)
+#: the known Chat Completions fields and their JSON types; unknown fields pass untouched
+FIELD_RULES: dict[str, _Rule] = {
+    "model": ("a non-empty string", lambda v: isinstance(v, str) and bool(v.strip())),
+    **dict.fromkeys(("temperature", "top_p", "presence_penalty", "frequency_penalty"), _NUMBER),
+    **dict.fromkeys(("n", "max_tokens", "max_completion_tokens", "top_logprobs", "seed"), _INTEGER),
+    **dict.fromkeys(("stream", "logprobs", "parallel_tool_calls", "store"), _BOOLEAN),
+    **dict.fromkeys(("user", "reasoning_effort", "service_tier"), _TEXT),
+    **dict.fromkeys(
+        ("stream_options", "audio", "metadata", "logit_bias", "prediction", "web_search_options"),
+        _MAPPING,
+    ),
+    "response_format": (
+        "a mapping with a string 'type'",
+        lambda v: isinstance(v, dict) and isinstance(v.get("type"), str),
+    ),
+    "stop": ("a string or a list of strings", lambda v: _is_text(v) or _is_texts(v)),
+    "modalities": ("a list of strings", _is_texts),
+    "tools": (
+        "a list of tool mappings",
+        lambda v: isinstance(v, list) and all(isinstance(t, dict) for t in v),
+    ),
+    "tool_choice": ("a string or a mapping", lambda v: _is_text(v) or _is_mapping(v)),
+}
+#: fields whose value may arrive as text from a template or --var and is parsed ("0.7" → 0.7)
+_PARSED_FROM_TEXT = frozenset(
+    k for k, rule in FIELD_RULES.items() if rule in (_NUMBER, _INTEGER, _BOOLEAN)
+)
+
+
+def field_problems(key: str, value: Any) -> list[str]:
+    """What is wrong with one top-level body field (static check, no row involved)."""
+    if key == "messages":
+        if not isinstance(value, list):
+            return []  # a template rendering to a conversation: checked per row
+        return message_problems(value, "request.messages")
+    rule = FIELD_RULES.get(key)
+    if rule is None or rule[1](_parsed(key, value)):
+        return []
+    return [f"request.{key}: must be {rule[0]}, got {_show(value)}"]
+
+
+def checked_body(
+    body: dict[str, Any],
+    dynamic: Iterable[str],
+    row_id: str,
+    dynamic_messages: tuple[int, ...] | None = None,
+) -> dict[str, Any]:
+    """Check (and parse, for numbers given as text) the templated fields of one body.
+
+    ``dynamic_messages`` names the templated messages of a spec's message list (the
+    static ones were checked when compiling); None means ``messages`` is one template.
+    """
+    for key in dynamic:
+        if key == "messages":
+            body[key] = _checked_messages(body[key], row_id, dynamic_messages)
+            continue
+        rule = FIELD_RULES.get(key)
+        if rule is None:
+            continue
+        parsed = _parsed(key, body[key])
+        if not rule[1](parsed):
+            raise TemplateError(
+                f"request.{key}: must be {rule[0]}, got {_show(body[key])} (row id {row_id!r})"
+            )
+        body[key] = parsed
+    return body
+
+
+def _checked_messages(value: Any, row_id: str, dynamic: tuple[int, ...] | None) -> Any:
+    if dynamic is None:
+        value = _conversation(value, row_id)
+        problems = message_problems(value, "request.messages")
+    else:
+        problems = [
+            problem
+            for index in dynamic
+            if not _is_plain_message(value[index])
+            for problem in message_problems([value[index]], "request.messages", first=index)
+        ]
+    if problems:
+        raise TemplateError(f"{problems[0]} (row id {row_id!r})")
+    return value
+
+
+def message_problems(messages: Any, location: str, *, first: int = 0) -> list[str]:
+    """Every problem of a list of chat messages, each with its location.
+
+    ``first`` is the index of the first message in the spec's list, for the locations.
+    """
+    if not isinstance(messages, list) or not messages:
+        return [f"{location}: must be a non-empty list of messages, got {_show(messages)}"]
+    problems: list[str] = []
+    for index, message in enumerate(messages, start=first):
+        where = f"{location}[{index}]"
+        if not isinstance(message, dict):
+            problems.append(f"{where}: a message is a mapping with role and content")
+            continue
+        problems.extend(_one_message_problems(message, where))
+    return problems
+
+
+def _is_plain_message(message: Any) -> bool:
+    """The common case, {role, content: text}, recognised without the full check."""
+    return (
+        type(message) is dict
+        and len(message) == 2
+        and type(message.get("content")) is str
+        and message.get("role") in MESSAGE_ROLES
+    )
+
+
+def _one_message_problems(message: dict[str, Any], where: str) -> list[str]:
+    role = message.get("role")
+    if role not in MESSAGE_ROLES:
+        roles = ", ".join(sorted(MESSAGE_ROLES))
+        return [f"{where}.role: must be one of {roles}, got {_show(role)}"]
+    problems: list[str] = []
+    if role in _NEEDS_CONTENT and "content" not in message:
+        problems.append(f"{where}: a {role} message needs content")
+    content = message.get("content")
+    if not (content is None or isinstance(content, str | list)):
+        problems.append(
+            f"{where}.content: must be a string, null or a list of parts, got {_show(content)}"
+        )
+    for index, part in enumerate(content if isinstance(content, list) else ()):
+        problems.extend(_part_problems(part, f"{where}.content[{index}]"))
+    for key in ("name", "tool_call_id"):
+        if key in message and not isinstance(message[key], str):
+            problems.append(f"{where}.{key}: must be a string, got {_show(message[key])}")
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        problems.append(f"{where}: a tool message needs tool_call_id")
+    if "tool_calls" in message and not isinstance(message["tool_calls"], list):
+        problems.append(f"{where}.tool_calls: must be a list, got {_show(message['tool_calls'])}")
+    return problems
+
+
+def _part_problems(part: Any, where: str) -> list[str]:
+    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+        return [f"{where}: a content part is a mapping with a string 'type', got {_show(part)}"]
+    kind = part["type"]
+    if kind == "text" and not isinstance(part.get("text"), str):
+        return [f"{where}.text: must be a string, got {_show(part.get('text'))}"]
+    if kind == "image_url":
+        image = part.get("image_url")
+        if not (isinstance(image, dict) and isinstance(image.get("url"), str)):
+            return [f"{where}.image_url: must be a mapping with a string url, got {_show(image)}"]
+    return []
+
+
+def _conversation(value: Any, row_id: str) -> Any:
+    """A templated ``messages``: JSON text is parsed; null fields of struct columns dropped."""
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise TemplateError(
+                f"request.messages: the template gave text that is not a JSON list of messages: "
+                f"{exc} (row id {row_id!r})"
+            ) from None
+    if isinstance(value, list):
+        # a list-of-struct column fills absent fields with null; "content": null stays meaningful
+        return [
+            {k: v for k, v in m.items() if v is not None or k == "content"}
+            if isinstance(m, dict)
+            else m
+            for m in value
+        ]
+    return value
+
+
+def _parsed(key: str, value: Any) -> Any:
+    if key in _PARSED_FROM_TEXT and isinstance(value, str):
+        try:
+            return orjson.loads(value.strip())
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def _show(value: Any) -> str:
+    kind = "null" if value is None else type(value).__name__
+    text = repr(value)
+    return f"{kind} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+# -- checking a spec against its input -----------------------------------------------------------
+
+
+def check_spec_against_input(spec: JobSpec) -> None:
+    """Raise SpecError listing every way the spec does not fit its input, all at once.
+
+    Checks the columns and vars the templates read, ``output.keep_columns`` and
+    ``input.id_column``, the types of static request fields, and renders the first
+    rows to catch type errors in templated ones.
+    """
+    schema = read_schema(spec)
+    compiled = compile_request(spec)
+    problems = list(compiled.problems)
+    for ref in compiled.refs:
+        problems.extend(_ref_problems(ref, list(schema), spec.vars))
+    problems.extend(_column_problems(spec, schema))
+    if "seed" in spec.request and spec.seed is not None:
+        problems.append("request.seed: set a seed in one place only (the top-level seed: wins)")
+    if not problems:
+        problems.extend(_trial_problems(spec, compiled))
+    if problems:
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise SpecError(
+            f"job '{spec.name}' does not fit its input {spec.input.path} ({count}):",
+            [f"  {p}" for p in problems],
+        )
+
+
+def _ref_problems(ref: TemplateRef, columns: list[str], variables: Mapping[str, str]) -> list[str]:
+    problems = [
+        f"{ref.location}: column '{name}' does not exist in the input" + did_you_mean(name, columns)
+        for name in sorted(ref.columns - set(columns))
+    ]
+    problems.extend(
+        f"{ref.location}: vars.{name} is not set (add it under vars: or pass --var {name}=...)"
+        for name in sorted(ref.var_names - set(variables))
+    )
+    return problems
+
+
+def _column_problems(spec: JobSpec, schema: Mapping[str, pl.DataType]) -> list[str]:
+    columns = list(schema)
+    problems = [
+        f"output.keep_columns: column '{name}' does not exist in the input"
+        + did_you_mean(name, columns)
+        for name in spec.output.keep_columns
+        if name not in schema
+    ]
+    id_column = spec.input.id_column
+    if id_column is not None and id_column not in schema:
+        problems.append(
+            f"input.id_column: column '{id_column}' does not exist in the input"
+            + did_you_mean(id_column, columns)
+        )
+    elif id_column is not None and not (
+        schema[id_column] == pl.String or schema[id_column].is_integer()
+    ):
+        problems.append(
+            f"input.id_column: column '{id_column}' is {schema[id_column]}; ids must be text "
+            "or integers"
+        )
+    return problems
+
+
+def _trial_problems(spec: JobSpec, compiled: CompiledRequest) -> list[str]:
+    """Render the first rows: a template that breaks on real data fails here, not mid-run."""
+    head = read_head(spec, TRIAL_ROWS)
+    planner = _RowPlanner(spec, compiled)
+    try:
+        for _ in planner.plan_batch(head, 0, None):
+            pass
+    except TemplateError as exc:
+        return str(exc).splitlines()
+    return []

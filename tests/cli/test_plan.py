@@ -1,0 +1,195 @@
+"""``batchchat validate`` and ``batchchat plan`` through click's CliRunner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner, Result
+
+from batchchat.cli import main
+from batchchat.planner import iter_requests
+from batchchat.pricing import PriceTable
+from batchchat.spec import load_spec
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+JOBS = sorted((ROOT / "jobs").glob("*.yaml"))
+
+SPEC = """\
+name: cli-test
+input:
+  path: in.jsonl
+  id_column: id
+endpoint:
+  base_url: https://api.example.com/v1
+  api_key_env: EXAMPLE_API_KEY
+request:
+  model: gpt-4o-mini
+  messages:
+    - {role: system, content: "Answer in {{ vars.lang }}."}
+    - {role: user, content: "Review: {{ text }}"}
+  temperature: 0
+  max_tokens: 8
+vars: {lang: English}
+samples: 2
+output:
+  keep_columns: [id]
+"""
+
+
+def invoke(*args: str | Path) -> Result:
+    # wide enough that rich does not fold the lines the assertions look for
+    return CliRunner().invoke(main, [str(a) for a in args], env={"COLUMNS": "250"})
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> Path:
+    lines = [orjson.dumps({"id": f"r{i}", "text": f"text {i}"}) for i in range(5)]
+    (tmp_path / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    path = tmp_path / "job.yaml"
+    path.write_text(SPEC)
+    return path
+
+
+def test_validate_prints_a_summary_and_exits_0(job: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXAMPLE_API_KEY", "sk-live-do-not-print")
+    result = invoke("validate", job)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for fragment in (
+        "cli-test",
+        "in.jsonl",
+        "[jsonl]",
+        "rows      5",
+        "column 'id' (unique)",
+        "https://api.example.com/v1; key from $EXAMPLE_API_KEY (set)",
+        "request.messages[1].content ← text",
+        "request.messages[0].content ← vars.lang",
+        "2 per row; no seed",
+        "OK",
+    ):
+        assert fragment in out, fragment
+    assert "sk-live-do-not-print" not in out
+
+
+def test_validate_says_when_the_key_variable_is_missing(
+    job: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EXAMPLE_API_KEY", raising=False)
+    result = invoke("validate", job)
+    assert result.exit_code == 0
+    assert "$EXAMPLE_API_KEY (NOT set: export it before run)" in result.output
+
+
+def test_validate_lists_every_problem_and_exits_2(job: Path) -> None:
+    job.write_text(
+        SPEC.replace("{{ text }}", "{{ txt }}")
+        .replace("keep_columns: [id]", "keep_columns: [id, stars]")
+        .replace("{{ vars.lang }}", "{{ vars.tone }}")
+    )
+    lines = (job.parent / "in.jsonl").read_text().splitlines()
+    (job.parent / "in.jsonl").write_text("\n".join([*lines, lines[0]]) + "\n")
+    result = invoke("validate", job)
+    assert result.exit_code == 2
+    out = result.output
+    assert f"{job}: the job is not ready to run (5 problems):" in out
+    assert "request.messages[1].content: column 'txt' does not exist in the input" in out
+    assert "did you mean 'text'?" in out
+    assert "output.keep_columns: column 'stars' does not exist" in out
+    assert "vars.tone is not set" in out
+    assert "'r0' occurs 2 times" in out
+
+
+def test_validate_reports_spec_errors_with_lines(job: Path) -> None:
+    job.write_text(SPEC.replace("samples: 2", "sampels: 2"))
+    result = invoke("validate", job)
+    assert result.exit_code == 2
+    assert f"{job}:16: sampels: unknown key (did you mean 'samples'?)" in result.output
+
+
+def test_validate_var_overrides_the_spec(job: Path) -> None:
+    job.write_text(SPEC.replace("{{ vars.lang }}", "{{ vars.tone }}"))
+    assert invoke("validate", job).exit_code == 2
+    assert invoke("validate", job, "--var", "tone=dry").exit_code == 0
+    result = invoke("validate", job, "--var", "tone")
+    assert result.exit_code == 2
+    assert "expected key=value" in result.output
+
+
+def test_plan_shows_bodies_counts_tokens_and_cost(job: Path) -> None:
+    result = invoke("plan", job, "--show", "1", "--var", "lang=German")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.count('"model": "gpt-4o-mini"') == 1
+    assert "r0#0" in out and '"content": "Answer in German."' in out
+    assert "rows           5" in out
+    assert "requests       10  (2 per row)" in out
+    assert "output tokens  ≤ 80" in out
+    spec = load_spec(job, variables={"lang": "German"})
+    prices = PriceTable.from_spec(spec)
+    bounds = [prices.request_cost_bounds(r) for r in iter_requests(spec)]
+    low = sum(b[0] for b in bounds if b is not None)
+    high = sum(b[1] for b in bounds if b is not None)
+    assert 0 < low < high < 0.01
+    assert f"cost           ${low:.6f} – ${high:.6f}" in out
+    tokens = sum(r.est_prompt_tokens for r in iter_requests(spec))
+    assert f"prompt tokens  ~{tokens:,} (offline estimate)" in out
+
+
+def test_plan_writes_batch_api_lines(job: Path, tmp_path: Path) -> None:
+    out = tmp_path / "planned" / "requests.jsonl"
+    result = invoke("plan", job, "--show", "0", "--out", out, "--limit", "3")
+    assert result.exit_code == 0, result.output
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [line["custom_id"] for line in lines] == ["r0#0", "r0#1", "r1#0", "r1#1", "r2#0", "r2#1"]
+    assert {line["method"] for line in lines} == {"POST"}
+    assert {line["url"] for line in lines} == {"/v1/chat/completions"}
+    assert lines[0]["body"] == {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "Answer in English."},
+            {"role": "user", "content": "Review: text 0"},
+        ],
+        "temperature": 0,
+        "max_tokens": 8,
+    }
+    assert "written" in result.output and "(6 Batch API lines)" in result.output
+    assert not list(out.parent.glob("*.partial"))
+
+
+def test_plan_of_an_unpriced_model_says_so(job: Path) -> None:
+    job.write_text(SPEC.replace("model: gpt-4o-mini", "model: my-local-llama"))
+    result = invoke("plan", job, "--show", "0")
+    assert result.exit_code == 0
+    assert "unpriced model(s): my-local-llama (add them under pricing:)" in result.output
+
+
+def test_plan_stops_on_a_bad_input_line_with_exit_2(job: Path) -> None:
+    data = job.parent / "in.jsonl"
+    data.write_text(data.read_text() + "{broken\n")
+    result = invoke("plan", job)
+    assert result.exit_code == 2
+    assert f"{data}:6: malformed JSON" in result.output
+
+
+@pytest.mark.parametrize("path", JOBS, ids=[p.name for p in JOBS])
+def test_every_example_job_validates_and_plans(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.chdir(ROOT)
+    result = invoke("validate", path.relative_to(ROOT))
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "requests.jsonl"
+    result = invoke("plan", path.relative_to(ROOT), "--show", "1", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 0
+    assert "unpriced" not in result.output
+
+
+def test_the_example_jobs_are_all_here() -> None:
+    names = {p.name for p in JOBS}
+    assert {"quickstart.yaml", "openai.yaml", "vision.yaml", "extract_json.yaml"} <= names
+    assert os.fspath(ROOT / "jobs" / "quickstart.yaml") in map(os.fspath, JOBS)
