@@ -15,17 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchchat.errors import SpecError
-from batchchat.labels import (
-    LabelMatch,
-    LabelSet,
-    Vote,
-    label_fields,
-    label_report,
-    label_values,
-    vote,
-    vote_values,
-    with_votes,
-)
+from batchchat.labeling import label_fields, label_report, label_values, with_votes
+from batchchat.labels import LabelMatch, LabelSet, Vote, vote, vote_values
 from batchchat.models import TokenLogprob, TopLogprob
 from batchchat.spec import load_spec
 from batchchat.tokens import _PIECE

@@ -1,10 +1,48 @@
-"""batchchat: send a dataset through any OpenAI-compatible Chat Completions endpoint."""
+"""batchchat: send a dataset through any OpenAI-compatible Chat Completions endpoint.
+
+>>> import batchchat
+>>> report = batchchat.run("jobs/quickstart.yaml")          # spec → plan → execute → sink → report
+>>> df = batchchat.read_results("out/quickstart")           # one row per (row_id, sample)
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from batchchat.errors import BatchchatError
 from batchchat.spec import JobSpec, load_spec
 
 __version__ = "0.1.0"
 
-__all__ = ["BatchchatError", "JobSpec", "__version__", "load_spec"]
+__all__ = [
+    "BatchchatError",
+    "JobSpec",
+    "RunReport",
+    "__version__",
+    "load_spec",
+    "read_results",
+    "run",
+    "scan_results",
+]
+
+if TYPE_CHECKING:
+    from batchchat.api import read_results, run
+    from batchchat.outdir import scan_results
+    from batchchat.report import RunReport
+
+# The engine (aiohttp, pyarrow, polars) loads on first use, so `import batchchat` stays cheap.
+_LAZY = {
+    "run": "batchchat.api",
+    "read_results": "batchchat.api",
+    "scan_results": "batchchat.outdir",
+    "RunReport": "batchchat.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'batchchat' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module_name), name)

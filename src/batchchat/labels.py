@@ -1,9 +1,8 @@
 """Dataset labeling: answers → one of ``output.labels``, label probabilities, votes.
 
-Pure logic, no I/O. The sink calls :func:`label_values` once per sample and
-:func:`with_votes` (or :func:`vote_values`) once the samples of a row are in;
-the report calls :func:`label_report`. :func:`label_fields` gives the Arrow
-columns these values fill.
+Pure logic, no I/O and no dataframes: matching, probabilities, votes. The
+columns of the output and the report's label section are built from these in
+:mod:`batchchat.labeling`.
 
 Matching is strict about *what* was answered and tolerant about *how*: the
 first or last line of the answer (or the text after a short ``Label:``-style
@@ -23,10 +22,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import orjson
-import polars as pl
-import pyarrow as pa
 
 from batchchat.errors import SpecError
 from batchchat.models import TokenLogprob, TopLogprob
@@ -269,9 +264,9 @@ class LabelSet:
         """
         if first_token_logprobs is None or not first_token_logprobs.top_logprobs:
             return None
-        chosen = _first_key(first_token_logprobs.token)
+        chosen = first_key(first_token_logprobs.token)
         parts: dict[str, list[float]] = {label: [] for label in self.labels}
-        for key, mass in _masses(first_token_logprobs, _first_key).items():
+        for key, mass in _masses(first_token_logprobs, first_key).items():
             targets = self.labels_for_token(key)
             evidence = second_token if key == chosen else None
             for label, share in self._shares(key, targets, evidence).items():
@@ -363,7 +358,7 @@ def _lookup(parsed: Mapping[str, Any], path: str) -> Any:
     return node
 
 
-def _first_key(token: str) -> str:
+def first_key(token: str) -> str:
     return _surface(_fold(token).lstrip(_LEAD).rstrip())
 
 
@@ -427,167 +422,3 @@ def vote_values(
         "label_votes": {label: result.votes.get(label, 0) for label in label_set.labels},
         "label_agreement": result.agreement,
     }
-
-
-def with_votes(df: pl.DataFrame, label_set: LabelSet, *, row: str = "row_id") -> pl.DataFrame:
-    """``df`` (one line per sample) with the row's majority, votes and agreement on every line.
-
-    Same rule as :func:`vote`; a row whose samples all failed to match gets a
-    null majority and agreement 0.
-    """
-    df = df.drop("label_majority", "label_votes", "label_agreement", strict=False)
-    conf = pl.col("label_confidence") if "label_confidence" in df.columns else pl.lit(None)
-    lines = df.select(pl.col(row), pl.col("label"), conf.cast(pl.Float64).alias("_conf"))
-    order = {label: i for i, label in enumerate(label_set.labels)}
-    per_label = (
-        lines.filter(pl.col("label").is_not_null())
-        .group_by(row, "label")
-        .agg(pl.len().alias("_n"), pl.col("_conf").sum().alias("_sum"))
-        .with_columns(pl.col("label").replace_strict(order, default=len(order)).alias("_rank"))
-        .sort([row, "_n", "_sum", "_rank", "label"], descending=[False, True, True, False, False])
-        .group_by(row, maintain_order=True)
-        .agg(pl.col("label").first().alias("label_majority"), pl.col("_n").first().alias("_top"))
-    )
-    counts = [
-        (pl.col("label") == label).sum().cast(pl.Int64).alias(label) for label in label_set.labels
-    ]
-    rows = (
-        lines.group_by(row)
-        .agg(pl.struct(counts).alias("label_votes"), pl.len().alias("_samples"))
-        .join(per_label, on=row, how="left", nulls_equal=True)
-        .select(
-            row,
-            "label_majority",
-            "label_votes",
-            (pl.col("_top").fill_null(0) / pl.col("_samples")).alias("label_agreement"),
-        )
-    )
-    return df.join(rows, on=row, how="left", nulls_equal=True, maintain_order="left")
-
-
-# -- columns and report -------------------------------------------------------------------------
-
-
-def label_fields(label_set: LabelSet, *, samples: int) -> list[pa.Field]:
-    """The Arrow columns of labeling.
-
-    ``label``, ``label_error``, ``label_probs`` and ``label_confidence`` are per
-    sample. With ``samples > 1``, ``label_majority``, ``label_votes`` and
-    ``label_agreement`` are per row: computed across the row's samples and
-    repeated on each of its sample lines.
-    """
-    fields = [
-        pa.field("label", pa.string()),
-        pa.field("label_error", pa.string()),
-        pa.field("label_probs", pa.struct([pa.field(x, pa.float64()) for x in label_set.labels])),
-        pa.field("label_confidence", pa.float64()),
-    ]
-    if samples > 1:
-        fields += [
-            pa.field("label_majority", pa.string()),
-            pa.field("label_votes", pa.struct([pa.field(x, pa.int64()) for x in label_set.labels])),
-            pa.field("label_agreement", pa.float64()),
-        ]
-    return fields
-
-
-def label_values(
-    label_set: LabelSet,
-    content: str | None,
-    parsed: Any,
-    logprobs: list[TokenLogprob] | None,
-    *,
-    label_field: str | None,
-) -> dict[str, Any]:
-    """One sample's ``label``, ``label_error``, ``label_probs`` and ``label_confidence``.
-
-    With ``label_field``, ``parsed`` is the JSON output (a mapping or JSON
-    text; parsed from ``content`` when None). Probabilities are read at the
-    token where the label starts, so "Label: positive" is scored at "positive";
-    they are null when the answer matched no label or no logprobs came back.
-    """
-    if label_field is not None:
-        if parsed is None or isinstance(parsed, str):  # not parsed yet, or kept as JSON text
-            parsed = _json_of(content if parsed is None else parsed)
-        found = label_set.match_parsed(parsed, label_field)
-    else:
-        found = label_set.match(content)
-    at = _anchor(label_set, logprobs or [], content, found)
-    probs = None
-    if at is not None and logprobs:
-        after = logprobs[at + 1] if at + 1 < len(logprobs) else None
-        probs = label_set.probabilities(logprobs[at], second_token=after)
-    return {
-        "label": found.label,
-        "label_error": found.error,
-        "label_probs": probs,
-        "label_confidence": LabelSet.confidence(probs, found.label) if found.label else None,
-    }
-
-
-def _json_of(content: str | None) -> Any:
-    if content is None:
-        return None
-    text = content.strip().removeprefix("```json").removeprefix("```").removesuffix("```")
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-
-
-def _anchor(
-    label_set: LabelSet, tokens: list[TokenLogprob], content: str | None, found: LabelMatch
-) -> int | None:
-    """The index of the token where the matched label begins."""
-    if found.label is None or not tokens:
-        return None
-    if found.start is not None and "".join(t.token for t in tokens) == content:
-        end = 0
-        for i, token in enumerate(tokens):
-            end += len(token.token)
-            if end > found.start:
-                if found.label in label_set.labels_for_token(_first_key(token.token)):
-                    return i
-                break
-    for i, token in enumerate(tokens):
-        if found.label in label_set.labels_for_token(_first_key(token.token)):
-            return i
-    return None
-
-
-def label_report(df: pl.DataFrame, label_set: LabelSet, *, row: str = "row_id") -> dict[str, Any]:
-    """Label distribution, unmatched share and mean confidence of a result table.
-
-    Shares are of the answered lines (a label or a label_error), so the label
-    shares and ``unmatched_share`` add up to 1; failed requests are not counted.
-    With ``label_majority`` present, ``majority`` gives the same over the rows
-    with an answered sample (``unmatched``: rows without a majority label).
-    """
-    answered = df.filter(pl.col("label").is_not_null() | pl.col("label_error").is_not_null())
-    total = answered.height
-    report: dict[str, Any] = _distribution(answered["label"], label_set, total)
-    unmatched = answered["label"].null_count()
-    report["unmatched"] = unmatched
-    report["unmatched_share"] = unmatched / total if total else None
-    confidence = answered["label_confidence"] if "label_confidence" in df.columns else None
-    report["mean_confidence"] = _mean(confidence)
-    if "label_majority" in df.columns and row in df.columns:
-        rows = answered.group_by(row).agg(pl.col("label_majority", "label_agreement").first())
-        majority = _distribution(rows["label_majority"], label_set, rows.height)
-        majority["unmatched"] = rows["label_majority"].null_count()
-        majority["mean_agreement"] = _mean(rows["label_agreement"])
-        report["majority"] = majority
-    return report
-
-
-def _distribution(column: pl.Series, label_set: LabelSet, total: int) -> dict[str, Any]:
-    counts = dict(column.drop_nulls().value_counts().iter_rows())
-    shares = {x: {"count": counts.get(x, 0)} for x in label_set.labels}
-    for share in shares.values():
-        share["share"] = share["count"] / total if total else None
-    return {"answered": total, "labels": shares}  # answered lines, or rows for the majority
-
-
-def _mean(column: pl.Series | None) -> float | None:
-    value = None if column is None else column.cast(pl.Float64).mean()
-    return float(value) if isinstance(value, int | float) else None

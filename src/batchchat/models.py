@@ -163,3 +163,12 @@ class ExecutionStats:
     #: why the run ended: "completed", "budget", "interrupted"
     stop_reason: str = "completed"
     timeline: list[TimelineBucket] = field(default_factory=list)
+    #: attempts sent and not answered yet (live)
+    in_flight: int = 0
+    #: attempts allowed in flight now: the adaptive limit, or max_concurrency (live)
+    concurrency: int = 0
+    #: token usage of the finished results, as the server reported it
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    #: cost of the finished results that have a price (USD)
+    cost_usd: float = 0.0

@@ -140,6 +140,8 @@ class RunReport:
     tokens_per_s: float | None = None
     timeline: Timeline = field(default_factory=Timeline)
     warnings: list[str] = field(default_factory=list)
+    #: label distribution, unmatched share and mean confidence (labeling jobs only)
+    labels: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The stable, JSON-ready form (``report.json``)."""
@@ -181,6 +183,7 @@ class RunReport:
             "throughput": {"rows_per_s": self.rows_per_s, "tokens_per_s": self.tokens_per_s},
             "timeline": asdict(self.timeline),
             "warnings": list(self.warnings),
+            "labels": self.labels,
         }
 
     def __repr__(self) -> str:
@@ -232,6 +235,7 @@ def build_report(out_dir: Path, *, prices: PriceTable | None = None) -> RunRepor
         report.rows_per_s = report.rows_total / report.wall_time_s
         report.tokens_per_s = report.tokens.total / report.wall_time_s
     report.timeline = _timeline(runs)
+    report.labels = _labels(out_dir)
     if not runs and report.rows_total:
         report.warnings.append("no run stats found (runs/*.json): request counts are unknown")
     return report
@@ -569,6 +573,19 @@ def _read_manifest(out_dir: Path) -> tuple[str | None, str | None]:
     if not isinstance(data, dict):
         return None, None
     return data.get("job"), data.get("fingerprint")
+
+
+def _labels(out_dir: Path) -> dict[str, Any] | None:
+    from batchchat.api import read_results
+    from batchchat.labeling import label_report, output_label_set
+
+    label_set, _ = output_label_set(out_dir)
+    if label_set is None or not (out_dir / RESULTS_DIR).is_dir():
+        return None
+    rows = read_results(out_dir)
+    if "label" not in rows.columns:
+        return None
+    return label_report(rows, label_set)
 
 
 def _final_results(out_dir: Path) -> pl.DataFrame:

@@ -7,6 +7,7 @@ the HTML report never disagree about a figure.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -117,9 +118,33 @@ def render_markdown(report: RunReport) -> str:
         parts.append(
             "## Finish reasons\n\n" + _md_table(("Reason", "Rows", "Share"), rows, "l r r")
         )
+    if report.labels:
+        parts.append(_md_labels(report.labels))
     if report.errors:
         parts.append(_md_errors(report))
     return "\n\n".join(parts) + "\n"
+
+
+def _md_labels(labels: dict[str, Any]) -> str:
+    rows = [
+        (_md(label), fmt_int(entry["count"]), fmt_share(entry["count"], labels["answered"]))
+        for label, entry in labels["labels"].items()
+    ]
+    rows.append(
+        (
+            "*(no label matched)*",
+            fmt_int(labels["unmatched"]),
+            fmt_share(labels["unmatched"], labels["answered"]),
+        )
+    )
+    text = "## Labels\n\n" + _md_table(("Label", "Answers", "Share"), rows, "l r r")
+    confidence = labels.get("mean_confidence")
+    if confidence is not None:
+        text += f"\n\nMean confidence of the chosen label: {confidence:.3f}"
+    majority = labels.get("majority")
+    if majority and majority.get("mean_agreement") is not None:
+        text += f"\n\nMean agreement between samples: {majority['mean_agreement']:.3f}"
+    return text
 
 
 def _md_title(report: RunReport) -> str:

@@ -1,0 +1,92 @@
+"""The Python API: ``run``, ``load_spec``, ``read_results`` — for notebooks and Airflow.
+
+``run`` is the one sync convenience wrapper over the async engine; it also works
+inside a running event loop (Jupyter), where it runs the job on a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import polars as pl
+
+from batchchat.errors import SpecError
+from batchchat.report import RunReport
+from batchchat.runner import RunOptions, RunOutcome, run_job
+from batchchat.spec import JobSpec, load_spec
+
+#: keyword overrides of ``run`` → the spec key each one sets
+OVERRIDES = {
+    "limit": "input.limit",
+    "output": "output.path",
+    "concurrency": "limits.max_concurrency",
+    "rpm": "limits.rpm",
+    "tpm": "limits.tpm",
+}
+
+
+def resolve_spec(
+    spec: JobSpec | str | os.PathLike[str] | Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+    variables: Mapping[str, str] | None = None,
+) -> JobSpec:
+    """A validated spec from a path, a mapping or a spec, with keyword overrides applied."""
+    unknown = sorted(set(overrides or {}) - set(OVERRIDES))
+    if unknown:
+        raise SpecError(f"unknown override(s) {', '.join(unknown)}; known: {', '.join(OVERRIDES)}")
+    dotted = {OVERRIDES[name]: value for name, value in (overrides or {}).items()}
+    if isinstance(spec, JobSpec):
+        if not dotted and not variables:
+            return spec
+        spec = spec.model_dump()
+    return load_spec(spec, overrides=dotted, variables=variables)
+
+
+def run(
+    spec: JobSpec | str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    variables: Mapping[str, str] | None = None,
+    retry_failed: bool = True,
+    force: bool = False,
+    dry_run: bool = False,
+    **overrides: Any,
+) -> RunReport:
+    """Run a job to its end and return its report.
+
+    >>> report = batchchat.run("jobs/quickstart.yaml", limit=20)
+    >>> report.rows_ok
+    20
+    """
+    outcome = run_outcome(
+        resolve_spec(spec, overrides, variables),
+        RunOptions(retry_failed=retry_failed, force=force, dry_run=dry_run),
+    )
+    return outcome.report
+
+
+def read_results(out_dir: str | os.PathLike[str]) -> pl.DataFrame:
+    """The results of an output directory: one row per (row_id, sample), the ok one if any.
+
+    For labeling jobs with ``samples > 1`` each line also carries its row's
+    ``label_majority``, ``label_votes`` and ``label_agreement``.
+    """
+    from pathlib import Path
+
+    from batchchat.labeling import add_label_summaries
+    from batchchat.resume import read_results as read_deduplicated
+
+    return add_label_summaries(read_deduplicated(Path(out_dir)), Path(out_dir))
+
+
+def run_outcome(spec: JobSpec, options: RunOptions) -> RunOutcome:
+    """Run a job synchronously, from plain code or from inside a running loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run_job(spec, options))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, run_job(spec, options)).result()

@@ -1,0 +1,62 @@
+"""Budget accounting of one run: spent + in-flight worst case must stay within the cap. Pure.
+
+Before each attempt the executor reserves the request's worst-case cost (its prompt
+estimate plus every output token it may produce, priced); the reservation is released
+when the attempt ends and the real cost of a finished result is added to ``spent_usd``.
+An attempt that would take ``spent + reserved + worst case`` past ``max_cost_usd`` waits
+for attempts in flight to end (they usually cost less than their worst case); when it
+would not fit even with nothing in flight, the run stops sending and finishes what is
+in flight. Unpriced requests (worst case None) count as free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from batchchat.models import ChatRequest, ChatResult
+
+
+class Budget:
+    """The money side of a run: what is spent, what is in flight, and whether more fits."""
+
+    def __init__(
+        self,
+        max_cost_usd: float,
+        *,
+        cost_of: Callable[[ChatResult], float | None],
+        worst_case: Callable[[ChatRequest], float | None],
+    ) -> None:
+        self.max_cost_usd = max_cost_usd
+        #: prices a finished result (None: unpriced, counts as 0)
+        self.cost_of = cost_of
+        #: prices a request's worst case (None: unknown, counts as 0)
+        self._worst_case = worst_case
+        #: cost of the results finished so far
+        self.spent_usd = 0.0
+        #: worst-case cost of the attempts in flight
+        self.reserved_usd = 0.0
+
+    def reserve(self, request: ChatRequest) -> float | None:
+        """Reserve the worst case of one attempt; None when it does not fit now."""
+        worst = self._worst_case(request) or 0.0
+        if self.spent_usd + self.reserved_usd + worst > self.max_cost_usd:
+            return None
+        self.reserved_usd += worst
+        return worst
+
+    def fits_alone(self, request: ChatRequest) -> bool:
+        """Whether the request would fit with nothing in flight (else the budget is spent)."""
+        return self.spent_usd + (self._worst_case(request) or 0.0) <= self.max_cost_usd
+
+    def release(self, reserved: float) -> None:
+        """The attempt holding ``reserved`` has ended."""
+        self.reserved_usd = max(0.0, self.reserved_usd - reserved)
+
+    def record(self, cost_usd: float | None) -> None:
+        """A result finished and cost ``cost_usd``."""
+        if cost_usd:
+            self.spent_usd += cost_usd
+
+    @property
+    def remaining_usd(self) -> float:
+        return max(0.0, self.max_cost_usd - self.spent_usd)

@@ -1,0 +1,115 @@
+"""The part of ``batchchat run`` that lives inside the event loop: signals, progress, summary."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import click
+from rich.console import Console
+
+from batchchat.progress import ProgressDisplay, Tally
+from batchchat.runner import RunOptions, RunOutcome, new_run_id, run_job
+from batchchat.spec import JobSpec
+
+#: exit code of a run stopped by SIGINT/SIGTERM (128 + SIGINT, the shell convention)
+INTERRUPTED = 130
+
+
+async def execute_run(
+    spec: JobSpec, *, mode: str, retry_failed: bool, force: bool, dry_run: bool
+) -> int:
+    """Run the job with signal handling and a progress display; return the exit code."""
+    stop = asyncio.Event()
+    tally = Tally()
+    total = _expected_requests(spec)
+    run_id = new_run_id()
+    display = ProgressDisplay(
+        mode, tally=tally, total=total, fields={"run_id": run_id, "job": spec.name}
+    )
+    options = RunOptions(
+        run_id=run_id,
+        retry_failed=retry_failed,
+        force=force,
+        dry_run=dry_run,
+        on_progress=display.update,
+        tally=tally,
+    )
+    task = asyncio.current_task()
+    assert task is not None
+    _install_signal_handlers(stop, task, quiet=mode in {"json", "quiet"})
+    try:
+        with display:
+            display.event("started", output=str(spec.output_dir), dry_run=dry_run)
+            outcome = await run_job(spec, options, stop=stop)
+            display.update(outcome.stats, final=True)
+    except asyncio.CancelledError:
+        click.echo("batchchat: stopped at once; finished results are saved.", err=True)
+        return INTERRUPTED
+    finally:
+        _remove_signal_handlers()
+    _summarize(outcome, mode, display)
+    return outcome.exit_code
+
+
+def _expected_requests(spec: JobSpec) -> int | None:
+    """Rows × samples when cheaply known (for the ETA); None otherwise."""
+    from batchchat.reader import count_rows
+
+    rows = count_rows(spec)
+    return None if rows is None else rows * spec.samples
+
+
+def _install_signal_handlers(stop: asyncio.Event, task: asyncio.Task[int], *, quiet: bool) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if not stop.is_set():
+            stop.set()
+            if not quiet:
+                click.echo(
+                    f"\nbatchchat: {signal.Signals(signum).name}: finishing requests in flight "
+                    "(signal again to stop at once)…",
+                    err=True,
+                )
+        else:
+            task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+def _remove_signal_handlers() -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(signum)
+
+
+def _summarize(outcome: RunOutcome, mode: str, display: ProgressDisplay) -> None:
+    from batchchat.report import render_table
+
+    report = outcome.report
+    if mode == "json":
+        display.event(
+            "report",
+            exit_code=outcome.exit_code,
+            stop_reason=outcome.stats.stop_reason,
+            report=report.to_dict(),
+        )
+        return
+    if mode == "quiet":
+        if outcome.fatal_error:
+            click.echo(f"Error: {outcome.fatal_error}", err=True)
+        return
+    console = Console(file=sys.stderr)
+    console.print(render_table(report))
+    for issue in outcome.issues[:5]:
+        console.print(f"[yellow]skipped input[/] {issue.path}:{issue.line}: {issue.message}")
+    if outcome.stats.skipped and not outcome.stats.requests_sent:
+        console.print(f"Nothing to send: all {outcome.stats.skipped:,} requests were already done.")
+    if outcome.fatal_error:
+        console.print(f"[red]Stopped early:[/] {outcome.fatal_error}")
+    if outcome.stats.stop_reason == "budget":
+        console.print("[red]Stopped by the budget[/] (budget.max_cost_usd); re-run to continue.")
+    console.print(f"Results: {outcome.output_dir}/results/  report: {outcome.output_dir}/report.md")

@@ -1,0 +1,90 @@
+"""``batchchat run``: run a job; the exit code says how it ended (see README, "Exit codes")."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from batchchat.cli._common import parse_vars, reports_errors
+
+
+@click.command()
+@click.argument("job", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N input rows.")
+@click.option(
+    "--output", "-o", type=click.Path(file_okay=False), help="Output directory (overrides spec)."
+)
+@click.option(
+    "--new-output",
+    type=click.Path(file_okay=False),
+    help="Write to this directory, which must not hold results yet.",
+)
+@click.option("--concurrency", type=click.IntRange(min=1), help="Max requests in flight.")
+@click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute limit.")
+@click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute limit.")
+@click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="Template variable.")
+@click.option(
+    "--dry-run", is_flag=True, help="Rehearse against the built-in simulator: no key, no cost."
+)
+@click.option(
+    "--retry-failed/--no-retry-failed",
+    default=True,
+    show_default=True,
+    help="On a re-run, send the rows that failed before again.",
+)
+@click.option("--force", is_flag=True, help="Start over in place; old results are moved aside.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no summary.")
+@click.option("--log-json", is_flag=True, help="One JSON event per line on stdout, nothing else.")
+@reports_errors
+def run(
+    job: Path,
+    limit: int | None,
+    output: str | None,
+    new_output: str | None,
+    concurrency: int | None,
+    rpm: int | None,
+    tpm: int | None,
+    variables: tuple[str, ...],
+    dry_run: bool,
+    retry_failed: bool,
+    force: bool,
+    quiet: bool,
+    log_json: bool,
+) -> None:
+    """Run JOB (a YAML job spec): send every row, write typed Parquet results and a report.
+
+    \b
+    Exit codes: 0 all rows ok · 1 finished with failed rows · 2 spec, input or
+    usage error (nothing sent) · 3 stopped by the budget · 130 interrupted.
+    Re-running the same job resumes: finished rows are skipped.
+    """
+    from batchchat.api import resolve_spec
+    from batchchat.cli._running import execute_run
+
+    overrides = {
+        "limit": limit,
+        "output": new_output or output,
+        "concurrency": concurrency,
+        "rpm": rpm,
+        "tpm": tpm,
+    }
+    spec = resolve_spec(
+        job, {k: v for k, v in overrides.items() if v is not None}, parse_vars(variables)
+    )
+    if new_output is not None:
+        _require_fresh(Path(spec.output_dir))
+    mode = "json" if log_json else "quiet" if quiet else "live" if sys.stderr.isatty() else "plain"
+    code = asyncio.run(
+        execute_run(spec, mode=mode, retry_failed=retry_failed, force=force, dry_run=dry_run)
+    )
+    raise SystemExit(code)
+
+
+def _require_fresh(path: Path) -> None:
+    from batchchat.errors import ResumeError
+
+    if (path / "results").exists() and any((path / "results").glob("*.parquet")):
+        raise ResumeError(f"--new-output {path} already holds results; choose another directory")

@@ -1,0 +1,161 @@
+"""How a run shows its progress: a live line on a terminal, periodic plain lines in cron/Airflow
+logs, or one JSON event per line (``--log-json``) for machines."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import orjson
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from batchchat.models import ChatResult, ExecutionStats
+
+
+@dataclass
+class Tally:
+    """Running totals of the results of this run (tokens and money), fed by the sink path."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, result: ChatResult) -> None:
+        if result.response is not None:
+            usage = result.response.usage
+            self.prompt_tokens += usage.prompt_tokens or 0
+            self.completion_tokens += usage.completion_tokens or 0
+        if result.cost_usd is not None:
+            self.cost_usd += result.cost_usd
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a progress display shows at one moment."""
+
+    done: int
+    failed: int
+    skipped: int
+    requests_sent: int
+    rate_limited: int
+    elapsed_s: float
+    requests_per_s: float
+    tokens_per_s: float
+    cost_usd: float
+    eta_s: float | None
+
+    @classmethod
+    def of(cls, stats: ExecutionStats, tally: Tally, total: int | None, elapsed: float) -> Snapshot:
+        done = stats.results_ok + stats.results_error
+        elapsed = max(elapsed, 1e-9)
+        rate = done / elapsed
+        remaining = None if total is None else max(total - done - stats.skipped, 0)
+        eta = remaining / rate if remaining is not None and rate > 0 else None
+        return cls(
+            done=done,
+            failed=stats.results_error,
+            skipped=stats.skipped,
+            requests_sent=stats.requests_sent,
+            rate_limited=stats.rate_limited,
+            elapsed_s=elapsed,
+            requests_per_s=stats.requests_sent / elapsed,
+            tokens_per_s=(tally.prompt_tokens + tally.completion_tokens) / elapsed,
+            cost_usd=tally.cost_usd,
+            eta_s=eta,
+        )
+
+    def line(self) -> str:
+        eta = f", ETA {format_duration(self.eta_s)}" if self.eta_s is not None else ""
+        skipped = f", {self.skipped:,} skipped" if self.skipped else ""
+        return (
+            f"{self.done:,} done ({self.failed:,} failed{skipped}), "
+            f"{self.requests_per_s:,.1f} req/s, {self.tokens_per_s:,.0f} tok/s, "
+            f"${self.cost_usd:,.4f}{eta}"
+        )
+
+    def as_event(self) -> dict[str, Any]:
+        return {
+            "done": self.done,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "requests_sent": self.requests_sent,
+            "rate_limited": self.rate_limited,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "requests_per_s": round(self.requests_per_s, 2),
+            "tokens_per_s": round(self.tokens_per_s, 1),
+            "cost_usd": round(self.cost_usd, 6),
+            "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
+        }
+
+
+def format_duration(seconds: float) -> str:
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, seconds = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class ProgressDisplay:
+    """Chooses the display: ``live`` (TTY), ``plain`` (log lines every ``every_s``), ``json``
+    (events on stdout), or ``quiet``. Use as a context manager; call ``update`` with stats."""
+
+    def __init__(
+        self,
+        mode: str,
+        *,
+        tally: Tally,
+        total: int | None,
+        fields: dict[str, Any] | None = None,
+        every_s: float = 10.0,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._mode = mode
+        self._tally = tally
+        self._total = total
+        self._fields = fields or {}  # run id and job name, for JSON events
+        self._every_s = every_s
+        self._stream = stream or (sys.stdout if mode == "json" else sys.stderr)
+        self._clock = clock
+        self._started = clock()
+        self._last_line = self._started
+        self._live: Live | None = None
+
+    def __enter__(self) -> ProgressDisplay:
+        if self._mode == "live":
+            console = Console(file=self._stream)
+            self._live = Live(Text("starting…"), console=console, refresh_per_second=4)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+    def update(self, stats: ExecutionStats, *, final: bool = False) -> None:
+        now = self._clock()
+        snapshot = Snapshot.of(stats, self._tally, self._total, now - self._started)
+        if self._live is not None:
+            self._live.update(Text(snapshot.line()))
+        elif self._mode == "plain" and (final or now - self._last_line >= self._every_s):
+            self._last_line = now
+            print(f"batchchat: {snapshot.line()}", file=self._stream, flush=True)
+        elif self._mode == "json":
+            self.event("finished" if final else "progress", **snapshot.as_event())
+
+    def event(self, name: str, **values: Any) -> None:
+        """One JSON line (only in json mode): the event name, run id, job, and the values."""
+        if self._mode != "json":
+            return
+        record = {"event": name, **self._fields, **values}
+        self._stream.write(orjson.dumps(record, default=str).decode() + "\n")
+        self._stream.flush()

@@ -1,0 +1,230 @@
+"""One run of a job: spec → plan → execute → sink → report, with resume and clean shutdown.
+
+This module only wires the stages together; each stage lives in its own module
+and knows nothing of the others. The order of events of a run:
+
+1. check the spec against the input (every problem at once) — nothing sent yet;
+2. open the output directory: lock it, refuse a changed spec, learn what is done;
+3. stream planned requests (done ones skipped before rendering) into the executor;
+4. the executor hands each final result to the sink, which writes Parquet parts;
+5. flush, compact superseded error rows, save run stats, write the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+from batchchat.budget import Budget
+from batchchat.endpoint import open_target
+from batchchat.errors import AuthenticationError, QuotaExceededError
+from batchchat.executor import execute
+from batchchat.labeling import label_column_group
+from batchchat.models import ChatRequest, ChatResult, ExecutionStats
+from batchchat.outdir import OutputDir, open_output
+from batchchat.planner import check_spec_against_input, iter_requests
+from batchchat.pricing import PriceTable
+from batchchat.progress import Tally
+from batchchat.reader import InputIssue, read_schema
+from batchchat.report import RunReport, build_report, write_reports
+from batchchat.results import ResultEncoder, result_schema
+from batchchat.runstats import save_stats
+from batchchat.sink import ParquetSink
+from batchchat.spec import JobSpec
+from batchchat.transport import AiohttpTransport
+
+#: errors after which sending more requests only repeats the same failure
+_FATAL_ERRORS = (AuthenticationError, QuotaExceededError)
+#: how often the sink's time-based flush and the stats file are brought up to date
+_HOUSEKEEPING_S = 1.0
+
+
+@dataclass
+class RunOptions:
+    """How to run a job, beyond what the spec says (the CLI flags that are not overrides)."""
+
+    retry_failed: bool = True
+    force: bool = False
+    #: rehearse against the built-in simulator instead of the spec's endpoint
+    dry_run: bool = False
+    drain_timeout_s: float = 30.0
+    #: called about once a second with the live stats (progress bars, log lines)
+    on_progress: Callable[[ExecutionStats], None] | None = None
+    run_id: str = field(default_factory=lambda: new_run_id())
+    #: running token and cost totals of this run's results (the progress display reads it)
+    tally: Tally = field(default_factory=Tally)
+
+
+@dataclass
+class RunOutcome:
+    """What a run did: its report, plus what the CLI needs for the exit code."""
+
+    report: RunReport
+    stats: ExecutionStats
+    output_dir: Path
+    issues: list[InputIssue] = field(default_factory=list)
+    #: why the run stopped early, for people (None when it ran to the end)
+    fatal_error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.stats.stop_reason == "interrupted":
+            return 130
+        if self.stats.stop_reason == "budget":
+            return 3
+        failed = self.report.rows_error if self.report is not None else 0
+        return 1 if failed or self.fatal_error else 0
+
+
+async def run_job(
+    spec: JobSpec, options: RunOptions | None = None, *, stop: asyncio.Event | None = None
+) -> RunOutcome:
+    """Run a job to its end (or until ``stop`` is set) and return its outcome."""
+    options = options or RunOptions()
+    stop = stop or asyncio.Event()
+    check_spec_against_input(spec)
+    input_schema = read_schema(spec)
+    with open_output(spec.output_dir, spec, force=options.force, run_id=options.run_id) as out:
+        return await _run_in(out, spec, input_schema, options, stop)
+
+
+async def _run_in(
+    out: OutputDir,
+    spec: JobSpec,
+    input_schema: Mapping[str, pl.DataType],
+    options: RunOptions,
+    stop: asyncio.Event,
+) -> RunOutcome:
+    prices = PriceTable.from_spec(spec)
+    groups = [group for group in (label_column_group(spec),) if group is not None]
+    schema = result_schema(spec, input_schema, extra_groups=groups)
+    sink = ParquetSink(
+        out.results_dir,
+        schema,
+        ResultEncoder(spec, schema, run_id=options.run_id, extra_groups=groups),
+        part_rows=spec.output.part_rows,
+        part_seconds=spec.output.part_seconds,
+    )
+    stats = ExecutionStats(run_id=options.run_id, started_at=datetime.now(UTC))
+    issues: list[InputIssue] = []
+    fatal = _FatalWatch(stop)
+    requests = _skipping(spec, out, options.retry_failed, stats, issues.append)
+
+    def on_result(result: ChatResult) -> None:
+        sink.write(result)
+        options.tally.add(result)
+        fatal.observe(result)
+
+    async with open_target(spec.endpoint, force_simulator=options.dry_run) as target:
+        transport = AiohttpTransport(spec.endpoint, max_connections=spec.limits.max_concurrency)
+        housekeeping = asyncio.create_task(_housekeep(out.path, sink, stats, options))
+        try:
+            await execute(
+                requests,
+                spec=spec,
+                transport=transport,
+                url=target.url,
+                headers=target.headers,
+                on_result=on_result,
+                stats=stats,
+                budget=_budget(spec, prices),
+                cost_of=_cost_of(prices),
+                stop=stop,
+                drain_timeout_s=options.drain_timeout_s,
+            )
+        finally:
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
+            await transport.aclose()
+            sink.close()
+            stats.finished_at = datetime.now(UTC)
+            if fatal.message and stats.stop_reason == "interrupted":
+                stats.stop_reason = "fatal"
+            save_stats(out.path, stats)
+    out.compact()
+    report = build_report(out.path, prices=prices)
+    write_reports(out.path, report)
+    return RunOutcome(report, stats, out.path, issues, fatal.message)
+
+
+def _skipping(
+    spec: JobSpec,
+    out: OutputDir,
+    retry_failed: bool,
+    stats: ExecutionStats,
+    on_issue: Callable[[InputIssue], None],
+) -> Iterator[ChatRequest]:
+    """Planned requests minus the ones an earlier run finished, counting what it skips."""
+    is_done = out.completed().skip_predicate(retry_failed)
+
+    def skip(row_id: str, sample: int) -> bool:
+        if is_done(row_id, sample):
+            stats.skipped += 1
+            return True
+        return False
+
+    return iter_requests(spec, skip=skip, on_issue=on_issue)
+
+
+def _budget(spec: JobSpec, prices: PriceTable) -> Budget | None:
+    if spec.budget is None:
+        return None
+    return Budget(
+        spec.budget.max_cost_usd,
+        cost_of=lambda result: result.cost_usd,
+        worst_case=prices.worst_case_usd,
+    )
+
+
+def _cost_of(prices: PriceTable) -> Callable[[ChatResult], float | None]:
+    def cost_of(result: ChatResult) -> float | None:
+        response = result.response
+        if response is None:
+            return None
+        model = response.model or result.request.body.get("model")
+        return prices.cost_usd(model, response.usage)
+
+    return cost_of
+
+
+class _FatalWatch:
+    """Stops the run at the first error that every other request would repeat (bad key, no
+    quota): a wrong key must not turn a million rows into a million error rows."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        self.message: str | None = None
+
+    def observe(self, result: ChatResult) -> None:
+        if self.message is None and isinstance(result.error, _FATAL_ERRORS):
+            self.message = f"{type(result.error).__name__}: {result.error}"
+            self._stop.set()
+
+
+async def _housekeep(
+    out_path: Path, sink: ParquetSink, stats: ExecutionStats, options: RunOptions
+) -> None:
+    """Once a second: time-based part flush, stats file for `status`/`report`, progress."""
+    last_stats = time.monotonic()
+    while True:
+        await asyncio.sleep(_HOUSEKEEPING_S)
+        sink.flush_if_due()
+        if options.on_progress is not None:
+            options.on_progress(stats)
+        if time.monotonic() - last_stats >= 5 * _HOUSEKEEPING_S:
+            save_stats(out_path, stats)
+            last_stats = time.monotonic()
+
+
+def new_run_id() -> str:
+    """A sortable, unique id for one run: UTC start time plus a random suffix."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]

@@ -1,0 +1,238 @@
+"""`batchchat run` as users and schedulers meet it: exit codes, messages, JSON logs, signals,
+SIGKILL at random moments, and a second run on a locked output directory."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+import yaml
+from click.testing import CliRunner
+
+import batchchat
+from batchchat.cli import main
+from batchchat.simulator import SimulatorServer
+from tests.conftest import SimulatorFactory
+from tests.test_runner import write_rows
+
+
+def write_job(tmp_path: Path, base_url: str = "simulator", rows: int = 30, **extra: Any) -> Path:
+    write_rows(tmp_path / "rows.jsonl", rows)
+    spec: dict[str, Any] = {
+        "name": "cli-job",
+        "input": {"path": "rows.jsonl", "id_column": "id"},
+        "endpoint": {"base_url": base_url, "timeout_s": 5},
+        "request": {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "Label: {{ text }}"}],
+            "max_tokens": 8,
+        },
+        "output": {"path": "out", "keep_columns": ["text"], "part_rows": 25},
+        "retry": {"max_attempts": 3, "max_wait_s": 0.05, "initial_wait_s": 0.01},
+    }
+    for key, value in extra.items():
+        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_run_on_the_builtin_simulator_exits_0_and_writes_results(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["run", str(write_job(tmp_path))])
+    assert result.exit_code == 0, result.output
+    df = batchchat.read_results(tmp_path / "out")
+    assert df.height == 30 and (df["status"] == "ok").all()
+    assert "Requests sent" in result.output
+    for name in ("report.json", "report.md", "report.html", "job.yaml", "manifest.json"):
+        assert (tmp_path / "out" / name).exists(), name
+
+
+def test_flags_override_the_spec(tmp_path: Path) -> None:
+    job = write_job(tmp_path)
+    result = CliRunner().invoke(
+        main, ["run", str(job), "--limit", "7", "--output", str(tmp_path / "elsewhere"), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    assert batchchat.read_results(tmp_path / "elsewhere").height == 7
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_spec_exits_2_with_file_line_and_field(tmp_path: Path) -> None:
+    job = write_job(tmp_path)
+    job.write_text(job.read_text().replace("max_concurrency", "x") + "limits: {rmp: 5}\n")
+    result = CliRunner().invoke(main, ["run", str(job)])
+    assert result.exit_code == 2
+    assert f"{job}:" in result.output
+    assert "limits.rmp: unknown key (did you mean 'rpm'?)" in result.output
+
+
+def test_missing_column_exits_2_naming_the_column(tmp_path: Path) -> None:
+    job = write_job(tmp_path)
+    job.write_text(job.read_text().replace("{{ text }}", "{{ txet }}"))
+    result = CliRunner().invoke(main, ["run", str(job)])
+    assert result.exit_code == 2
+    assert "txet" in result.output
+    assert not (tmp_path / "out" / "results").exists() or not any(
+        (tmp_path / "out" / "results").glob("*.parquet")
+    )
+
+
+def test_failed_rows_exit_1(tmp_path: Path) -> None:
+    job = write_job(
+        tmp_path, endpoint={"simulator": {"faults": {"http_500": 1.0}}}, retry={"max_attempts": 1}
+    )
+    result = CliRunner().invoke(main, ["run", str(job), "-q"])
+    assert result.exit_code == 1
+    assert (batchchat.read_results(tmp_path / "out")["status"] == "error").all()
+
+
+def test_log_json_prints_only_json_events_on_stdout(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["run", str(write_job(tmp_path)), "--log-json"])
+    assert result.exit_code == 0, result.output
+    events = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert events[0]["event"] == "started"
+    assert events[-1]["event"] == "report"
+    assert {e["job"] for e in events} == {"cli-job"}
+    assert len({e["run_id"] for e in events}) == 1
+    assert events[-1]["report"]["rows"]["ok"] == 30
+
+
+def test_var_partitions_the_output(tmp_path: Path) -> None:
+    job = write_job(tmp_path, output={"path": "out/{{ vars.ds }}"})
+    runner = CliRunner()
+    for ds in ("2026-11-21", "2026-11-22"):
+        result = runner.invoke(main, ["run", str(job), "--var", f"ds={ds}", "-q"])
+        assert result.exit_code == 0, result.output
+    assert batchchat.read_results(tmp_path / "out" / "2026-11-21").height == 30
+    assert batchchat.read_results(tmp_path / "out" / "2026-11-22").height == 30
+    missing = runner.invoke(main, ["run", str(job), "-q"])
+    assert missing.exit_code == 2
+    assert "--var" in missing.output
+
+
+def test_dry_run_uses_the_simulator_instead_of_the_endpoint(tmp_path: Path) -> None:
+    # an endpoint that does not exist and a key that is not set: a dry run needs neither
+    job = write_job(
+        tmp_path, base_url="http://127.0.0.1:9/v1", endpoint={"api_key_env": "BATCHCHAT_NEVER_SET"}
+    )
+    result = CliRunner().invoke(main, ["run", str(job), "--dry-run", "-q"])
+    assert result.exit_code == 0, result.output
+    assert batchchat.read_results(tmp_path / "out").height == 30
+
+
+# -- real processes: signals, SIGKILL, locks -----------------------------------------------------
+
+
+async def start_run(job: Path, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "batchchat",
+        "run",
+        str(job),
+        "-q",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+def count_parts(results: Path) -> int:
+    return len(list(results.glob("part-*.parquet")))
+
+
+async def wait_until(condition: Callable[[], bool], what: str, limit_s: float = 20.0) -> None:
+    """Poll a file written by another process: there is nothing in this process to await."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while not condition():
+        assert loop.time() < deadline, f"{what} did not happen within {limit_s}s"
+        await asyncio.sleep(0.05)
+
+
+async def wait_for_parts(results: Path, at_least: int = 1) -> None:
+    await wait_until(lambda: count_parts(results) >= at_least, f"{at_least} part(s) written")
+
+
+async def test_sigterm_drains_and_exits_130_then_resume_finishes(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = await simulator_factory(latency={"mean_ms": 20})
+    job = write_job(
+        tmp_path, sim.base_url, rows=600, limits={"max_concurrency": 4}, output={"part_rows": 20}
+    )
+    process = await start_run(job)
+    await wait_for_parts(tmp_path / "out" / "results")
+    process.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 130, stderr.decode()
+    partial = batchchat.read_results(tmp_path / "out")
+    assert 0 < partial.height < 600
+    assert sim.stats()["answered"] == partial.height  # in-flight answers were kept
+    process = await start_run(job)
+    await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0
+    assert sorted(sim.stats()["answers"].values()) == [1] * 600
+
+
+async def test_sigkill_at_random_moments_never_loses_or_duplicates(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    # ~200 rows/s: each round is killed long before it could finish all 1,000 rows
+    sim = await simulator_factory(latency={"mean_ms": 20})
+    job = write_job(
+        tmp_path, sim.base_url, rows=1000, limits={"max_concurrency": 4}, output={"part_rows": 15}
+    )
+    results = tmp_path / "out" / "results"
+    kept: dict[str, str] = {}  # row_id → response_id of every ok row ever seen on disk
+    rng = random.Random(1234)
+    for _ in range(4):
+        parts = count_parts(results)
+        process = await start_run(job)
+        await wait_for_parts(results, at_least=parts + 1)  # this run is really sending
+        await asyncio.sleep(rng.uniform(0.0, 0.4))  # ...then die at a random moment
+        process.kill()
+        await process.wait()
+        if any(results.glob("part-*.parquet")):
+            seen = pl.scan_parquet(results / "part-*.parquet").filter(pl.col("status") == "ok")
+            for row_id, response_id in seen.select("row_id", "response_id").collect().iter_rows():
+                assert kept.setdefault(row_id, response_id) == response_id  # never replaced
+    process = await start_run(job)
+    await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0
+    raw = pl.scan_parquet(results / "part-*.parquet").collect()
+    assert raw.height == 1000 and raw["row_id"].n_unique() == 1000  # exactly one row each
+    assert (raw["status"] == "ok").all()
+    final = dict(raw.select("row_id", "response_id").iter_rows())
+    assert all(final[row_id] == response_id for row_id, response_id in kept.items())
+    assert len(kept) > 0
+
+
+async def test_a_second_run_on_the_same_output_exits_2_at_once(
+    simulator: SimulatorServer, simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    slow = await simulator_factory(latency={"mean_ms": 50})
+    job = write_job(tmp_path, slow.base_url, rows=300, limits={"max_concurrency": 2})
+    first = await start_run(job)
+    manifest = tmp_path / "out" / "manifest.json"
+    await wait_until(manifest.exists, "the first run opening its output")
+    second = await start_run(job)
+    _, stderr = await asyncio.wait_for(second.communicate(), 30)
+    assert second.returncode == 2
+    assert b"being written by another batchchat run" in stderr
+    assert f"pid {first.pid}".encode() in stderr
+    first.kill()
+    await first.wait()
+    # the killed run's lock is stale: the next run takes it over and finishes
+    third = await start_run(job, "--concurrency", "16")
+    await asyncio.wait_for(third.communicate(), 60)
+    assert third.returncode == 0
+    report = orjson.loads((tmp_path / "out" / "report.json").read_bytes())
+    assert report["rows"]["ok"] == 300

@@ -1,0 +1,238 @@
+"""The runner end to end: planner → executor → sink → report against the simulator over HTTP.
+
+Each test writes a small JSONL input and a job spec to a temp dir, points the job at a
+simulator on 127.0.0.1 and reads the Parquet back with polars; the simulator's /stats
+proves what was (and was not) sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+import pytest
+
+import batchchat
+from batchchat.errors import LockedError, ResumeError, SpecError
+from batchchat.runner import RunOptions, run_job
+from batchchat.simulator import SimulatorServer
+from batchchat.spec import JobSpec, load_spec
+from tests.conftest import SimulatorFactory
+
+SECRET = "sk-runner-test-5ecret-value"
+
+
+def write_rows(path: Path, count: int) -> Path:
+    lines = [
+        orjson.dumps({"id": f"r{i:03d}", "text": f"review number {i} about item {i * 7}"})
+        for i in range(count)
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def job(tmp_path: Path, base_url: str, rows: int = 20, **extra: Any) -> JobSpec:
+    data = write_rows(tmp_path / "rows.jsonl", rows)
+    spec: dict[str, Any] = {
+        "name": "t",
+        "input": {"path": str(data), "id_column": "id"},
+        "endpoint": {"base_url": base_url, "timeout_s": 5},
+        "request": {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "Label: {{ text }}"}],
+            "max_tokens": 8,
+        },
+        "output": {"path": str(tmp_path / "out"), "keep_columns": ["text"]},
+        "retry": {"max_attempts": 4, "max_wait_s": 0.05, "initial_wait_s": 0.01},
+    }
+    for key, value in extra.items():
+        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
+    return load_spec(spec)
+
+
+async def test_every_row_gets_its_own_answer_once(
+    simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    spec = job(tmp_path, simulator.base_url)
+    outcome = await run_job(spec)
+    df = batchchat.read_results(spec.output_dir)
+    assert outcome.exit_code == 0
+    assert df.height == 20
+    assert df["status"].unique().to_list() == ["ok"]
+    assert df["content"].n_unique() == 20  # each row its own answer
+    assert sorted(df["row_id"].to_list()) == [f"r{i:03d}" for i in range(20)]
+    assert df["text"].str.starts_with("review number").all()
+    stats = simulator.stats()
+    assert sum(stats["answers"].values()) == 20
+    assert set(stats["answers"].values()) == {1}
+    assert (spec.output_dir / "report.json").exists()
+
+
+async def test_rerun_of_a_finished_job_sends_nothing(
+    simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    spec = job(tmp_path, simulator.base_url)
+    await run_job(spec)
+    before = simulator.stats()["requests"]
+    outcome = await run_job(spec)
+    assert simulator.stats()["requests"] == before
+    assert outcome.stats.skipped == 20
+    assert outcome.stats.requests_sent == 0
+    assert outcome.exit_code == 0
+    assert batchchat.read_results(spec.output_dir).height == 20
+
+
+async def test_faults_are_retried_and_nothing_is_lost_or_duplicated(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = await simulator_factory(
+        faults={"http_500": 0.15, "http_503": 0.1, "drop": 0.05, "truncate": 0.05, "seed": 7}
+    )
+    spec = job(tmp_path, sim.base_url, rows=60, retry={"max_attempts": 8})
+    outcome = await run_job(spec)
+    df = pl.scan_parquet(spec.output_dir / "results" / "*.parquet").collect()
+    stats = sim.stats()
+    assert outcome.exit_code == 0
+    assert df.height == 60 and df["row_id"].n_unique() == 60
+    assert (df["status"] == "ok").all()
+    assert sum(stats["faults"].values()) > 0  # the faults really happened
+    assert outcome.stats.retries >= sum(stats["faults"].values())
+    assert sorted(stats["answers"].values()) == [1] * 60  # answered exactly once each
+    assert df["attempts"].max() > 1
+
+
+async def test_non_retryable_errors_are_rows_and_exit_1(
+    simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    # top_logprobs without logprobs is a 400 on every request: recorded after one attempt
+    spec = job(tmp_path, simulator.base_url, rows=5)
+    spec = load_spec({**spec.model_dump(), "request": {**spec.request, "top_logprobs": 2}})
+    outcome = await run_job(spec)
+    df = batchchat.read_results(spec.output_dir)
+    assert outcome.exit_code == 1
+    assert (df["status"] == "error").all()
+    assert df["http_status"].unique().to_list() == [400]
+    assert df["attempts"].unique().to_list() == [1]
+    assert df["error_type"].unique().to_list() == ["ClientError"]
+    assert df["error_message"].str.contains("logprobs").all()
+    assert outcome.report.rows_error == 5
+
+
+async def test_failed_rows_are_retried_on_rerun_and_superseded(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    flaky = await simulator_factory(faults={"http_500": 1.0})
+    spec = job(tmp_path, flaky.base_url, rows=6, retry={"max_attempts": 1})
+    first = await run_job(spec)
+    assert first.exit_code == 1
+    healthy = await simulator_factory()
+    spec = load_spec({**spec.model_dump(), "endpoint": {"base_url": healthy.base_url}})
+    with pytest.raises(ResumeError, match="base_url"):  # a different endpoint is a changed spec
+        await run_job(spec)
+    second = await run_job(spec, RunOptions(force=True))
+    assert second.exit_code == 0
+    raw = pl.scan_parquet(spec.output_dir / "results" / "*.parquet").collect()
+    assert raw.height == 6 and (raw["status"] == "ok").all()
+    assert any((spec.output_dir / "superseded").iterdir())  # old parts moved aside, not deleted
+
+
+async def test_no_retry_failed_leaves_failed_rows_alone(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = await simulator_factory(faults={"http_500": 1.0})
+    spec = job(tmp_path, sim.base_url, rows=4, retry={"max_attempts": 1})
+    await run_job(spec)
+    sent = sim.stats()["requests"]
+    again = await run_job(spec, RunOptions(retry_failed=False))
+    assert sim.stats()["requests"] == sent
+    assert again.stats.skipped == 4
+    retried = await run_job(spec)
+    assert sim.stats()["requests"] == sent + 4
+    assert retried.report.rows_error == 4
+
+
+async def test_wrong_key_stops_the_run_and_never_leaks(
+    simulator_factory: SimulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim = await simulator_factory(api_key="the-right-key")
+    monkeypatch.setenv("BATCHCHAT_TEST_KEY", SECRET)
+    spec = job(
+        tmp_path,
+        sim.base_url,
+        rows=200,
+        endpoint={"api_key_env": "BATCHCHAT_TEST_KEY"},
+        limits={"max_concurrency": 4},
+    )
+    outcome = await run_job(spec)
+    assert outcome.exit_code == 1
+    assert outcome.fatal_error is not None and "AuthenticationError" in outcome.fatal_error
+    assert sim.stats()["requests"] < 200  # stopped early instead of failing every row
+    for path in spec.output_dir.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+async def test_missing_key_variable_is_an_error_before_anything_is_sent(
+    simulator: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BATCHCHAT_UNSET_KEY", raising=False)
+    spec = job(tmp_path, simulator.base_url, endpoint={"api_key_env": "BATCHCHAT_UNSET_KEY"})
+    with pytest.raises(SpecError, match=r"\$BATCHCHAT_UNSET_KEY"):
+        await run_job(spec)
+    assert simulator.stats()["requests"] == 0
+
+
+async def test_budget_stops_sending_and_keeps_what_finished(
+    simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    spec = job(
+        tmp_path,
+        simulator.base_url,
+        rows=100,
+        pricing={"gpt-4o-mini": {"input": 1000.0, "output": 1000.0}},
+        budget={"max_cost_usd": 0.5},
+        limits={"max_concurrency": 2},
+    )
+    outcome = await run_job(spec)
+    df = batchchat.read_results(spec.output_dir)
+    assert outcome.exit_code == 3
+    assert outcome.stats.stop_reason == "budget"
+    assert 0 < df.height < 100
+    assert df["cost_usd"].sum() <= 0.5
+    assert simulator.stats()["answered"] == df.height  # every answered request was kept
+
+
+async def test_stop_event_drains_in_flight_and_loses_nothing(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = await simulator_factory(latency={"mean_ms": 30})
+    spec = job(tmp_path, sim.base_url, rows=400, limits={"max_concurrency": 8})
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.3, stop.set)
+    outcome = await run_job(spec, stop=stop)
+    df = batchchat.read_results(spec.output_dir)
+    assert outcome.exit_code == 130
+    assert 0 < df.height < 400
+    assert sim.stats()["answered"] == df.height  # in-flight answers were drained into results
+    rest = await run_job(spec)
+    assert rest.exit_code == 0
+    final = batchchat.read_results(spec.output_dir)
+    assert final.height == 400 and final["row_id"].n_unique() == 400
+    assert sorted(sim.stats()["answers"].values()) == [1] * 400
+
+
+async def test_second_run_on_a_locked_directory_is_refused(
+    simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    from batchchat.outdir import open_output
+
+    spec = job(tmp_path, simulator.base_url)
+    with (
+        open_output(spec.output_dir, spec),
+        pytest.raises(LockedError, match="being written by another batchchat run"),
+    ):
+        await run_job(spec)
+    assert simulator.stats()["requests"] == 0
