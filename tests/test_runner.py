@@ -34,6 +34,11 @@ def write_rows(path: Path, count: int) -> Path:
     return path
 
 
+def append_lines(path: Path, *lines: bytes) -> None:
+    with path.open("ab") as handle:
+        handle.write(b"".join(line + b"\n" for line in lines))
+
+
 def job(tmp_path: Path, base_url: str, rows: int = 20, **extra: Any) -> JobSpec:
     data = write_rows(tmp_path / "rows.jsonl", rows)
     spec: dict[str, Any] = {
@@ -236,3 +241,18 @@ async def test_second_run_on_a_locked_directory_is_refused(
     ):
         await run_job(spec)
     assert simulator.stats()["requests"] == 0
+
+
+async def test_skipped_bad_lines_are_in_the_report(
+    simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    spec = job(tmp_path, simulator.base_url, rows=5, input={"on_bad_line": "skip"})
+    append_lines(Path(spec.input.path), b'{"id": "r999", "text": ', b'{"id": "r998", "text": "ok"}')
+    outcome = await run_job(spec)
+    assert outcome.exit_code == 0
+    assert [(i.line, i.path.endswith("rows.jsonl")) for i in outcome.issues] == [(6, True)]
+    report = orjson.loads((spec.output_dir / "report.json").read_bytes())
+    assert report["input_issues"]["skipped_lines"] == 1
+    assert report["input_issues"]["examples"][0]["line"] == 6
+    assert any("malformed input line" in w for w in report["warnings"])
+    assert batchchat.read_results(spec.output_dir).height == 6

@@ -26,7 +26,7 @@ from rich.console import RenderableType
 from batchchat.models import ExecutionStats, Usage
 from batchchat.pricing import PriceTable
 from batchchat.resume import RESULTS_DIR, scan_results
-from batchchat.runstats import load_stats
+from batchchat.runstats import load_input_issues, load_stats
 
 SCHEMA_VERSION = 1
 TOP_ERRORS = 5
@@ -142,6 +142,8 @@ class RunReport:
     warnings: list[str] = field(default_factory=list)
     #: label distribution, unmatched share and mean confidence (labeling jobs only)
     labels: dict[str, Any] | None = None
+    #: input lines the last run skipped as malformed (``input.on_bad_line: skip``)
+    input_issues: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The stable, JSON-ready form (``report.json``)."""
@@ -184,6 +186,10 @@ class RunReport:
             "timeline": asdict(self.timeline),
             "warnings": list(self.warnings),
             "labels": self.labels,
+            "input_issues": {
+                "skipped_lines": len(self.input_issues),
+                "examples": self.input_issues[:TOP_ERRORS],
+            },
         }
 
     def __repr__(self) -> str:
@@ -236,6 +242,13 @@ def build_report(out_dir: Path, *, prices: PriceTable | None = None) -> RunRepor
         report.tokens_per_s = report.tokens.total / report.wall_time_s
     report.timeline = _timeline(runs)
     report.labels = _labels(out_dir)
+    report.input_issues = load_input_issues(out_dir)
+    if report.input_issues:
+        first = report.input_issues[0]
+        report.warnings.append(
+            f"{len(report.input_issues)} malformed input line(s) skipped, e.g. "
+            f"{first['path']}:{first['line']}: {first['message']}"
+        )
     if not runs and report.rows_total:
         report.warnings.append("no run stats found (runs/*.json): request counts are unknown")
     return report

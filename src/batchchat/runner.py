@@ -36,7 +36,7 @@ from batchchat.progress import Tally
 from batchchat.reader import InputIssue, read_schema
 from batchchat.report import RunReport, build_report, write_reports
 from batchchat.results import ResultEncoder, result_schema
-from batchchat.runstats import save_stats
+from batchchat.runstats import save_input_issues, save_stats
 from batchchat.sink import ParquetSink
 from batchchat.spec import JobSpec
 from batchchat.transport import AiohttpTransport
@@ -150,6 +150,7 @@ async def _run_in(
             if fatal.message and stats.stop_reason == "interrupted":
                 stats.stop_reason = "fatal"
             save_stats(out.path, stats)
+            save_input_issues(out.path, stats.run_id, issues)
     out.compact()
     report = build_report(out.path, prices=prices)
     write_reports(out.path, report)

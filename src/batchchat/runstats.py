@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import orjson
 
 from batchchat.errors import SinkError
 from batchchat.models import ExecutionStats, TimelineBucket
+from batchchat.reader import InputIssue
 
 RUNS_DIR = "runs"
 
@@ -92,3 +95,27 @@ def stats_from_dict(data: dict[str, Any]) -> ExecutionStats:
         for bucket in data.get("timeline") or []
     ]
     return ExecutionStats(**values)
+
+
+def issues_path(out_dir: Path, run_id: str) -> Path:
+    """Where the input lines a run skipped (``input.on_bad_line: skip``) are listed."""
+    return Path(out_dir) / RUNS_DIR / f"{run_id}.input-issues.jsonl"
+
+
+def save_input_issues(out_dir: Path, run_id: str, issues: Sequence[InputIssue]) -> None:
+    """One JSON line per skipped input line: path, line, message."""
+    if not issues:
+        return
+    path = issues_path(out_dir, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = (orjson.dumps(asdict(issue)) + b"\n" for issue in issues)
+    path.write_bytes(b"".join(lines))
+
+
+def load_input_issues(out_dir: Path) -> list[dict[str, Any]]:
+    """The skipped input lines of the latest run that skipped any (each run reads the whole
+    input again, so older runs' lists repeat the same lines)."""
+    files = sorted((Path(out_dir) / RUNS_DIR).glob("*.input-issues.jsonl"))
+    if not files:
+        return []
+    return [orjson.loads(line) for line in files[-1].read_bytes().splitlines() if line.strip()]
