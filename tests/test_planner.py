@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -238,8 +239,12 @@ def test_numbers_given_as_text_become_numbers(tmp_path: Path) -> None:
             "request.messages[1].name: must be a string, got list",
         ),
         (
-            {"messages": [{"role": "user", "content": [{"type": "text", "text": "{{ tags }}"}]}]},
-            "request.messages[0].content[0].text: must be a string",
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": "{{ text }}"}]}
+                ]
+            },
+            "request.messages[0].content[0].image_url: must be a mapping with a string url",
         ),
     ],
 )
@@ -514,3 +519,259 @@ def test_planning_refuses_a_request_that_is_wrong_before_any_row(tmp_path: Path)
         plan(spec)
     assert "request.stop: template syntax error" in str(caught.value)
     assert "request.temperature: must be a number, got str 'hot'" in str(caught.value)
+
+
+# -- conversations spliced from columns -----------------------------------------------------------
+
+SYSTEM = {"role": "system", "content": "You are a support agent."}
+QUESTION = {"role": "user", "content": "{{ question }}"}
+HISTORY = [
+    {"role": "user", "content": "Where is my order?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "track", "arguments": "{}"}}
+        ],
+    },
+    {"role": "tool", "tool_call_id": "c1", "content": "in transit"},
+    {"role": "assistant", "content": "It is on its way."},
+]
+
+
+def parquet_spec(tmp_path: Path, frame: pl.DataFrame, request: dict[str, Any]) -> JobSpec:
+    path = tmp_path / "rows.parquet"
+    frame.write_parquet(path)
+    spec = make_spec(tmp_path, request)
+    return spec.model_copy(update={"input": spec.input.model_copy(update={"path": str(path)})})
+
+
+def test_a_history_column_is_spliced_between_spec_messages(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"id": ["a"], "history": [HISTORY], "question": ["And now?"]})
+    assert frame.schema["history"] == pl.List  # a list-of-struct column: the union of keys
+    spec = parquet_spec(tmp_path, frame, {"messages": [SYSTEM, "{{ history }}", QUESTION]})
+    (request,) = plan(spec)
+    expected = [SYSTEM, *HISTORY, {"role": "user", "content": "And now?"}]
+    assert request.body["messages"] == expected  # tool_call_id: null etc. are gone, not null
+    sent = orjson.loads(batch_line(request))["body"]["messages"]
+    assert all(None not in m.values() for m in sent if m["role"] != "assistant")
+    assert request.est_prompt_tokens == estimate_prompt_tokens(expected)
+
+
+@pytest.mark.parametrize(
+    ("history", "spliced"),
+    [
+        (orjson.dumps(HISTORY[:1]).decode(), HISTORY[:1]),  # JSON text of a list
+        ('{"role": "assistant", "content": "Hi!"}', [{"role": "assistant", "content": "Hi!"}]),
+        (None, []),  # no history yet: nothing spliced
+        ("[]", []),
+    ],
+)
+def test_a_splice_takes_json_text_one_message_or_nothing(
+    tmp_path: Path, history: str | None, spliced: list[dict[str, Any]]
+) -> None:
+    rows = [{"id": "a", "history": history, "question": "Q"}]
+    spec = make_spec(tmp_path, {"messages": [SYSTEM, "{{ history }}", QUESTION]}, rows)
+    (request,) = plan(spec)
+    assert request.body["messages"] == [SYSTEM, *spliced, {"role": "user", "content": "Q"}]
+
+
+def test_a_struct_column_holding_one_message_is_inserted_as_one(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"id": ["a", "b"], "turn": [HISTORY[2], HISTORY[3]], "question": "Q"})
+    assert frame.schema["turn"] == pl.Struct  # the union of keys: b gets tool_call_id null
+    spec = parquet_spec(tmp_path, frame, {"messages": [SYSTEM, "{{ turn }}", QUESTION]})
+    first, second = (r.body["messages"] for r in plan(spec))
+    assert first == [SYSTEM, HISTORY[2], {"role": "user", "content": "Q"}]
+    assert second[1] == HISTORY[3]
+
+
+def test_several_splices_and_the_whole_list_form_agree(tmp_path: Path) -> None:
+    rows = [{"id": "a", "older": orjson.dumps(HISTORY[:2]).decode(), "recent": HISTORY[2:]}]
+    spliced = make_spec(tmp_path, {"messages": ["{{ older }}", "{{ recent }}"]}, rows)
+    whole = make_spec(tmp_path, {"messages": "{{ (older | from_json) + recent }}"}, rows)
+    assert plan(spliced)[0].body["messages"] == HISTORY
+    with pytest.raises(SpecError, match="from_json"):  # no such filter: the whole form needs JSON
+        plan(whole)
+
+
+@pytest.mark.parametrize(
+    ("history", "fragment"),
+    [
+        ("not json", "request.messages[1] ← history: text that is not JSON messages"),
+        ("5", "request.messages[1] ← history: a splice needs a list of messages"),
+        ('[{"role": "robot", "content": "x"}]', "request.messages[1] ← history[0].role: must be"),
+        ('[{"role": "user", "content": null}]', "← history[0]: a user message needs content"),
+        ('[{"role": "tool", "content": "x"}]', "← history[0]: a tool message needs tool_call_id"),
+        ('[{"role": "assistant"}]', "← history[0]: an assistant message needs content or tool"),
+        ('[{"role": "user", "content": 3}]', "← history[0].content: must be a string, null"),
+        ('[{"role": "user", "content": []}]', "← history[0].content: an empty list of parts"),
+        ('["hi"]', "← history[0]: a message is a mapping with role and content, got str 'hi'"),
+    ],
+)
+def test_bad_spliced_messages_name_the_column_the_message_and_the_row(
+    tmp_path: Path, history: str, fragment: str
+) -> None:
+    rows = [
+        {"id": "ok", "history": '[{"role": "user", "content": "hi"}]', "question": "Q"},
+        {"id": "bad", "history": history, "question": "Q"},
+    ]
+    spec = make_spec(tmp_path, {"messages": [SYSTEM, "{{ history }}", QUESTION]}, rows)
+    with pytest.raises(TemplateError) as caught:
+        plan(spec)
+    assert fragment in str(caught.value)
+    assert "(row id 'bad')" in str(caught.value)
+    with pytest.raises(SpecError) as checked:  # and the check before a run finds it too
+        check_spec_against_input(spec)
+    assert fragment in str(checked.value)
+
+
+def test_a_row_left_without_any_message_is_an_error(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, {"messages": ["{{ history }}"]}, [{"id": "a", "history": None}])
+    with pytest.raises(TemplateError, match=r"no message to send.*\(row id 'a'\)"):
+        plan(spec)
+
+
+@pytest.mark.parametrize(
+    ("item", "fragment"),
+    [
+        ("plain text", "request.messages[1]: a message is a mapping with role and content, or a"),
+        (42, "request.messages[1]: a message is a mapping with role and content, or a"),
+        ("{{ history ", "request.messages[1]: template syntax error"),
+    ],
+)
+def test_a_message_item_that_is_neither_a_mapping_nor_a_template_is_a_spec_error(
+    tmp_path: Path, item: Any, fragment: str
+) -> None:
+    spec = make_spec(tmp_path, {"messages": [SYSTEM, item]})
+    with pytest.raises(SpecError) as caught:
+        plan(spec)
+    assert fragment in str(caught.value)
+
+
+def test_a_splice_reads_its_column_so_a_missing_one_is_found_up_front(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, {"messages": [SYSTEM, "{{ histroy }}", USER]})
+    with pytest.raises(SpecError, match=r"request.messages\[1\]: column 'histroy' does not exist"):
+        check_spec_against_input(spec)
+
+
+def test_a_tool_result_column_feeds_a_tool_message_as_json_text(tmp_path: Path) -> None:
+    result = {"status": "in transit", "eta_days": 2, "stops": ["Lyon", "Paris"]}
+    frame = pl.DataFrame(
+        {"id": ["a"], "call_id": ["c1"], "result": [result], "items": [[1, 2]], "question": "Q"}
+    )
+    call = {
+        "id": "{{ call_id }}",
+        "type": "function",
+        "function": {"name": "track", "arguments": "{{ result }}"},
+    }
+    request = {
+        "messages": [
+            SYSTEM,
+            QUESTION,
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "{{ call_id }}", "content": "{{ result }}"},
+            {"role": "tool", "tool_call_id": "c2", "content": "Items: {{ items }}"},
+        ]
+    }
+    messages = plan(parquet_spec(tmp_path, frame, request))[0].body["messages"]
+    assert messages[3] == {
+        "role": "tool",
+        "tool_call_id": "c1",
+        "content": orjson.dumps(result).decode(),
+    }
+    assert orjson.loads(messages[3]["content"]) == result  # JSON, not a Python repr
+    assert messages[2]["tool_calls"][0]["function"]["arguments"] == orjson.dumps(result).decode()
+    assert messages[4]["content"] == "Items: [1,2]"
+
+
+def test_a_column_of_image_lists_becomes_image_parts(tmp_path: Path) -> None:
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.png").write_bytes(b"\x89PNG-a")
+    url = "https://example.com/c.png"
+    rows = [
+        {"id": "two", "images": ["a.png", url], "q": "Compare"},
+        {"id": "none", "images": None, "q": "Nothing"},
+    ]
+    content = [{"type": "text", "text": "{{ q }}"}, "{{ images | image_parts('low', 'img') }}"]
+    spec = make_spec(tmp_path, {"messages": [{"role": "user", "content": content}]}, rows)
+    two, none = (r.body["messages"][0]["content"] for r in plan(spec))
+    assert [p["type"] for p in two] == ["text", "image_url", "image_url"]
+    png = "data:image/png;base64," + base64.b64encode(b"\x89PNG-a").decode()
+    assert two[1]["image_url"] == {"url": png, "detail": "low"}
+    assert two[2]["image_url"] == {"url": url, "detail": "low"}
+    assert none == [{"type": "text", "text": "Nothing"}]
+
+
+def test_image_parts_alone_make_the_content(tmp_path: Path) -> None:
+    rows = [
+        {"id": "a", "images": ["https://x/1.png", "https://x/2.png"]},
+        {"id": "b", "images": []},
+    ]
+    spec = make_spec(
+        tmp_path, {"messages": [{"role": "user", "content": "{{ images | image_parts }}"}]}, rows
+    )
+    with pytest.raises(TemplateError, match=r"content: an empty list of parts .*\(row id 'b'\)"):
+        plan(spec)
+    first = plan(spec, skip=lambda row_id, sample: row_id == "b")[0]
+    assert first.body["messages"][0]["content"] == [
+        {"type": "image_url", "image_url": {"url": "https://x/1.png"}},
+        {"type": "image_url", "image_url": {"url": "https://x/2.png"}},
+    ]
+    assert first.est_prompt_tokens == estimate_prompt_tokens(first.body["messages"])
+
+
+# -- the label set in templates --------------------------------------------------------------
+
+LABEL_PROMPT = (
+    "{% for label, meaning in labels.items() %}{{ label }}={{ meaning }};{% endfor %}"
+    " Answer with one of: {{ labels | join(', ') }}"
+)
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        (
+            {"spam": "ads", "ham": "the rest"},
+            "spam=ads;ham=the rest; Answer with one of: spam, ham",
+        ),
+        (["yes", "no"], "yes=;no=; Answer with one of: yes, no"),
+    ],
+)
+def test_a_labeling_job_renders_its_label_set_into_the_prompt(
+    tmp_path: Path, labels: Any, expected: str
+) -> None:
+    system = {"role": "system", "content": LABEL_PROMPT}
+    rows = [{"id": "a", "text": "x", "labels": "gold"}]  # a column of the same name...
+    user = {"role": "user", "content": "{{ text }} {{ row.labels }}"}  # ...stays reachable
+    spec = make_spec(tmp_path, {"messages": [system, user]}, rows, output={"labels": labels})
+    check_spec_against_input(spec)
+    (request,) = plan(spec)
+    assert request.body["messages"] == [
+        {"role": "system", "content": expected},
+        {"role": "user", "content": "x gold"},
+    ]
+
+
+def test_labels_is_a_column_again_when_the_job_has_no_label_set(tmp_path: Path) -> None:
+    rows = [{"id": "a", "labels": "gold"}]
+    spec = make_spec(tmp_path, {"messages": [{"role": "user", "content": "{{ labels }}"}]}, rows)
+    assert plan(spec)[0].body["messages"][0]["content"] == "gold"
+    spec = make_spec(tmp_path, {"messages": [{"role": "user", "content": "{{ labels }}"}]})
+    with pytest.raises(SpecError, match="column 'labels' does not exist"):
+        check_spec_against_input(spec)
+
+
+def test_a_column_of_parts_is_sent_without_the_nulls_of_its_struct(tmp_path: Path) -> None:
+    parts = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "https://x/1.png", "detail": "low"}},
+    ]
+    frame = pl.DataFrame({"id": ["a"], "parts": [parts]})  # the text part gets image_url: null
+    spec = parquet_spec(tmp_path, frame, {"messages": [{"role": "user", "content": "{{ parts }}"}]})
+    assert plan(spec)[0].body["messages"] == [{"role": "user", "content": parts}]
+
+
+def test_messages_given_as_plain_text_is_a_spec_error(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"request.messages: must be a list of messages, or a"):
+        plan(make_spec(tmp_path, {"messages": "hello"}))

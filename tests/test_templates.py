@@ -66,7 +66,20 @@ def render(value: Any, key: str | int | None = None, ctx: dict[str, Any] | None 
         ("{{ rating }}", "text", "4"),
         ("{{ rating }}", "model", "4"),
         ("{{ missing }}", "content", ""),
-        ("{{ tags }}", "content", ["a", "b"]),  # a list of parts stays a list
+        # ...and at content and text, mappings and lists are sent as JSON text
+        ("{{ tags }}", "content", '["a","b"]'),
+        ("{{ meta }}", "content", '{"k":1}'),
+        ("{{ meta }}", "text", '{"k":1}'),
+        ("{{ meta }}", "arguments", '{"k":1}'),
+        (
+            "{{ [{'type': 'text', 'text': text}] }}",
+            "content",
+            [{"type": "text", "text": "Great mug"}],
+        ),
+        ("{{ [] }}", "content", []),  # an empty part list, reported by the message check
+        ("{{ tags }}", "name", ["a", "b"]),  # a mistake at a name, reported by the planner
+        ("Tags: {{ tags }}, meta {{ meta }}", None, 'Tags: ["a","b"], meta {"k":1}'),
+        ("{% if rating %}{{ meta }}{% endif %}", None, '{"k":1}'),
         # anything else around the expression makes a string
         ("Review: {{ text }}", None, "Review: Great mug"),
         (" {{ rating }}", None, " 4"),
@@ -212,7 +225,8 @@ def test_data_url_refuses_what_it_should_not_send(
 
 
 names = st.sampled_from(["text", "rating", "score", "missing", "day"])
-literal = st.text(alphabet=st.characters(blacklist_characters="{}%#"), max_size=12)
+# no "\r": Jinja turns it into "\n", while text without a template is sent verbatim
+literal = st.text(alphabet=st.characters(blacklist_characters="{}%#\r"), max_size=12)
 
 
 @given(st.lists(st.one_of(names.map(lambda n: ("name", n)), literal.map(lambda t: ("t", t)))))
@@ -222,3 +236,66 @@ def test_fast_paths_render_exactly_like_jinja(pieces: list[tuple[str, str]]) -> 
     ctx = context()
     value = render(source, key="content", ctx=ctx)
     assert value == env.from_string(source).render(ctx)
+
+
+@pytest.mark.parametrize(
+    ("images", "urls"),
+    [
+        (["https://x/1.png", None, "https://x/2.png"], ["https://x/1.png", "https://x/2.png"]),
+        ('["https://x/1.png", "img/cat.png"]', ["https://x/1.png", "data:image/png;base64,"]),
+        ("img/cat.png", ["data:image/png;base64,"]),  # one image
+        ("https://x/1.png", ["https://x/1.png"]),
+        (None, []),
+        ("", []),
+        ([], []),
+    ],
+)
+def test_image_parts_turn_images_into_parts(tmp_path: Path, images: Any, urls: list[str]) -> None:
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "cat.png").write_bytes(PNG)
+    env = make_environment(str(tmp_path))
+    tree = compile_tree(
+        "{{ images | image_parts }}", "request.messages[0].content", env, key="content"
+    )
+    parts = tree.render(context({"images": images}))
+    assert [p["type"] for p in parts] == ["image_url"] * len(urls)
+    for part, url in zip(parts, urls, strict=True):
+        assert part["image_url"]["url"].startswith(url)
+        assert set(part["image_url"]) == {"url"}
+
+
+def test_image_parts_take_a_detail_and_a_root_for_relative_paths(tmp_path: Path) -> None:
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "cat.png").write_bytes(PNG)
+    env = make_environment(str(tmp_path))
+    source = "{{ images | image_parts(detail='high', root=vars.dir) }}"
+    tree = compile_tree(source, "request.messages[0].content", env, key="content")
+    ctx = context({"images": ["cat.png", "https://x/y.png"]})
+    ctx["vars"] = {"dir": "img"}
+    (local, remote) = tree.render(ctx)
+    assert local["image_url"]["detail"] == "high"
+    assert base64.b64decode(local["image_url"]["url"].split(",", 1)[1]) == PNG
+    assert remote["image_url"] == {"url": "https://x/y.png", "detail": "high"}
+
+
+@pytest.mark.parametrize(
+    ("images", "fragment"),
+    [
+        ([1, 2], "image_parts: expects image URLs or paths"),
+        ({"url": "x"}, "image_parts: expects image URLs or paths"),
+        ("[not json", "image_parts: text that looks like a JSON list is not"),
+        (["notes.txt"], "not an image, audio, video or PDF"),
+        (["gone.png"], "cannot read"),
+    ],
+)
+def test_image_parts_errors_name_the_place_and_row(
+    tmp_path: Path, images: Any, fragment: str
+) -> None:
+    (tmp_path / "notes.txt").write_text("secret")
+    tree = compile_tree(
+        "{{ images | image_parts }}", "request.messages[0].content", make_environment(str(tmp_path))
+    )
+    with pytest.raises(TemplateError) as caught:
+        tree.render(context({"images": images}, row_id="row-3"))
+    assert fragment in str(caught.value)
+    assert "request.messages[0].content" in str(caught.value) and "'row-3'" in str(caught.value)

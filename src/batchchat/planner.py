@@ -18,6 +18,7 @@ import polars as pl
 from jinja2 import Environment
 
 from batchchat.errors import SpecError, TemplateError
+from batchchat.messages import MessageLayout, assemble_messages, message_problems, show_value
 from batchchat.models import ChatRequest
 from batchchat.reader import OnIssue, iter_batches, read_head, read_schema
 from batchchat.spec import JobSpec, SeedSpec
@@ -48,8 +49,8 @@ class CompiledRequest:
     columns: frozenset[str] | None
     #: prompt tokens of the static messages, tools and response_format, counted once
     static_tokens: int
-    #: indices of the templated messages; None when ``messages`` is one template
-    dynamic_messages: tuple[int, ...] | None
+    #: which messages are templated or spliced (the others were checked here, once)
+    messages: MessageLayout
     #: template syntax errors and static fields of the wrong type, each with its location
     problems: tuple[str, ...] = ()
 
@@ -69,14 +70,16 @@ def compile_request(spec: JobSpec) -> CompiledRequest:
     fields: list[tuple[str, CompiledTree]] = []
     problems: list[str] = []
     static_tokens = 0
-    dynamic_messages: tuple[int, ...] | None = None
+    layout = MessageLayout()
     for key, value in spec.request.items():
         if key == "messages" and isinstance(value, list):
-            tree, dynamic_messages, static_tokens = _compile_messages(value, env, problems)
+            tree, layout, static_tokens = _compile_messages(value, env, problems)
         else:
             tree = compile_tree(value, format_location("request", key), env, key=key)
             problems.extend(tree.problems)
-            if tree.is_static and not tree.problems:
+            if key == "messages" and not tree.is_static:
+                layout = MessageLayout(whole=True)
+            elif tree.is_static and not tree.problems:
                 problems.extend(field_problems(key, tree.render({})))
         fields.append((key, tree))
     refs = [ref for _, tree in fields for ref in tree.refs]
@@ -89,32 +92,58 @@ def compile_request(spec: JobSpec) -> CompiledRequest:
             for key, tree in fields
             if key in _PROMPT_EXTRAS and tree.is_static
         )
-    return CompiledRequest(tuple(fields), columns, static_tokens, dynamic_messages, tuple(problems))
+    return CompiledRequest(tuple(fields), columns, static_tokens, layout, tuple(problems))
 
 
 def _compile_messages(
     messages: list[Any], env: Environment, problems: list[str]
-) -> tuple[CompiledTree, tuple[int, ...], int]:
-    """One tree per message: static ones are checked and counted once, here."""
-    trees = [compile_tree(m, f"request.messages[{i}]", env) for i, m in enumerate(messages)]
-    static_tokens = 0
-    for index, tree in enumerate(trees):
-        problems.extend(tree.problems)
-        if tree.is_static and not tree.problems:
-            message = tree.render({})
-            problems.extend(message_problems([message], "request.messages", first=index))
-            # the estimate is a sum over messages, so static ones can be counted apart
-            static_tokens += estimate_prompt_tokens([message]) - REPLY_PRIMING_TOKENS
+) -> tuple[CompiledTree, MessageLayout, int]:
+    """One tree per item: static messages are checked and counted once, here.
+
+    An item that is a lone template string is a splice: its value (messages from a
+    column) takes its place, row by row.
+    """
     if not messages:
         problems.append("request.messages: must be a non-empty list of messages, got list []")
+    trees = [compile_tree(m, f"request.messages[{i}]", env) for i, m in enumerate(messages)]
+    static_tokens = 0
+    templated: list[int] = []
+    spliced: dict[int, str] = {}
+    for index, (item, tree) in enumerate(zip(messages, trees, strict=True)):
+        problems.extend(tree.problems)
+        if isinstance(item, str) and not tree.is_static:
+            spliced[index] = _source_name(tree.refs)
+        elif not tree.is_static:
+            templated.append(index)
+        elif not tree.problems:
+            problems.extend(_static_message_problems(item, index))
+            # the estimate is a sum over messages, so static ones can be counted apart
+            static_tokens += estimate_prompt_tokens([item]) - REPLY_PRIMING_TOKENS
     renders = [tree.render for tree in trees]
-    dynamic = tuple(i for i, tree in enumerate(trees) if not tree.is_static)
     tree = CompiledTree(
         render=lambda ctx: [render(ctx) for render in renders],
         refs=tuple(ref for tree in trees for ref in tree.refs),
         problems=(),
     )
-    return tree, dynamic, static_tokens
+    return tree, MessageLayout(tuple(templated), spliced), static_tokens
+
+
+def _static_message_problems(item: Any, index: int) -> list[str]:
+    if isinstance(item, dict):
+        return message_problems([item], "request.messages", first=index)
+    return [
+        f"request.messages[{index}]: a message is a mapping with role and content, or a "
+        f'template such as "{{{{ history }}}}" that splices in a column\'s messages; '
+        f"got {show_value(item)}"
+    ]
+
+
+def _source_name(refs: tuple[TemplateRef, ...]) -> str:
+    """What a splice reads, for errors: its column, else its template."""
+    columns = {name for ref in refs for name in ref.columns}
+    if len(columns) == 1:
+        return columns.pop()
+    return " ".join(ref.source for ref in refs) or "the template"
 
 
 # -- planning -------------------------------------------------------------------------------------
@@ -137,6 +166,17 @@ def iter_requests(
     for batch in iter_batches(spec, on_issue=on_issue):
         yield from planner.plan_batch(batch, position, skip)
         position += batch.height
+
+
+def spec_builtins(spec: JobSpec) -> dict[str, Any]:
+    """Names a spec adds to its templates: ``labels`` (label → description) in a labeling job.
+
+    They win over a column of the same name, which stays readable as ``row.<name>``.
+    """
+    labels = spec.output.labels
+    if labels is None:
+        return {}
+    return {"labels": dict(labels) if isinstance(labels, dict) else dict.fromkeys(labels, "")}
 
 
 def derive_seed(base: int, row_id: str, sample: int) -> int:
@@ -172,11 +212,12 @@ class _RowPlanner:
         self.spec = spec
         self.fields = compiled.fields
         self.dynamic = compiled.dynamic_fields
-        self.dynamic_messages = compiled.dynamic_messages
+        self.messages = compiled.messages
         self.static_tokens = compiled.static_tokens
         self.columns = compiled.columns
         self.base_url = spec.endpoint.base_url
         self.vars = dict(spec.vars)
+        self.builtins = spec_builtins(spec)
 
     def plan_batch(
         self, batch: pl.DataFrame, position: int, skip: Callable[[str, int], bool] | None
@@ -194,8 +235,13 @@ class _RowPlanner:
 
     def plan_row(self, row: dict[str, Any], row_id: str, sample: int) -> ChatRequest:
         ctx = {**row, "row": row, "vars": self.vars, "row_id": row_id, "sample": sample}
+        if self.builtins:
+            ctx.update(self.builtins)
         body = {key: tree.render(ctx) for key, tree in self.fields}
-        body = checked_body(body, self.dynamic, row_id, self.dynamic_messages)
+        body = checked_body(body, self.dynamic, row_id)
+        fresh: list[Any] = []  # the messages not counted up front
+        if "messages" in self.dynamic:
+            body["messages"], fresh = assemble_messages(body["messages"], self.messages, row_id)
         seed = self._seed(body, row_id, sample)
         return ChatRequest(
             row_id=row_id,
@@ -203,7 +249,7 @@ class _RowPlanner:
             custom_id=f"{row_id}#{sample}",
             body=body,
             request_hash=request_hash(body, self.base_url),
-            est_prompt_tokens=self._prompt_tokens(body),
+            est_prompt_tokens=self._prompt_tokens(body, fresh),
             max_output_tokens=max_output_tokens(body),
             seed=seed,
             keep={column: row.get(column) for column in self.spec.output.keep_columns},
@@ -224,11 +270,8 @@ class _RowPlanner:
         value = body.get("seed")
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
-    def _prompt_tokens(self, body: Mapping[str, Any]) -> int:
-        messages = body.get("messages") or ()
-        if self.dynamic_messages is not None:
-            messages = [messages[i] for i in self.dynamic_messages]
-        tokens = estimate_prompt_tokens(messages) + self.static_tokens
+    def _prompt_tokens(self, body: Mapping[str, Any], fresh: list[Any]) -> int:
+        tokens = estimate_prompt_tokens(fresh) + self.static_tokens
         extras = {k: body[k] for k in _PROMPT_EXTRAS if k in self.dynamic and k in body}
         return tokens + _extra_tokens(extras) if extras else tokens
 
@@ -262,10 +305,6 @@ def _raise_problems(problems: tuple[str, ...]) -> None:
 
 
 # -- the body's field types ------------------------------------------------------------------------
-
-MESSAGE_ROLES = frozenset({"developer", "system", "user", "assistant", "tool", "function"})
-#: roles whose message must carry content
-_NEEDS_CONTENT = frozenset({"developer", "system", "user", "tool"})
 
 
 def _is_int(value: Any) -> bool:
@@ -330,142 +369,34 @@ _PARSED_FROM_TEXT = frozenset(
 def field_problems(key: str, value: Any) -> list[str]:
     """What is wrong with one top-level body field (static check, no row involved)."""
     if key == "messages":
-        if not isinstance(value, list):
-            return []  # a template rendering to a conversation: checked per row
-        return message_problems(value, "request.messages")
+        if isinstance(value, list):
+            return message_problems(value, "request.messages")
+        return [
+            "request.messages: must be a list of messages, or a template such as "
+            f'"{{{{ conversation }}}}" giving the whole list; got {show_value(value)}'
+        ]
     rule = FIELD_RULES.get(key)
     if rule is None or rule[1](_parsed(key, value)):
         return []
-    return [f"request.{key}: must be {rule[0]}, got {_show(value)}"]
+    return [f"request.{key}: must be {rule[0]}, got {show_value(value)}"]
 
 
-def checked_body(
-    body: dict[str, Any],
-    dynamic: Iterable[str],
-    row_id: str,
-    dynamic_messages: tuple[int, ...] | None = None,
-) -> dict[str, Any]:
+def checked_body(body: dict[str, Any], dynamic: Iterable[str], row_id: str) -> dict[str, Any]:
     """Check (and parse, for numbers given as text) the templated fields of one body.
 
-    ``dynamic_messages`` names the templated messages of a spec's message list (the
-    static ones were checked when compiling); None means ``messages`` is one template.
+    ``messages`` is left to :func:`batchchat.messages.assemble_messages`.
     """
     for key in dynamic:
-        if key == "messages":
-            body[key] = _checked_messages(body[key], row_id, dynamic_messages)
-            continue
         rule = FIELD_RULES.get(key)
         if rule is None:
             continue
         parsed = _parsed(key, body[key])
         if not rule[1](parsed):
             raise TemplateError(
-                f"request.{key}: must be {rule[0]}, got {_show(body[key])} (row id {row_id!r})"
+                f"request.{key}: must be {rule[0]}, got {show_value(body[key])} (row id {row_id!r})"
             )
         body[key] = parsed
     return body
-
-
-def _checked_messages(value: Any, row_id: str, dynamic: tuple[int, ...] | None) -> Any:
-    if dynamic is None:
-        value = _conversation(value, row_id)
-        problems = message_problems(value, "request.messages")
-    else:
-        problems = [
-            problem
-            for index in dynamic
-            if not _is_plain_message(value[index])
-            for problem in message_problems([value[index]], "request.messages", first=index)
-        ]
-    if problems:
-        raise TemplateError(f"{problems[0]} (row id {row_id!r})")
-    return value
-
-
-def message_problems(messages: Any, location: str, *, first: int = 0) -> list[str]:
-    """Every problem of a list of chat messages, each with its location.
-
-    ``first`` is the index of the first message in the spec's list, for the locations.
-    """
-    if not isinstance(messages, list) or not messages:
-        return [f"{location}: must be a non-empty list of messages, got {_show(messages)}"]
-    problems: list[str] = []
-    for index, message in enumerate(messages, start=first):
-        where = f"{location}[{index}]"
-        if not isinstance(message, dict):
-            problems.append(f"{where}: a message is a mapping with role and content")
-            continue
-        problems.extend(_one_message_problems(message, where))
-    return problems
-
-
-def _is_plain_message(message: Any) -> bool:
-    """The common case, {role, content: text}, recognised without the full check."""
-    return (
-        type(message) is dict
-        and len(message) == 2
-        and type(message.get("content")) is str
-        and message.get("role") in MESSAGE_ROLES
-    )
-
-
-def _one_message_problems(message: dict[str, Any], where: str) -> list[str]:
-    role = message.get("role")
-    if role not in MESSAGE_ROLES:
-        roles = ", ".join(sorted(MESSAGE_ROLES))
-        return [f"{where}.role: must be one of {roles}, got {_show(role)}"]
-    problems: list[str] = []
-    if role in _NEEDS_CONTENT and "content" not in message:
-        problems.append(f"{where}: a {role} message needs content")
-    content = message.get("content")
-    if not (content is None or isinstance(content, str | list)):
-        problems.append(
-            f"{where}.content: must be a string, null or a list of parts, got {_show(content)}"
-        )
-    for index, part in enumerate(content if isinstance(content, list) else ()):
-        problems.extend(_part_problems(part, f"{where}.content[{index}]"))
-    for key in ("name", "tool_call_id"):
-        if key in message and not isinstance(message[key], str):
-            problems.append(f"{where}.{key}: must be a string, got {_show(message[key])}")
-    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
-        problems.append(f"{where}: a tool message needs tool_call_id")
-    if "tool_calls" in message and not isinstance(message["tool_calls"], list):
-        problems.append(f"{where}.tool_calls: must be a list, got {_show(message['tool_calls'])}")
-    return problems
-
-
-def _part_problems(part: Any, where: str) -> list[str]:
-    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-        return [f"{where}: a content part is a mapping with a string 'type', got {_show(part)}"]
-    kind = part["type"]
-    if kind == "text" and not isinstance(part.get("text"), str):
-        return [f"{where}.text: must be a string, got {_show(part.get('text'))}"]
-    if kind == "image_url":
-        image = part.get("image_url")
-        if not (isinstance(image, dict) and isinstance(image.get("url"), str)):
-            return [f"{where}.image_url: must be a mapping with a string url, got {_show(image)}"]
-    return []
-
-
-def _conversation(value: Any, row_id: str) -> Any:
-    """A templated ``messages``: JSON text is parsed; null fields of struct columns dropped."""
-    if isinstance(value, str):
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise TemplateError(
-                f"request.messages: the template gave text that is not a JSON list of messages: "
-                f"{exc} (row id {row_id!r})"
-            ) from None
-    if isinstance(value, list):
-        # a list-of-struct column fills absent fields with null; "content": null stays meaningful
-        return [
-            {k: v for k, v in m.items() if v is not None or k == "content"}
-            if isinstance(m, dict)
-            else m
-            for m in value
-        ]
-    return value
 
 
 def _parsed(key: str, value: Any) -> Any:
@@ -475,12 +406,6 @@ def _parsed(key: str, value: Any) -> Any:
         except orjson.JSONDecodeError:
             return value
     return value
-
-
-def _show(value: Any) -> str:
-    kind = "null" if value is None else type(value).__name__
-    text = repr(value)
-    return f"{kind} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
 # -- checking a spec against its input -----------------------------------------------------------
@@ -497,7 +422,7 @@ def check_spec_against_input(spec: JobSpec) -> None:
     compiled = compile_request(spec)
     problems = list(compiled.problems)
     for ref in compiled.refs:
-        problems.extend(_ref_problems(ref, list(schema), spec.vars))
+        problems.extend(_ref_problems(ref, list(schema), spec.vars, set(spec_builtins(spec))))
     problems.extend(_column_problems(spec, schema))
     if "seed" in spec.request and spec.seed is not None:
         problems.append("request.seed: set a seed in one place only (the top-level seed: wins)")
@@ -511,10 +436,12 @@ def check_spec_against_input(spec: JobSpec) -> None:
         )
 
 
-def _ref_problems(ref: TemplateRef, columns: list[str], variables: Mapping[str, str]) -> list[str]:
+def _ref_problems(
+    ref: TemplateRef, columns: list[str], variables: Mapping[str, str], builtins: set[str]
+) -> list[str]:
     problems = [
         f"{ref.location}: column '{name}' does not exist in the input" + did_you_mean(name, columns)
-        for name in sorted(ref.columns - set(columns))
+        for name in sorted(ref.columns - set(columns) - builtins)
     ]
     problems.extend(
         f"{ref.location}: vars.{name} is not set (add it under vars: or pass --var {name}=...)"

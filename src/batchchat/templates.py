@@ -5,11 +5,14 @@ turns the request mapping into a tree of small render functions, once; per
 row only the templated leaves run, static parts are rebuilt by a cheap copy.
 
 Variables: every row column by name, ``row`` (all columns, for names that are
-not identifiers), ``vars`` (spec.vars), ``row_id`` and ``sample``; these four
-built-in names win over columns of the same name. A string that is exactly one
+not identifiers), ``vars`` (spec.vars), ``row_id`` and ``sample``, and in a
+labeling job ``labels`` (``output.labels`` as label → description, given by the
+planner); these built-in names win over columns of the same name. A string that is exactly one
 ``{{ expr }}`` renders to the expression's *native* value (numbers stay
 numbers, lists stay lists), except at :data:`STRING_FIELDS` where scalars
-become text. ``null`` renders as empty text inside a larger string.
+become text, and at :data:`DATA_TEXT_FIELDS` where mappings and lists become
+their JSON text (a list of content parts at ``content`` stays a list). Inside a
+larger string ``null`` renders as empty text and mappings and lists as JSON.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from batchchat.errors import TemplateError
+from batchchat.messages import PART_TYPES
 
 #: names every template sees besides the row's columns
 BUILTIN_NAMES = frozenset({"row", "vars", "row_id", "sample"})
@@ -44,6 +48,11 @@ STRING_FIELDS = frozenset(
         "file_id", "data", "format", "voice", "reasoning_effort", "service_tier", "id",
     }
 )  # fmt: skip
+#: string fields where structured data (a dict or list column) is sent as its JSON text;
+#: at the other string fields a mapping or list stays as it is, to be reported as a mistake
+DATA_TEXT_FIELDS = frozenset(
+    {"content", "text", "arguments", "description", "reasoning_content", "refusal"}
+)
 
 #: media types the data_url filter will read; anything else (keys, configs) is refused
 _MEDIA_PREFIXES = ("image/", "audio/", "video/", "application/pdf")
@@ -96,13 +105,17 @@ def make_environment(base_dir: str) -> jinja2.Environment:
         finalize=_finalize,
     )
     env.filters["data_url"] = functools.partial(data_url, base_dir=base_dir)
+    env.filters["image_parts"] = functools.partial(image_parts, base_dir=base_dir)
     env.filters["json"] = _to_json
     return env
 
 
 def _finalize(value: Any) -> Any:
-    # a null cell inside a sentence reads better as nothing than as "None"
-    return "" if value is None else value
+    # a null cell inside a sentence reads better as nothing than as "None", and a struct or
+    # list column as JSON than as a Python repr
+    if value is None:
+        return ""
+    return _to_json(value) if isinstance(value, dict | list | tuple) else value
 
 
 def _to_json(value: Any) -> str:
@@ -131,6 +144,48 @@ def data_url(value: Any, base_dir: str = ".") -> str:
     except OSError as exc:
         raise ValueError(f"data_url: cannot read {path}: {exc.strerror}") from None
     return f"data:{media_type};base64,{base64.b64encode(payload).decode()}"
+
+
+def image_parts(
+    value: Any, detail: str | None = None, root: str | None = None, base_dir: str = "."
+) -> list[dict[str, Any]]:
+    """Images as ``image_url`` content parts, one per image, local files sent as data: URLs.
+
+    ``value`` is a list of image URLs or local paths (null items skipped), JSON
+    text of such a list, or one image; null gives no part. Relative paths start
+    at ``root`` (itself relative to the spec) when given, else at the spec.
+    """
+    parts: list[dict[str, Any]] = []
+    for image in _images_of(value):
+        if root and not image.startswith(("http://", "https://", "data:")):
+            image = str(Path(root) / image)
+        url = {"url": data_url(image, base_dir)}
+        if detail is not None:
+            url["detail"] = detail
+        parts.append({"type": "image_url", "image_url": url})
+    return parts
+
+
+def _images_of(value: Any) -> list[str]:
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(
+                f"image_parts: text that looks like a JSON list is not: {exc}"
+            ) from None
+    elif isinstance(value, str):
+        return [value] if value.strip() else []
+    if value is None:
+        return []
+    images = [image for image in value] if isinstance(value, list | tuple) else [value]
+    for image in images:
+        if image is not None and not isinstance(image, str):
+            raise ValueError(
+                f"image_parts: expects image URLs or paths (a list, its JSON text, or one), "
+                f"got {type(image).__name__} {image!r:.60}"
+            )
+    return [image for image in images if image]
 
 
 # -- compiling ------------------------------------------------------------------------------
@@ -191,11 +246,10 @@ def _compile_string(
 ) -> tuple[Render, TemplateRef]:
     ast = env.parse(source)
     ref = _reference_of(ast, source, location, env)
-    stringify = key in STRING_FIELDS
     expression = _single_expression(ast, source)
     if expression is not None:
         evaluate = _compile_expression(expression, ast, env)
-        return _guarded(_native(evaluate, stringify), location), ref
+        return _guarded(_native(evaluate, key), location), ref
     fast = _fast_concat(ast)
     if fast is not None:
         return _guarded(fast, location), ref
@@ -270,16 +324,37 @@ def _constant(value: Any) -> Render:
     return lambda ctx: value
 
 
-def _native(evaluate: Render, stringify: bool) -> Render:
+def _native(evaluate: Render, key: str | int | None) -> Render:
+    stringify = key in STRING_FIELDS
+    as_json = key in DATA_TEXT_FIELDS
+
     def render(ctx: Mapping[str, Any]) -> Any:
         value = evaluate(ctx)
         if isinstance(value, jinja2.Undefined):
             value._fail_with_undefined_error()
-        if stringify and not isinstance(value, list | dict | tuple):
+        if not stringify:
+            return jsonable(value)
+        if not isinstance(value, list | dict | tuple):
             return _as_text(value)
+        if as_json and not (key == "content" and is_part_list(value)):
+            return _to_json(value)
         return jsonable(value)
 
     return render
+
+
+def is_part_list(value: Any) -> bool:
+    """A list of content parts (mappings with a known ``type``), or part lists to splice.
+
+    An empty list counts: at ``content`` it is an empty part list, reported as such,
+    not the text "[]" sent in silence.
+    """
+    return isinstance(value, list | tuple) and all(
+        is_part_list(part)
+        if isinstance(part, list | tuple)
+        else isinstance(part, dict) and part.get("type") in PART_TYPES
+        for part in value
+    )
 
 
 def _guarded(render: Render, location: str) -> Render:
@@ -365,6 +440,8 @@ def _as_text(value: Any) -> str:
         return ""
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()
+    if isinstance(value, dict | list | tuple):
+        return _to_json(value)
     return value if isinstance(value, str) else str(value)
 
 

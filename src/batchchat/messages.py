@@ -1,0 +1,269 @@
+"""Chat messages: checking them, and splicing conversations from row columns into them. [pure]
+
+A spec's ``messages`` is either one template rendering the whole list, or a
+list whose items are messages (mappings, static or templated) and *splices*:
+a lone template string such as ``"{{ history }}"`` whose value — a list of
+messages (a list-of-struct column, or JSON text) or one message mapping — is
+put in its place. :func:`assemble_messages` turns one row's rendered items
+into the list that is sent, checking every message that came from the row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from batchchat.errors import TemplateError
+
+MESSAGE_ROLES = frozenset({"developer", "system", "user", "assistant", "tool", "function"})
+#: content part types of the Chat Completions API
+PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "video_url", "refusal"})
+#: roles whose message must carry content
+_NEEDS_CONTENT = frozenset({"developer", "system", "user", "tool"})
+
+
+@dataclass(frozen=True, slots=True)
+class MessageLayout:
+    """Which items of a spec's ``messages`` change per row (static ones were checked once)."""
+
+    #: indices of message mappings with templates in them
+    templated: tuple[int, ...] = ()
+    #: index of each splice → what it reads (its column's name, else its template), for errors
+    spliced: Mapping[int, str] = field(default_factory=dict)
+    #: ``messages`` is itself one template giving the whole list
+    whole: bool = False
+
+
+def assemble_messages(
+    rendered: Any, layout: MessageLayout, row_id: str
+) -> tuple[list[Any], list[Any]]:
+    """One row's messages, and those of them not checked and counted up front.
+
+    ``rendered`` is the rendered ``messages``: the whole list when ``layout.whole``,
+    else one value per item of the spec's list, splices not yet spliced.
+    """
+    if layout.whole:
+        messages = _whole_conversation(rendered, row_id)
+        _raise_first(message_problems(messages, "request.messages"), row_id)
+        return messages, messages
+    if not layout.spliced:  # the common case: no splice, so indices stay those of the spec
+        for index in layout.templated:
+            if not is_plain_message(rendered[index]):
+                rendered[index] = _with_flat_parts(rendered[index])
+                where = f"request.messages[{index}]"
+                _raise_first(_one_message_problems(rendered[index], where), row_id)
+        return rendered, [rendered[i] for i in layout.templated]
+    return _spliced(rendered, layout, row_id)
+
+
+def _spliced(
+    rendered: list[Any], layout: MessageLayout, row_id: str
+) -> tuple[list[Any], list[Any]]:
+    messages: list[Any] = []
+    fresh: list[Any] = []
+    templated = set(layout.templated)
+    for index, item in enumerate(rendered):
+        where = f"request.messages[{index}]"
+        if index in layout.spliced:
+            source = layout.spliced[index]
+            spliced = splice_value(item, where, source, row_id)
+            problems = message_problems(spliced, f"{where} ← {source}", allow_empty=True)
+            _raise_first(problems, row_id)
+            messages.extend(spliced)
+            fresh.extend(spliced)
+            continue
+        if index in templated:
+            item = _with_flat_parts(item)
+            _raise_first(_one_message_problems(item, where), row_id)
+            fresh.append(item)
+        messages.append(item)
+    if not messages:
+        raise TemplateError(
+            f"request.messages: no message to send: every splice was empty (row id {row_id!r})"
+        )
+    return messages, fresh
+
+
+def splice_value(value: Any, where: str, source: str, row_id: str) -> list[Any]:
+    """What a splice puts in place: the messages of a list, JSON text or one mapping.
+
+    Null and an empty list splice nothing (a row without history). Null fields,
+    which a list-of-struct column gives every message for the keys of the others,
+    are dropped.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise TemplateError(
+                f"{where} ← {source}: text that is not JSON messages ({exc}): "
+                f"{show_value(value)} (row id {row_id!r})"
+            ) from None
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise TemplateError(
+            f"{where} ← {source}: a splice needs a list of messages, one message mapping or "
+            f"their JSON text, got {show_value(value)} (row id {row_id!r})"
+        )
+    return [_without_nulls(message) for message in value]
+
+
+def _whole_conversation(value: Any, row_id: str) -> Any:
+    """A templated ``messages``: JSON text is parsed; null fields of struct columns dropped."""
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise TemplateError(
+                f"request.messages: the template gave text that is not a JSON list of messages: "
+                f"{exc} (row id {row_id!r})"
+            ) from None
+    if isinstance(value, list):
+        return [_without_nulls(message) for message in value]
+    return value
+
+
+def _without_nulls(message: Any) -> Any:
+    # a list-of-struct column fills absent fields with null; only "content": null means something
+    if not isinstance(message, dict):
+        return message
+    cleaned = {
+        key: value if key == "content" and value is None else _drop_nulls(value)
+        for key, value in message.items()
+        if value is not None or key == "content"
+    }
+    return _with_flat_parts(cleaned)
+
+
+def _drop_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+def _with_flat_parts(message: Any) -> Any:
+    """The content parts of a message, flat and without nulls.
+
+    Part lists among the parts (``"{{ images | image_parts }}"``) are spliced in, and null
+    fields dropped: a list-of-struct column of parts gives a text part ``image_url: null``.
+    """
+    if not isinstance(message, dict):
+        return message
+    content = message.get("content")
+    if isinstance(content, list):
+        flat: list[Any] = []
+        for part in content:
+            flat.extend(part if isinstance(part, list) else (part,))
+        message["content"] = [_drop_nulls(part) for part in flat]
+    return message
+
+
+# -- checking -------------------------------------------------------------------------------------
+
+
+def message_problems(
+    messages: Any, location: str, *, first: int = 0, allow_empty: bool = False
+) -> list[str]:
+    """Every problem of a list of chat messages, each with its location.
+
+    ``first`` is the index of the first message in the spec's list, for the locations.
+    """
+    if not isinstance(messages, list) or not (messages or allow_empty):
+        return [f"{location}: must be a non-empty list of messages, got {show_value(messages)}"]
+    problems: list[str] = []
+    for index, message in enumerate(messages, start=first):
+        where = f"{location}[{index}]"
+        if not isinstance(message, dict):
+            problems.append(
+                f"{where}: a message is a mapping with role and content, got {show_value(message)}"
+            )
+            continue
+        problems.extend(_one_message_problems(message, where))
+    return problems
+
+
+def is_plain_message(message: Any) -> bool:
+    """The common case, {role, content: text}, recognised without the full check."""
+    return (
+        type(message) is dict
+        and len(message) == 2
+        and type(message.get("content")) is str
+        and message.get("role") in MESSAGE_ROLES
+    )
+
+
+def _one_message_problems(message: Any, where: str) -> list[str]:
+    if not isinstance(message, dict):
+        return [f"{where}: a message is a mapping with role and content, got {show_value(message)}"]
+    role = message.get("role")
+    if role not in MESSAGE_ROLES:
+        roles = ", ".join(sorted(MESSAGE_ROLES))
+        return [f"{where}.role: must be one of {roles}, got {show_value(role)}"]
+    content = message.get("content")
+    problems = _content_problems(role, message, where)
+    for index, part in enumerate(content if isinstance(content, list) else ()):
+        problems.extend(_part_problems(part, f"{where}.content[{index}]"))
+    for key in ("name", "tool_call_id"):
+        if key in message and not isinstance(message[key], str):
+            problems.append(f"{where}.{key}: must be a string, got {show_value(message[key])}")
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        problems.append(f"{where}: a tool message needs tool_call_id")
+    if "tool_calls" in message and not isinstance(message["tool_calls"], list):
+        problems.append(
+            f"{where}.tool_calls: must be a list, got {show_value(message['tool_calls'])}"
+        )
+    return problems
+
+
+def _content_problems(role: str, message: dict[str, Any], where: str) -> list[str]:
+    content = message.get("content")
+    if content is None:
+        if role in _NEEDS_CONTENT:
+            return [f"{where}: a {role} message needs content"]
+        if role == "assistant" and not message.get("tool_calls"):
+            return [f"{where}: an assistant message needs content or tool_calls"]
+        return []
+    if not isinstance(content, str | list):
+        return [
+            f"{where}.content: must be a string, null or a list of parts, got {show_value(content)}"
+        ]
+    if isinstance(content, list) and not content:
+        return [f"{where}.content: an empty list of parts (give text or at least one part)"]
+    return []
+
+
+def _part_problems(part: Any, where: str) -> list[str]:
+    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+        return [
+            f"{where}: a content part is a mapping with a string 'type', got {show_value(part)}"
+        ]
+    kind = part["type"]
+    if kind == "text" and not isinstance(part.get("text"), str):
+        return [f"{where}.text: must be a string, got {show_value(part.get('text'))}"]
+    if kind == "image_url":
+        image = part.get("image_url")
+        if not (isinstance(image, dict) and isinstance(image.get("url"), str)):
+            return [
+                f"{where}.image_url: must be a mapping with a string url, got {show_value(image)}"
+            ]
+    return []
+
+
+def _raise_first(problems: list[str], row_id: str) -> None:
+    if problems:
+        raise TemplateError(f"{problems[0]} (row id {row_id!r})")
+
+
+def show_value(value: Any) -> str:
+    """``str 'abc'``, ``int 5``, ``null None``: a value with its type, cut to a readable length."""
+    kind = "null" if value is None else type(value).__name__
+    text = repr(value)
+    return f"{kind} {text if len(text) <= 60 else text[:57] + '...'}"
