@@ -117,6 +117,40 @@ def test_var_partitions_the_output(tmp_path: Path) -> None:
     assert "--var" in missing.output
 
 
+def test_a_scheduled_rerun_sends_nothing_and_status_follows_each_date(tmp_path: Path) -> None:
+    def run(ds: str, *args: str, faulty: bool = False) -> Any:
+        faults = {"simulator": {"faults": {"http_500": 1.0 if faulty else 0.0}}}
+        job = write_job(tmp_path, output={"path": "out/{{ vars.ds }}"}, endpoint=faults)
+        return CliRunner().invoke(main, ["run", str(job), "--var", f"ds={ds}", *args])
+
+    def status(ds: str) -> tuple[int, str]:
+        result = CliRunner().invoke(main, ["status", str(tmp_path / "out" / ds)])
+        return result.exit_code, result.stdout
+
+    assert run("2026-11-21", "-q").exit_code == 0
+    again = run("2026-11-21")  # the scheduler retries a date that already succeeded
+    assert again.exit_code == 0
+    assert "Nothing to send: all 30 requests were already done." in again.stderr
+    logged = run("2026-11-21", "--log-json")
+    events = {e["event"]: e for e in map(orjson.loads, logged.stdout.splitlines())}
+    assert (events["finished"]["requests_sent"], events["finished"]["skipped"]) == (0, 30)
+    assert events["report"]["exit_code"] == 0
+    assert status("2026-11-21") == (
+        0,
+        f"{tmp_path / 'out' / '2026-11-21'}: done — 30 ok, 0 failed\n",
+    )
+    # a date whose requests fail: exit 1 and status 1, until a re-run sends the failed rows again
+    assert run("2026-11-22", "-q", faulty=True).exit_code == 1
+    code, text = status("2026-11-22")
+    assert code == 1 and "failed — 0 ok, 30 failed" in text
+    assert run("2026-11-22", "-q").exit_code == 0
+    assert status("2026-11-22")[0] == 0
+    assert (
+        batchchat.read_results(tmp_path / "out" / "2026-11-22")["status"].to_list() == ["ok"] * 30
+    )
+    assert status("2026-11-21")[0] == 0  # the other partition is untouched
+
+
 def test_dry_run_uses_the_simulator_instead_of_the_endpoint(tmp_path: Path) -> None:
     # an endpoint that does not exist and a key that is not set: a dry run needs neither
     job = write_job(
