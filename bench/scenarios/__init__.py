@@ -1,0 +1,9 @@
+"""One module per benchmark scenario; each exposes NAME, TITLE, IN_QUICK and run(ctx)."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from scenarios import faults, latency, overhead, rate_limit, resume, scale
+
+ALL: list[ModuleType] = [overhead, latency, rate_limit, faults, scale, resume]
