@@ -775,3 +775,18 @@ def test_a_column_of_parts_is_sent_without_the_nulls_of_its_struct(tmp_path: Pat
 def test_messages_given_as_plain_text_is_a_spec_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"request.messages: must be a list of messages, or a"):
         plan(make_spec(tmp_path, {"messages": "hello"}))
+
+
+def test_templates_that_read_no_column_give_one_request_per_row(tmp_path: Path) -> None:
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(f'{{"id": "r{i}", "text": "x"}}\n' for i in range(5)))
+    spec = load_spec(
+        {
+            "input": {"path": str(data), "id_column": "id"},
+            "endpoint": {"base_url": "simulator"},
+            "request": {"model": "m", "messages": [{"role": "user", "content": "Say hi"}]},
+        }
+    )
+    requests = list(iter_requests(spec))
+    assert [r.row_id for r in requests] == [f"r{i}" for i in range(5)]
+    assert all(r.body["messages"] == [{"role": "user", "content": "Say hi"}] for r in requests)

@@ -256,3 +256,31 @@ async def test_skipped_bad_lines_are_in_the_report(
     assert report["input_issues"]["examples"][0]["line"] == 6
     assert any("malformed input line" in w for w in report["warnings"])
     assert batchchat.read_results(spec.output_dir).height == 6
+
+
+async def test_a_row_a_template_fails_on_mid_run_is_an_error_row_and_the_rest_is_kept(
+    simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    # validate renders only the first rows; row 45's null `meta` breaks the template later
+    spec = job(
+        tmp_path,
+        simulator.base_url,
+        request={"messages": [{"role": "user", "content": "{{ text }} {{ meta.x }}"}]},
+    )
+    rows = [
+        orjson.dumps({"id": f"r{i:03d}", "text": f"t{i}", "meta": None if i == 45 else {"x": i}})
+        for i in range(60)
+    ]
+    (tmp_path / "rows.jsonl").write_bytes(b"\n".join(rows) + b"\n")  # replaces job()'s rows
+    outcome = await run_job(spec)
+    df = batchchat.read_results(spec.output_dir)
+    assert outcome.exit_code == 1
+    assert df.height == 60
+    failed = df.filter(pl.col("status") == "error")
+    assert failed["row_id"].to_list() == ["r045"]
+    assert failed["error_type"].to_list() == ["TemplateError"]
+    assert "meta" in failed["error_message"][0] and "r045" in failed["error_message"][0]
+    assert failed["attempts"].to_list() == [0]
+    assert failed["text"].to_list() == ["t45"]  # keep_columns survive
+    assert sum(simulator.stats()["answers"].values()) == 59  # the bad row was never sent
+    assert outcome.report.rows_error == 1 and outcome.report.rows_ok == 59

@@ -149,19 +149,33 @@ def _source_name(refs: tuple[TemplateRef, ...]) -> str:
 # -- planning -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class RowFailure:
+    """A request that cannot be built from its row (a template failed on this row's data)."""
+
+    row_id: str
+    sample: int
+    #: the row's ``output.keep_columns``, so the error row still carries them
+    keep: dict[str, Any]
+    error: TemplateError
+
+
 def iter_requests(
     spec: JobSpec,
     *,
     skip: Callable[[str, int], bool] | None = None,
     on_issue: OnIssue | None = None,
+    on_failure: Callable[[RowFailure], None] | None = None,
 ) -> Iterator[ChatRequest]:
     """The job's requests, lazily, in input order: every row × ``samples``.
 
     ``skip(row_id, sample)`` True means "already done": that request is not rendered.
+    A row a template fails on goes to ``on_failure`` and planning goes on; without
+    ``on_failure`` its :class:`TemplateError` is raised.
     """
     compiled = compile_request(spec)
     _raise_problems(compiled.problems)
-    planner = _RowPlanner(spec, compiled)
+    planner = _RowPlanner(spec, compiled, on_failure)
     position = 0
     for batch in iter_batches(spec, on_issue=on_issue):
         yield from planner.plan_batch(batch, position, skip)
@@ -208,8 +222,14 @@ def batch_line(request: ChatRequest) -> bytes:
 class _RowPlanner:
     """Renders the rows of one batch; holds what stays the same from row to row."""
 
-    def __init__(self, spec: JobSpec, compiled: CompiledRequest) -> None:
+    def __init__(
+        self,
+        spec: JobSpec,
+        compiled: CompiledRequest,
+        on_failure: Callable[[RowFailure], None] | None = None,
+    ) -> None:
         self.spec = spec
+        self.on_failure = on_failure
         self.fields = compiled.fields
         self.dynamic = compiled.dynamic_fields
         self.messages = compiled.messages
@@ -230,8 +250,15 @@ class _RowPlanner:
                 if skip is not None and skip(row_id, sample):
                     continue
                 if rows is None:
-                    rows = batch.select(self._wanted(batch)).to_dicts()
-                yield self.plan_row(rows[index], row_id, sample)
+                    rows = self._rows(batch)
+                try:
+                    request = self.plan_row(rows[index], row_id, sample)
+                except TemplateError as exc:
+                    if self.on_failure is None:
+                        raise
+                    self.on_failure(RowFailure(row_id, sample, self._keep(rows[index]), exc))
+                    continue
+                yield request
 
     def plan_row(self, row: dict[str, Any], row_id: str, sample: int) -> ChatRequest:
         ctx = {**row, "row": row, "vars": self.vars, "row_id": row_id, "sample": sample}
@@ -252,8 +279,17 @@ class _RowPlanner:
             est_prompt_tokens=self._prompt_tokens(body, fresh),
             max_output_tokens=max_output_tokens(body),
             seed=seed,
-            keep={column: row.get(column) for column in self.spec.output.keep_columns},
+            keep=self._keep(row),
         )
+
+    def _keep(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return {column: row.get(column) for column in self.spec.output.keep_columns}
+
+    def _rows(self, batch: pl.DataFrame) -> list[dict[str, Any]]:
+        wanted = self._wanted(batch)
+        if not wanted:  # templates that read no column: one empty row per input row
+            return [{} for _ in range(batch.height)]
+        return batch.select(wanted).to_dicts()
 
     def _wanted(self, batch: pl.DataFrame) -> list[str]:
         if self.columns is None:

@@ -30,7 +30,7 @@ from batchchat.executor import execute
 from batchchat.labeling import label_column_group
 from batchchat.models import ChatRequest, ChatResult, ExecutionStats
 from batchchat.outdir import OutputDir, open_output
-from batchchat.planner import check_spec_against_input, iter_requests
+from batchchat.planner import RowFailure, check_spec_against_input, iter_requests
 from batchchat.pricing import PriceTable
 from batchchat.progress import Tally
 from batchchat.reader import InputIssue, read_schema
@@ -116,12 +116,17 @@ async def _run_in(
     stats = ExecutionStats(run_id=options.run_id, started_at=datetime.now(UTC))
     issues: list[InputIssue] = []
     fatal = _FatalWatch(stop)
-    requests = _skipping(spec, out, options.retry_failed, stats, issues.append)
 
     def on_result(result: ChatResult) -> None:
         sink.write(result)
         options.tally.add(result)
         fatal.observe(result)
+
+    def on_failure(failure: RowFailure) -> None:
+        stats.results_error += 1
+        on_result(_unsendable(failure))
+
+    requests = _skipping(spec, out, options.retry_failed, stats, issues.append, on_failure)
 
     async with open_target(spec.endpoint, force_simulator=options.dry_run) as target:
         transport = AiohttpTransport(spec.endpoint, max_connections=spec.limits.max_concurrency)
@@ -163,6 +168,7 @@ def _skipping(
     retry_failed: bool,
     stats: ExecutionStats,
     on_issue: Callable[[InputIssue], None],
+    on_failure: Callable[[RowFailure], None],
 ) -> Iterator[ChatRequest]:
     """Planned requests minus the ones an earlier run finished, counting what it skips."""
     is_done = out.completed().skip_predicate(retry_failed)
@@ -173,7 +179,36 @@ def _skipping(
             return True
         return False
 
-    return iter_requests(spec, skip=skip, on_issue=on_issue)
+    return iter_requests(spec, skip=skip, on_issue=on_issue, on_failure=on_failure)
+
+
+def _unsendable(failure: RowFailure) -> ChatResult:
+    """The error row of a request its row could not be rendered into (nothing was sent).
+
+    It is kept like any failed request: the report counts it, ``status`` shows it, and a
+    re-run (after the template or the data is fixed) tries the row again.
+    """
+    now = datetime.now(UTC)
+    request = ChatRequest(
+        row_id=failure.row_id,
+        sample=failure.sample,
+        custom_id=f"{failure.row_id}#{failure.sample}",
+        body={},
+        request_hash="",
+        est_prompt_tokens=0,
+        max_output_tokens=0,
+        keep=failure.keep,
+    )
+    return ChatResult(
+        request=request,
+        response=None,
+        error=failure.error,
+        http_status=None,
+        attempts=0,
+        latency_ms=0.0,
+        started_at=now,
+        finished_at=now,
+    )
 
 
 def _budget(spec: JobSpec, prices: PriceTable) -> Budget | None:

@@ -249,12 +249,12 @@ def _compile_string(
     expression = _single_expression(ast, source)
     if expression is not None:
         evaluate = _compile_expression(expression, ast, env)
-        return _guarded(_native(evaluate, key), location), ref
+        return _guarded(_native(evaluate, key), location, source), ref
     fast = _fast_concat(ast)
     if fast is not None:
-        return _guarded(fast, location), ref
+        return _guarded(fast, location, source), ref
     template = env.from_string(ast)
-    return _guarded(lambda ctx: template.render(ctx), location), ref
+    return _guarded(lambda ctx: template.render(ctx), location, source), ref
 
 
 def _single_expression(ast: nodes.Template, source: str) -> str | None:
@@ -357,31 +357,34 @@ def is_part_list(value: Any) -> bool:
     )
 
 
-def _guarded(render: Render, location: str) -> Render:
+def _guarded(render: Render, location: str, source: str) -> Render:
     """Turn any failure of a template into a TemplateError with its place and row."""
 
     def guarded(ctx: Mapping[str, Any]) -> Any:
         try:
             return render(ctx)
         except Exception as exc:
-            raise TemplateError(_explain(exc, location, ctx)) from None
+            raise TemplateError(_explain(exc, location, source, ctx)) from None
 
     return guarded
 
 
-def _explain(exc: Exception, location: str, ctx: Mapping[str, Any]) -> str:
+def _explain(exc: Exception, location: str, source: str, ctx: Mapping[str, Any]) -> str:
     row_id = ctx.get("row_id")
+    shown = source if len(source) <= 80 else source[:77] + "..."
     if isinstance(exc, jinja2.UndefinedError):
         message = f"{location}: {exc.message}"
         name = re.match(r"'([^']+)' is undefined", exc.message or "")
         columns = [k for k in ctx.get("row", {}) if isinstance(k, str)]
         if name and columns:
             message += did_you_mean(name.group(1), columns)
+        elif not name:  # "'None' has no attribute 'x'": the template says which column
+            message += f" in template {shown!r}"
     elif isinstance(exc, jinja2.exceptions.SecurityError):
         message = f"{location}: not allowed in a template: {exc}"
     else:
-        message = f"{location}: {exc}"
-    return f"{message} (first offending row id {row_id!r})"
+        message = f"{location}: {exc} in template {shown!r}"
+    return f"{message} (row id {row_id!r})"
 
 
 def did_you_mean(name: str, candidates: list[str]) -> str:
