@@ -61,11 +61,23 @@ def run(
     >>> report.rows_ok
     20
     """
+    resolved = resolve_spec(spec, overrides, variables)
+    if dry_run and "output" not in overrides:
+        resolved = rehearsal_spec(resolved)
     outcome = run_outcome(
-        resolve_spec(spec, overrides, variables),
-        RunOptions(retry_failed=retry_failed, force=force, dry_run=dry_run),
+        resolved, RunOptions(retry_failed=retry_failed, force=force, dry_run=dry_run)
     )
     return outcome.report
+
+
+def rehearsal_spec(spec: JobSpec) -> JobSpec:
+    """The spec of a dry run: its output goes beside the real one, ``<output>-dry-run``.
+
+    A rehearsal in the real directory would make the real run skip every row the
+    simulator answered; an explicit output (``-o``, ``output=``) is used as given.
+    """
+    path = f"{spec.output_dir}-dry-run"
+    return spec.model_copy(update={"output": spec.output.model_copy(update={"path": path})})
 
 
 def read_results(out_dir: str | os.PathLike[str]) -> pl.DataFrame:

@@ -119,12 +119,18 @@ class OutputDir:
 
 
 def open_output(
-    out_dir: Path | str, spec: JobSpec, *, force: bool = False, run_id: str | None = None
+    out_dir: Path | str,
+    spec: JobSpec,
+    *,
+    force: bool = False,
+    run_id: str | None = None,
+    dry_run: bool = False,
 ) -> OutputDir:
     """Create or reopen an output directory for ``spec``: lock it, check it may be resumed.
 
     Raises LockedError when a live process holds it, ResumeError when it holds results of
-    a spec whose requests differ (``force=True`` moves them aside and starts over).
+    a spec whose requests differ, or the simulator's answers when this run is real (and the
+    reverse) (``force=True`` moves them aside and starts over).
     """
     path = Path(out_dir)
     run_id = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
@@ -136,8 +142,8 @@ def open_output(
     me = LockInfo(os.getpid(), socket.gethostname(), _now(), run_id)
     stale = lock.acquire(me)
     try:
-        superseded = _prepare(path, spec, force)
-        _write_manifest(path, spec, me, reset=superseded is not None)
+        superseded = _prepare(path, spec, force, dry_run)
+        _write_manifest(path, spec, me, reset=superseded is not None, dry_run=dry_run)
         _write_atomically(path / JOB_YAML, _job_yaml(spec))
     except BaseException:
         lock.release()
@@ -145,7 +151,7 @@ def open_output(
     return OutputDir(path, lock, run_id, superseded=superseded, took_over=stale)
 
 
-def _prepare(path: Path, spec: JobSpec, force: bool) -> Path | None:
+def _prepare(path: Path, spec: JobSpec, force: bool, dry_run: bool) -> Path | None:
     """Check the directory may be resumed (or move it aside); returns where it was moved."""
     manifest = _read_manifest(path)
     results = path / RESULTS_DIR
@@ -161,6 +167,8 @@ def _prepare(path: Path, spec: JobSpec, force: bool) -> Path | None:
         )
     elif manifest is not None and manifest.get("fingerprint") != spec.request_fingerprint():
         raise ResumeError(_changed_spec_message(path, manifest, spec))
+    elif manifest is not None and has_parts and bool(manifest.get("dry_run")) != dry_run:
+        raise ResumeError(_mixed_dry_run_message(path, dry_run))
     results.mkdir(exist_ok=True)
     remove_temporaries(results)  # half-written parts of a crashed run; never results
     return superseded
@@ -179,6 +187,19 @@ def _changed_spec_message(path: Path, manifest: dict[str, Any], spec: JobSpec) -
         + "\nResuming would mix answers to different requests. Re-run with --new-output DIR "
         f"to write elsewhere, or with --force to start over here (the old results are moved "
         f"to {path / SUPERSEDED}/, not deleted)."
+    )
+
+
+def _mixed_dry_run_message(path: Path, dry_run: bool) -> str:
+    # a real run resuming a rehearsal would skip every row the simulator answered
+    if dry_run:
+        held, this = "real answers", "a --dry-run"
+    else:
+        held, this = "the simulator's answers (a --dry-run)", "a real run"
+    return (
+        f"{path} holds {held}; {this} must not resume them. Write elsewhere with "
+        f"--new-output DIR, or start over here with --force (the old results are moved to "
+        f"{path / SUPERSEDED}/, not deleted)."
     )
 
 
@@ -218,7 +239,9 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def _write_manifest(path: Path, spec: JobSpec, me: LockInfo, *, reset: bool) -> None:
+def _write_manifest(
+    path: Path, spec: JobSpec, me: LockInfo, *, reset: bool, dry_run: bool = False
+) -> None:
     old = None if reset else _read_manifest(path)
     runs = [] if old is None else list(old.get("runs") or [])
     runs.append({"run_id": me.run_id, "started_at": me.started_at, "pid": me.pid, "host": me.host})
@@ -228,6 +251,7 @@ def _write_manifest(path: Path, spec: JobSpec, me: LockInfo, *, reset: bool) -> 
         "fingerprint": spec.request_fingerprint(),
         "request": _identity(spec),
         "batchchat_version": __version__,
+        "dry_run": dry_run,
         "created_at": me.started_at if old is None else old.get("created_at", me.started_at),
         "updated_at": me.started_at,
         "runs": runs[-_MAX_RUNS:],

@@ -158,7 +158,25 @@ def test_dry_run_uses_the_simulator_instead_of_the_endpoint(tmp_path: Path) -> N
     )
     result = CliRunner().invoke(main, ["run", str(job), "--dry-run", "-q"])
     assert result.exit_code == 0, result.output
-    assert batchchat.read_results(tmp_path / "out").height == 30
+    # beside the real output, never in it: a real run must not resume the simulator's answers
+    assert batchchat.read_results(tmp_path / "out-dry-run").height == 30
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_real_run_refuses_to_resume_a_rehearsal_in_the_same_directory(tmp_path: Path) -> None:
+    job = write_job(tmp_path)
+    out = str(tmp_path / "shared")
+    rehearsal = CliRunner().invoke(main, ["run", str(job), "--dry-run", "-q", "-o", out])
+    assert rehearsal.exit_code == 0, rehearsal.output
+    real = CliRunner().invoke(main, ["run", str(job), "-q", "-o", out])
+    assert real.exit_code == 2
+    assert "holds the simulator's answers (a --dry-run)" in real.stderr
+    assert "--force" in real.stderr
+    # --force moves the rehearsal aside and the real run sends every row
+    forced = CliRunner().invoke(main, ["run", str(job), "-q", "-o", out, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert batchchat.read_results(Path(out)).height == 30
+    assert list((Path(out) / "superseded").iterdir())
 
 
 # -- real processes: signals, SIGKILL, locks -----------------------------------------------------

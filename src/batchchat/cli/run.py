@@ -27,7 +27,9 @@ from batchchat.cli._common import parse_vars, reports_errors
 @click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute limit.")
 @click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="Template variable.")
 @click.option(
-    "--dry-run", is_flag=True, help="Rehearse against the built-in simulator: no key, no cost."
+    "--dry-run",
+    is_flag=True,
+    help="Rehearse against the built-in simulator (no key, no cost), into <output>-dry-run.",
 )
 @click.option(
     "--retry-failed/--no-retry-failed",
@@ -74,6 +76,10 @@ def run(
     spec = resolve_spec(
         job, {k: v for k, v in overrides.items() if v is not None}, parse_vars(variables)
     )
+    if dry_run and new_output is None and output is None:
+        from batchchat.api import rehearsal_spec
+
+        spec = rehearsal_spec(spec)
     if new_output is not None:
         _require_fresh(Path(spec.output_dir))
     mode = "json" if log_json else "quiet" if quiet else "live" if sys.stderr.isatty() else "plain"
