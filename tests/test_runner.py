@@ -8,6 +8,7 @@ proves what was (and was not) sent.
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,32 @@ async def test_missing_key_variable_is_an_error_before_anything_is_sent(
     with pytest.raises(SpecError, match=r"\$BATCHCHAT_UNSET_KEY"):
         await run_job(spec)
     assert simulator.stats()["requests"] == 0
+    # nothing written: `status` must not call the directory "partial"
+    assert not spec.output_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ({"labels": ["yes", "no", "Yes!"]}, "'yes' and 'Yes!' are the same label"),
+        ({"keep_columns": ["text", "id"]}, ""),  # id is fine: it is not a result column
+        ({"keep_columns": ["content"]}, "'content' is also the name of a result column"),
+    ],
+)
+async def test_output_problems_fail_before_the_output_directory_is_touched(
+    simulator: SimulatorServer, tmp_path: Path, output: dict[str, Any], message: str
+) -> None:
+    spec = job(tmp_path, simulator.base_url, output=output)
+    if output.get("keep_columns") == ["content"]:
+        rows = [orjson.dumps({"id": f"r{i}", "text": "t", "content": "c"}) for i in range(3)]
+        (tmp_path / "rows.jsonl").write_bytes(b"\n".join(rows) + b"\n")
+    if not message:
+        assert (await run_job(spec)).exit_code == 0
+        return
+    with pytest.raises(SpecError, match=re.escape(message)):
+        await run_job(spec)
+    assert not spec.output_dir.exists()
+    assert simulator.stats()["requests"] == 0
 
 
 async def test_budget_stops_sending_and_keeps_what_finished(
@@ -284,3 +311,26 @@ async def test_a_row_a_template_fails_on_mid_run_is_an_error_row_and_the_rest_is
     assert failed["text"].to_list() == ["t45"]  # keep_columns survive
     assert sum(simulator.stats()["answers"].values()) == 59  # the bad row was never sent
     assert outcome.report.rows_error == 1 and outcome.report.rows_ok == 59
+
+
+async def test_a_request_too_large_fails_its_row_only_and_the_run_goes_on(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = await simulator_factory(tpm=2_000)
+    spec = job(tmp_path, sim.base_url, rows=10)
+    # row r003 alone asks for more tokens than the whole per-minute limit
+    rows = [
+        orjson.dumps({"id": f"r{i:03d}", "text": "word " * (3_000 if i == 3 else 3)})
+        for i in range(10)
+    ]
+    (tmp_path / "rows.jsonl").write_bytes(b"\n".join(rows) + b"\n")
+    outcome = await run_job(spec)
+    df = batchchat.read_results(spec.output_dir)
+    assert outcome.fatal_error is None
+    assert outcome.stats.stop_reason == "completed"
+    assert outcome.exit_code == 1
+    failed = df.filter(pl.col("status") == "error")
+    assert failed.select("row_id", "error_type", "http_status", "attempts").rows() == [
+        ("r003", "RequestTooLargeError", 429, 1)
+    ]
+    assert df.filter(pl.col("status") == "ok").height == 9

@@ -22,10 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 
 from batchchat.budget import Budget
-from batchchat.endpoint import open_target
-from batchchat.errors import AuthenticationError, QuotaExceededError
+from batchchat.endpoint import open_target, resolve_headers
+from batchchat.errors import AuthenticationError, QuotaExceededError, RequestTooLargeError
 from batchchat.executor import execute
 from batchchat.labeling import label_column_group
 from batchchat.models import ChatRequest, ChatResult, ExecutionStats
@@ -35,14 +36,16 @@ from batchchat.pricing import PriceTable
 from batchchat.progress import Tally
 from batchchat.reader import InputIssue, read_schema
 from batchchat.report import RunReport, build_report, write_reports
-from batchchat.results import ResultEncoder, result_schema
+from batchchat.results import ColumnGroup, ResultEncoder, result_schema
 from batchchat.runstats import save_input_issues, save_stats
 from batchchat.sink import ParquetSink
 from batchchat.spec import JobSpec
 from batchchat.transport import AiohttpTransport
 
-#: errors after which sending more requests only repeats the same failure
+#: errors after which sending more requests only repeats the same failure (a request too
+#: large for the TPM limit is a QuotaExceededError too, but only its own row fails)
 _FATAL_ERRORS = (AuthenticationError, QuotaExceededError)
+_ROW_ONLY_ERRORS = (RequestTooLargeError,)
 #: how often the sink's time-based flush and the stats file are brought up to date
 _HOUSEKEEPING_S = 1.0
 
@@ -90,22 +93,60 @@ async def run_job(
     """Run a job to its end (or until ``stop`` is set) and return its outcome."""
     options = options or RunOptions()
     stop = stop or asyncio.Event()
+    prepared = prepare(spec, dry_run=options.dry_run)
+    with open_output(
+        spec.output_dir,
+        spec,
+        force=options.force,
+        run_id=options.run_id,
+        dry_run=options.dry_run,
+    ) as out:
+        return await _run_in(out, spec, prepared, options, stop)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a run needs before it touches the output directory, all checked."""
+
+    prices: PriceTable
+    schema: pa.Schema
+    groups: list[ColumnGroup]
+
+
+def prepare(spec: JobSpec, *, dry_run: bool = False) -> Prepared:
+    """Every check a run can make before it opens (and so changes) its output directory.
+
+    A spec that does not fit its input, a key that is not set, a bad price entry, label
+    or kept column: each fails here, with nothing written anywhere.
+    """
     check_spec_against_input(spec)
-    input_schema = read_schema(spec)
-    with open_output(spec.output_dir, spec, force=options.force, run_id=options.run_id) as out:
-        return await _run_in(out, spec, input_schema, options, stop)
+    if not (dry_run or spec.endpoint.is_simulator):
+        resolve_headers(spec.endpoint)  # raises when the key's variable is not set
+    prices = PriceTable.from_spec(spec)
+    schema, groups = output_schema(spec, read_schema(spec))
+    return Prepared(prices, schema, groups)
+
+
+def output_schema(
+    spec: JobSpec, input_schema: Mapping[str, pl.DataType]
+) -> tuple[pa.Schema, list[ColumnGroup]]:
+    """The results' Arrow schema and the extra column groups (labels) of a job.
+
+    Raises SpecError for labels that cannot be told apart and kept columns whose names
+    clash with result columns.
+    """
+    groups = [group for group in (label_column_group(spec),) if group is not None]
+    return result_schema(spec, input_schema, extra_groups=groups), groups
 
 
 async def _run_in(
     out: OutputDir,
     spec: JobSpec,
-    input_schema: Mapping[str, pl.DataType],
+    prepared: Prepared,
     options: RunOptions,
     stop: asyncio.Event,
 ) -> RunOutcome:
-    prices = PriceTable.from_spec(spec)
-    groups = [group for group in (label_column_group(spec),) if group is not None]
-    schema = result_schema(spec, input_schema, extra_groups=groups)
+    prices, schema, groups = prepared.prices, prepared.schema, prepared.groups
     sink = ParquetSink(
         out.results_dir,
         schema,
@@ -241,8 +282,13 @@ class _FatalWatch:
         self.message: str | None = None
 
     def observe(self, result: ChatResult) -> None:
-        if self.message is None and isinstance(result.error, _FATAL_ERRORS):
-            self.message = f"{type(result.error).__name__}: {result.error}"
+        error = result.error
+        if (
+            self.message is None
+            and isinstance(error, _FATAL_ERRORS)
+            and not isinstance(error, _ROW_ONLY_ERRORS)
+        ):
+            self.message = f"{type(error).__name__}: {error}"
             self._stop.set()
 
 

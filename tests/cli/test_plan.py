@@ -102,6 +102,19 @@ def test_validate_lists_every_problem_and_exits_2(job: Path) -> None:
     assert "'r0' occurs 2 times" in out
 
 
+def test_validate_finds_output_problems_a_run_would_only_meet_later(job: Path) -> None:
+    lines = [orjson.dumps({"id": f"r{i}", "text": "t", "status": "s"}) for i in range(3)]
+    (job.parent / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    job.write_text(
+        SPEC.replace("keep_columns: [id]", "keep_columns: [id, status]\n  labels: [good, Good.]")
+    )
+    result = invoke("validate", job)
+    assert result.exit_code == 2
+    assert "(2 problems)" in result.output
+    assert "output.labels: 'good' and 'Good.' are the same label" in result.output
+    assert "output.keep_columns: 'status' is also the name of a result column" in result.output
+
+
 def test_validate_reports_spec_errors_with_lines(job: Path) -> None:
     job.write_text(SPEC.replace("samples: 2", "sampels: 2"))
     result = invoke("validate", job)

@@ -64,6 +64,7 @@ def validate(job: Path, variables: tuple[str, ...]) -> None:
         check_unique_ids(spec)
     except BatchchatError as exc:
         problems.extend(f"  {line}" for line in str(exc).splitlines())
+    problems.extend(_output_problems(spec))
     if problems:
         count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
         raise SpecError(f"{job}: the job is not ready to run ({count}):", problems)
@@ -72,6 +73,31 @@ def validate(job: Path, variables: tuple[str, ...]) -> None:
     console.print(
         f"[green]OK[/green]  {job} is ready to run; see its requests with: batchchat plan {job}"
     )
+
+
+def _output_problems(spec: JobSpec) -> list[str]:
+    """Labels that cannot be told apart, kept columns that clash with result columns, prices."""
+    from batchchat.labels import LabelSet
+    from batchchat.results import result_schema
+    from batchchat.runner import output_schema  # the executor's imports: only when validating
+
+    schema = read_schema(spec)
+    # kept columns missing from the input are reported by check_spec_against_input already
+    kept = [name for name in spec.output.keep_columns if name in schema]
+    spec = spec.model_copy(update={"output": spec.output.model_copy(update={"keep_columns": kept})})
+    checks = (
+        lambda: LabelSet.from_spec(spec),
+        lambda: result_schema(spec, schema),  # kept columns, even when the labels are wrong
+        lambda: output_schema(spec, schema),  # ... and against the label columns
+        lambda: PriceTable.from_spec(spec),
+    )
+    problems: dict[str, None] = {}  # each once, in order
+    for check in checks:
+        try:
+            check()
+        except BatchchatError as exc:
+            problems.update(dict.fromkeys(f"  {line}" for line in str(exc).splitlines()))
+    return list(problems)
 
 
 @click.command()
