@@ -15,6 +15,7 @@ from batchchat.errors import (
     ContextLengthError,
     QuotaExceededError,
     RateLimitError,
+    RequestTooLargeError,
     ResponseFormatError,
     ServerError,
     StreamError,
@@ -122,7 +123,7 @@ ERROR_CASES = [
             "tokens",
             "rate_limit_exceeded",
         ),
-        QuotaExceededError,
+        RequestTooLargeError,
         False,
     ),
     # new-api / one-api gateways: quota as a 403 with their own code

@@ -12,7 +12,8 @@
     │   │   └── NetworkError      connection refused, reset, dropped mid-body
     │   ├── APIStatusError        the server answered with an error status (status, body, code)
     │   │   ├── RateLimitError    429 (retry_after from the headers)
-    │   │   │   └── QuotaExceededError   insufficient_quota, "request too large": never retried
+    │   │   │   └── QuotaExceededError   insufficient_quota: never retried, stops the run
+    │   │   │       └── RequestTooLargeError  one request above the TPM limit: never retried
     │   │   ├── ServerError       5xx and 529
     │   │   ├── ConflictError     408 / 409
     │   │   └── ClientError       other 4xx: 400, 401, 403, 404, 413, 422 (never retried)
@@ -128,6 +129,14 @@ class RateLimitError(APIStatusError):
 
 class QuotaExceededError(RateLimitError):
     """429 that waiting will not fix: no quota left, or a request larger than the limit."""
+
+
+class RequestTooLargeError(QuotaExceededError):
+    """One request asks for more tokens than the whole per-minute limit allows.
+
+    Only this row can never pass; the others can, so unlike running out of quota it
+    does not stop the run.
+    """
 
 
 class ServerError(APIStatusError):

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from batchchat.errors import AuthenticationError, QuotaExceededError
+from batchchat.errors import AuthenticationError, RequestTooLargeError
 from batchchat.executor import execute
 from batchchat.models import ChatRequest, ChatResult, ExecutionStats
 from batchchat.simulator import SimulatorServer, key_of
@@ -318,5 +318,5 @@ async def test_a_request_larger_than_the_tpm_limit_fails_at_once(
 ) -> None:
     sim = await simulator_factory(tpm=50)  # each request charges more than 50 tokens
     results, stats = await _run(sim, _spec(), _requests(3))
-    assert all(type(r.error) is QuotaExceededError and r.attempts == 1 for r in results)
+    assert all(type(r.error) is RequestTooLargeError and r.attempts == 1 for r in results)
     assert stats.requests_sent == 3

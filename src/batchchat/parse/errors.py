@@ -23,6 +23,7 @@ from batchchat.errors import (
     ContextLengthError,
     QuotaExceededError,
     RateLimitError,
+    RequestTooLargeError,
     ResponseFormatError,
     ServerError,
 )
@@ -41,7 +42,7 @@ _CODE_CLASSES: dict[str, type[APIStatusError]] = {
 #: the message. (statuses it applies to, lower-case phrase, error class)
 _MESSAGE_SIGNALS: tuple[tuple[frozenset[int], str, type[APIStatusError]], ...] = (
     # OpenAI: a 429 "Request too large for <model> ... on tokens per min" -- waiting cannot help
-    (frozenset({429}), "request too large", QuotaExceededError),
+    (frozenset({429}), "request too large", RequestTooLargeError),
     # vLLM and older OpenAI models send context overflows without a code
     (frozenset({400, 413, 422}), "maximum context length", ContextLengthError),
 )
