@@ -147,6 +147,13 @@ def test_error_messages_never_carry_keys(tmp_path: Path, message: str, leaked: s
     assert scrub("nothing secret here") == "nothing secret here"
 
 
+def test_scrubbing_keeps_the_words_around_a_key() -> None:
+    # OpenAI's 401: the error code ends in "api_key", and the next word is not a key
+    message = "HTTP 401 invalid_api_key: Incorrect API key provided: sk-proj-abcdefghijklmnop12"
+    assert scrub(message) == "HTTP 401 invalid_api_key: Incorrect API key provided: sk-***"
+    assert scrub("apikey=abcdefghijklmnopqrstuvwxyz") == "apikey=***"  # long, no digits
+
+
 def test_tool_calls_and_logprobs_round_trip(tmp_path: Path) -> None:
     calls = [
         ToolCall("call_1", "function", "get_weather", '{"city": "Oslo"}'),

@@ -447,6 +447,13 @@ def test_overrides_and_vars_apply_before_validation(tmp_path: Path) -> None:
         load_spec(path, overrides={"input.limit": 0})
 
 
+def test_vars_written_as_numbers_or_booleans_are_their_text(tmp_path: Path) -> None:
+    spec = load(tmp_path, "vars: {year: 2024, ratio: 0.5, full: true, name: x}")
+    assert spec.vars == {"year": "2024", "ratio": "0.5", "full": "true", "name": "x"}
+    with pytest.raises(SpecError, match=r"vars\.tags: Input should be a valid string"):
+        load(tmp_path, "vars: {tags: [a, b]}")
+
+
 def test_the_fingerprint_follows_what_is_sent(tmp_path: Path) -> None:
     base = load(tmp_path, "limits: {rpm: 5}").request_fingerprint()
     assert load(tmp_path, "limits: {rpm: 50}").request_fingerprint() == base

@@ -224,6 +224,13 @@ def test_data_url_refuses_what_it_should_not_send(
     assert "sk-123" not in message
 
 
+def test_data_url_of_a_null_cell_says_the_cell_is_empty(tmp_path: Path) -> None:
+    (tmp_path / "None").write_bytes(PNG)  # str(None) must never be read as a file name
+    tree = compile_tree("{{ path | data_url }}", "request.x.url", make_environment(str(tmp_path)))
+    with pytest.raises(TemplateError, match=r"the cell is empty \(null\).*row id 'row-3'"):
+        tree.render(context({"path": None}, row_id="row-3"))
+
+
 names = st.sampled_from(["text", "rating", "score", "missing", "day"])
 # no "\r": Jinja turns it into "\n", while text without a template is sent verbatim
 literal = st.text(alphabet=st.characters(blacklist_characters="{}%#\r"), max_size=12)

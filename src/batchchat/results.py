@@ -70,7 +70,14 @@ CHOICES = list_of(
 _SECRETS = (
     (re.compile(r"(?i)\b(bearer)\s+[^\s\"',;]{8,}"), r"\1 ***"),
     (re.compile(r"\b(sk|pk|rk|sess)-[A-Za-z0-9_\-]{12,}"), r"\1-***"),
-    (re.compile(r"(?i)(api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,;]{8,}"), r"\1***"),
+    # a value with a digit, or a long one: "invalid_api_key: Incorrect ..." is not a key
+    (
+        re.compile(
+            r"(?i)(api[_-]?key[\"']?\s*[:=]\s*[\"']?)"
+            r"(?:(?=[^\s\"'&,;]*\d)[^\s\"'&,;]{8,}|[^\s\"'&,;]{20,})"
+        ),
+        r"\1***",
+    ),
 )
 _MAX_MESSAGE_CHARS = 2000
 

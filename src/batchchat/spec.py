@@ -159,6 +159,15 @@ class BudgetSpec(_Strict):
     max_cost_usd: float = Field(gt=0)
 
 
+def _as_text(value: Any) -> Any:
+    """A YAML scalar as the text it was written as (true → "true"); anything else as is."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
 #: the top-level keys of a job spec
 class JobSpec(_Strict):
     name: str
@@ -178,6 +187,14 @@ class JobSpec(_Strict):
     vars: dict[str, str] = Field(default_factory=dict)
     #: the directory relative paths in the spec are resolved against
     base_dir: str = "."
+
+    @field_validator("vars", mode="before")
+    @classmethod
+    def _scalars_as_text(cls, value: Any) -> Any:
+        # `vars: {year: 2024, full: true}` is what people write; they mean the text
+        if not isinstance(value, dict):
+            return value
+        return {key: _as_text(item) for key, item in value.items()}
 
     @field_validator("request")
     @classmethod

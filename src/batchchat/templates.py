@@ -127,6 +127,12 @@ def data_url(value: Any, base_dir: str = ".") -> str:
 
     http(s) and data: URLs pass through unchanged, so one column may mix both.
     """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        # str(None) would be looked up as a file named "None"
+        raise ValueError(
+            "data_url: the cell is empty (null); a row without a file needs a template "
+            "such as {% if image %}...{% endif %}, or the image_parts filter, which skips nulls"
+        )
     text = str(value)
     if text.startswith(("http://", "https://", "data:")):
         return text
