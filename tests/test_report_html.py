@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+import batchchat
 from batchchat.report import RunReport, build_report, write_reports
 from batchchat.report_html import render_html
 from tests.test_report import error_row, ok_row, sample_dir, write_results
 
+ROOT = Path(__file__).resolve().parents[1]
 CHARTS = ("chart-timeline", "chart-latency", "chart-tokens", "chart-cost", "chart-finish")
 CHROMIUM_FLAGS = (
     "--headless",
@@ -108,6 +110,27 @@ def test_the_rendered_page_shows_the_figures(rendered: tuple[RunReport, str]) ->
     assert "no response headers within 30 s" in dom
     assert "model mystery-7b has no price" in dom
     assert "no price" in dom  # the unpriced model's bar is labelled, not drawn as $0
+
+
+def test_a_labeling_run_gets_a_labels_chart_and_a_majority_table(tmp_path: Path) -> None:
+    out = tmp_path / "labeling"
+    rows = 8
+    report = batchchat.run(ROOT / "jobs" / "labeling.yaml", limit=rows, output=str(out))
+    labels = report.labels
+    assert labels is not None and labels["majority"]["answered"] == rows
+    dom = chromium_dom(out / "report.html", tmp_path / "profile")
+    bars = collect(dom).charts["chart-labels"]["rect"]
+    # per label and for "(no label)": an answers bar and a majority bar; two legend swatches
+    assert bars == 2 * (len(labels["labels"]) + 1) + 2
+    for label, entry in labels["labels"].items():
+        assert f"{label} · answers: {entry['count']}" in dom
+        majority = labels["majority"]["labels"][label]["count"]
+        assert f"{label} · rows by majority: {majority}" in dom
+    markdown = (out / "report.md").read_text()
+    table = markdown.split("### Majority label per row", 1)[1].strip().split("\n\n")[0]
+    counts = [int(line.split("|")[2].replace(",", "")) for line in table.splitlines()[2:]]
+    assert len(counts) == len(labels["labels"]) + 1
+    assert sum(counts) == rows  # every row once: a majority label or none
 
 
 def test_the_page_is_self_contained(tmp_path: Path) -> None:

@@ -142,9 +142,26 @@ def _md_labels(labels: dict[str, Any]) -> str:
     if confidence is not None:
         text += f"\n\nMean confidence of the chosen label: {confidence:.3f}"
     majority = labels.get("majority")
-    if majority and majority.get("mean_agreement") is not None:
-        text += f"\n\nMean agreement between samples: {majority['mean_agreement']:.3f}"
+    if majority:
+        text += "\n\n### Majority label per row\n\n" + _md_majority(majority)
+        if majority.get("mean_agreement") is not None:
+            text += f"\n\nMean agreement between samples: {majority['mean_agreement']:.3f}"
     return text
+
+
+def _md_majority(majority: dict[str, Any]) -> str:
+    rows = [
+        (_md(label), fmt_int(entry["count"]), fmt_share(entry["count"], majority["answered"]))
+        for label, entry in majority["labels"].items()
+    ]
+    rows.append(
+        (
+            "*(no majority label)*",
+            fmt_int(majority["unmatched"]),
+            fmt_share(majority["unmatched"], majority["answered"]),
+        )
+    )
+    return _md_table(("Label", "Rows", "Share"), rows, "l r r")
 
 
 def _md_title(report: RunReport) -> str:
