@@ -8,7 +8,9 @@ or the one ``BATCHCHAT_AIRFLOW_PYTHON`` names. Make it with::
     .venv-airflow/bin/pip install apache-airflow -e .
 
 (``-e .`` puts batchchat and its dependencies beside Airflow, as on a real worker; the
-BashOperator test needs Airflow alone.) Without such an interpreter the tests skip, saying so.
+BashOperator test needs Airflow alone.) Without such an interpreter the tests skip, saying so;
+with ``BATCHCHAT_REQUIRE_AIRFLOW`` set (``.ci/run`` sets it once it made the interpreter)
+they fail instead.
 """
 
 from __future__ import annotations
@@ -95,14 +97,23 @@ print("RESULT " + json.dumps(out, default=str))
 )
 
 
+def _skip_unless_required(message: str) -> None:
+    # .ci/run sets BATCHCHAT_REQUIRE_AIRFLOW once it has made the interpreter: from then on
+    # a missing or incomplete one is a failure, not a skip
+    if os.environ.get("BATCHCHAT_REQUIRE_AIRFLOW"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def airflow_python() -> str:
     path = os.environ.get("BATCHCHAT_AIRFLOW_PYTHON") or str(ROOT / ".venv-airflow/bin/python")
     if not Path(path).is_file():
-        pytest.skip(
+        message = (
             f"no Airflow interpreter at {path}: create one with `python3 -m venv .venv-airflow "
             "&& .venv-airflow/bin/pip install apache-airflow -e .`, or set "
             "BATCHCHAT_AIRFLOW_PYTHON"
         )
+        _skip_unless_required(message)
     return path
 
 
@@ -184,7 +195,7 @@ def test_the_bash_dag_runs_the_job_per_date_and_maps_exit_codes(tmp_path: Path) 
 def test_the_python_dag_calls_batchchat_run_for_the_date(tmp_path: Path) -> None:
     project, out = probe(tmp_path, PYTHON_PROBE)
     if "missing" in out:
-        pytest.skip(
+        _skip_unless_required(
             f"the Airflow interpreter lacks batchchat's dependencies ({', '.join(out['missing'])})"
             ": install batchchat into it with `.venv-airflow/bin/pip install -e .`"
         )
