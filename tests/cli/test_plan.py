@@ -172,6 +172,22 @@ def test_plan_writes_batch_api_lines(job: Path, tmp_path: Path) -> None:
     assert not list(out.parent.glob("*.partial"))
 
 
+def test_plan_counts_the_rows_a_template_fails_on_beyond_the_trial_rows(job: Path) -> None:
+    lines = [
+        orjson.dumps({"id": f"r{i}", "text": f"t{i}", "meta": None if i == 25 else {"x": i}})
+        for i in range(30)
+    ]
+    (job.parent / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    job.write_text(SPEC.replace("Review: {{ text }}", "Review: {{ text }} {{ meta.x }}"))
+    assert invoke("validate", job).exit_code == 0  # row 25 is past the rows validate renders
+    result = invoke("plan", job, "--show", "0")
+    assert result.exit_code == 0, result.output
+    assert "rows           30" in result.output
+    assert "requests       58" in result.output  # 2 samples each, minus row 25's two
+    assert "not planned    2 requests a template fails on" in result.output
+    assert "row id 'r25'" in result.output
+
+
 def test_plan_of_an_unpriced_model_says_so(job: Path) -> None:
     job.write_text(SPEC.replace("model: gpt-4o-mini", "model: my-local-llama"))
     result = invoke("plan", job, "--show", "0")

@@ -16,7 +16,13 @@ from rich.text import Text
 from batchchat.cli._common import parse_vars, reports_errors
 from batchchat.errors import BatchchatError, SpecError
 from batchchat.models import ChatRequest
-from batchchat.planner import batch_line, check_spec_against_input, compile_request, iter_requests
+from batchchat.planner import (
+    RowFailure,
+    batch_line,
+    check_spec_against_input,
+    compile_request,
+    iter_requests,
+)
 from batchchat.pricing import PriceTable
 from batchchat.reader import (
     InputIssue,
@@ -123,7 +129,7 @@ def plan(
     check_spec_against_input(spec)
     console = Console(highlight=False)
     totals = _PlanTotals.for_spec(spec)
-    requests = iter_requests(spec, on_issue=totals.issues.append)
+    requests = iter_requests(spec, on_issue=totals.issues.append, on_failure=totals.failures.append)
     if out is not None:
         requests = _written(requests, out)
     for request in requests:
@@ -244,6 +250,8 @@ class _PlanTotals:
     cost_high: float = 0.0
     unpriced: set[str] = field(default_factory=set)
     issues: list[InputIssue] = field(default_factory=list)
+    #: requests a template failed on (a run records them as error rows and sends the rest)
+    failures: list[RowFailure] = field(default_factory=list)
 
     @classmethod
     def for_spec(cls, spec: JobSpec) -> _PlanTotals:
@@ -297,7 +305,8 @@ def _shortened(value: Any) -> Any:
 
 def _totals_rows(spec: JobSpec, totals: _PlanTotals, out: Path | None) -> Iterator[tuple[str, str]]:
     yield "job", f"{spec.name}: {spec.request.get('model')} via {_endpoint_name(spec)}"
-    yield "rows", f"{totals.row_ids:,}"
+    rows = totals.row_ids + sum(failure.sample == 0 for failure in totals.failures)
+    yield "rows", f"{rows:,}"
     yield "requests", f"{totals.requests:,}  ({spec.samples} per row)"
     yield "prompt tokens", f"~{totals.prompt_tokens:,} (offline estimate)"
     yield "output tokens", f"≤ {totals.output_tokens:,} (the requests' limits)"
@@ -306,6 +315,13 @@ def _totals_rows(spec: JobSpec, totals: _PlanTotals, out: Path | None) -> Iterat
         first = totals.issues[0]
         where = f"{first.path}:{first.line}" if first.line else first.path
         yield "skipped", f"{len(totals.issues)} bad input lines (first: {where})"
+    if totals.failures:
+        count = len(totals.failures)
+        yield (
+            "not planned",
+            f"{count:,} request{'s' if count > 1 else ''} a template fails on (a run records "
+            f"them as error rows); first: {totals.failures[0].error}",
+        )
     if out is not None:
         yield "written", f"{_shown(out)} ({totals.requests:,} Batch API lines)"
 
