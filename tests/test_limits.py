@@ -21,6 +21,7 @@ from batchchat.limits import (
     AdaptiveConcurrency,
     Pacer,
     RateLimiter,
+    TimeoutShare,
     parse_duration,
     wait_for_room_s,
 )
@@ -251,7 +252,7 @@ CONGESTION_CASES = [
     (ServerError("503", status=503), True),
     (ServerError("529", status=529), True),
     (ServerError("500", status=500), False),
-    (DeadlineExceeded("slow"), True),
+    (DeadlineExceeded("slow"), False),  # one timeout alone: bad luck, not congestion
     (NetworkError("reset"), False),
     (ClientError("bad", status=400), False),
 ]
@@ -264,6 +265,74 @@ async def test_which_failures_shrink_concurrency(error: Exception, shrinks: bool
     limiter.on_failure(error, sent_at=time.now)  # type: ignore[arg-type]
     assert limiter.concurrency is not None
     assert limiter.concurrency.limit == (32 if shrinks else 64)
+
+
+def _answers(limiter: RateLimiter, count: int) -> None:
+    for _ in range(count):
+        limiter.on_success(charged=10)
+
+
+async def test_an_isolated_timeout_among_many_answers_does_not_shrink_concurrency() -> None:
+    time = FakeTime()
+    limiter = _limiter(time, max_concurrency=64)
+    assert limiter.concurrency is not None
+    for _ in range(5):  # 1 % of attempts stall: a timeout every 100 attempts, 5 s apart
+        _answers(limiter, 99)
+        limiter.on_failure(DeadlineExceeded("stalled"), sent_at=time.now)
+        time.now += 5.0
+    assert limiter.concurrency.limit == pytest.approx(64)
+
+
+async def test_a_burst_of_timeouts_shrinks_concurrency() -> None:
+    time = FakeTime()
+    limiter = _limiter(time, max_concurrency=64)
+    assert limiter.concurrency is not None
+    _answers(limiter, 500)
+    for _ in range(20):  # the server stopped answering: every attempt in flight times out
+        limiter.on_failure(DeadlineExceeded("slow"), sent_at=time.now)
+    assert limiter.concurrency.limit == 32
+    time.now += 1.0
+    limiter.on_failure(DeadlineExceeded("slow"), sent_at=time.now)  # still timing out
+    assert limiter.concurrency.limit == 16
+
+
+async def test_a_few_timeouts_among_the_first_attempts_shrink_concurrency() -> None:
+    time = FakeTime()
+    limiter = _limiter(time, max_concurrency=64)
+    assert limiter.concurrency is not None
+    _answers(limiter, 10)
+    limiter.on_failure(DeadlineExceeded("slow"), sent_at=time.now)
+    limiter.on_failure(DeadlineExceeded("slow"), sent_at=time.now)
+    assert limiter.concurrency.limit == 64
+    limiter.on_failure(DeadlineExceeded("slow"), sent_at=time.now)  # 3 of 13: congestion
+    assert limiter.concurrency.limit == 32
+
+
+SHARE_CASES = [
+    # (outcomes oldest first, T = timed out; congested after the last one?)
+    ("T", False),
+    ("TT", False),
+    ("TTT", True),  # the minimum count, when few attempts have ended yet
+    ("." * 57 + "TTT", True),  # 3 of 60 = 5 %
+    ("." * 58 + "TTT", False),  # 3 of 61
+    ("." * 190 + "T" * 10, True),  # a full window: 10 of 200
+    ("." * 191 + "T" * 9, False),
+    ("T" * 10 + "." * 200, False),  # old timeouts leave the window
+    ("T" * 5 + "." * 195 + "T" * 5, False),  # the first five just left
+    ("T" * 5 + "." * 194 + "T" * 6, False),
+    ("." * 100 + "T" * 5 + "." * 90 + "T" * 5, True),
+]
+
+
+@pytest.mark.parametrize(("outcomes", "congested"), SHARE_CASES)
+def test_timeouts_are_congestion_when_they_are_a_share_of_recent_attempts(
+    outcomes: str, congested: bool
+) -> None:
+    share = TimeoutShare(200, share=0.05, minimum=3)
+    for outcome in outcomes:
+        share.record(outcome == "T")
+    assert share.is_congested() is congested
+    assert share.timeouts == outcomes[-200:].count("T")
 
 
 async def test_not_adaptive_means_no_concurrency_gate() -> None:
