@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +271,17 @@ def test_duplicates_across_files_and_beyond_the_limit(tmp_path: Path) -> None:
     check_unique_ids(make_spec(tmp_path / "*.jsonl", id_column="id", limit=5))  # not reached
 
 
+def test_ids_that_only_look_alike_are_not_duplicates_and_a_late_one_is_found(
+    tmp_path: Path,
+) -> None:
+    ids = [str(i) for i in range(5000)] + ["01", "1 ", " 1", "1.0", ""]
+    path = write(pl.DataFrame({"id": ids}), tmp_path / "unique.parquet")
+    check_unique_ids(make_spec(path, id_column="id"))
+    path = write(pl.DataFrame({"id": [*ids, "4321"]}), tmp_path / "late.parquet")
+    with pytest.raises(InputError, match=r"'4321' occurs 2 times: .* row 4322, .* row 5006$"):
+        check_unique_ids(make_spec(path, id_column="id"))
+
+
 def test_an_empty_id_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text('{"id": "a"}\n{"id": null}\n')
@@ -280,3 +294,26 @@ def test_read_head_previews_without_failing_on_bad_lines(tmp_path: Path) -> None
     path.write_text(BAD_JSONL)
     assert read_head(make_spec(path), 10)["id"].to_list() == ["a", "b", "e"]
     assert read_head(make_spec(path), 1).height == 1
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_reading_the_schema_does_not_import_pandas(tmp_path: Path, suffix: str) -> None:
+    # pandas costs a quarter of a second of every run's start, and nothing needs it
+    path = write(FRAME, tmp_path / f"in{suffix}")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from batchchat.reader import read_schema
+        from batchchat.spec import load_spec
+        spec = load_spec({{
+            "input": {{"path": {str(path)!r}}},
+            "request": {{"model": "m", "messages": [{{"role": "user", "content": "x"}}]}},
+        }})
+        assert read_schema(spec)["rating"] is not None
+        print("pandas" in sys.modules)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "False"
