@@ -25,7 +25,7 @@ from rich.console import RenderableType
 
 from batchchat.models import ExecutionStats, Usage
 from batchchat.pricing import PriceTable
-from batchchat.resume import RESULTS_DIR, scan_results
+from batchchat.resume import RESULTS_DIR, has_repeated_keys, scan_results
 from batchchat.runstats import load_input_issues, load_stats
 
 SCHEMA_VERSION = 1
@@ -294,13 +294,19 @@ def _version() -> str:
 _OK = pl.col("status") == "ok"
 
 
-def _count_rows(report: RunReport, rows: pl.DataFrame) -> None:
-    report.rows_total = rows.height
-    report.rows_ok = int(rows.filter(_OK).height)
+def _count_rows(report: RunReport, rows: pl.LazyFrame) -> None:
+    counts = rows.select(
+        total=pl.len(),
+        ok=_OK.sum(),
+        started_at=pl.col("started_at").min(),
+        finished_at=pl.col("finished_at").max(),
+    ).collect(engine="streaming")
+    report.rows_total = int(counts["total"][0])
+    report.rows_ok = int(counts["ok"][0] or 0)
     report.rows_error = report.rows_total - report.rows_ok
-    if rows.height:
-        report.started_at = rows["started_at"].min()  # type: ignore[assignment]
-        report.finished_at = rows["finished_at"].max()  # type: ignore[assignment]
+    if report.rows_total:
+        report.started_at = counts["started_at"][0]
+        report.finished_at = counts["finished_at"][0]
         if report.started_at and report.finished_at:
             span = report.finished_at - report.started_at
             report.wall_time_s = span.total_seconds()
@@ -347,7 +353,7 @@ _TOKEN_SUMS = {
 
 
 def _model_costs(
-    rows: pl.DataFrame, prices: PriceTable | None
+    rows: pl.LazyFrame, prices: PriceTable | None
 ) -> tuple[list[ModelCost], list[str]]:
     billable = rows.filter(_BILLABLE).with_columns(pl.col("model").fill_null(UNKNOWN_MODEL))
     groups = billable.group_by("model").agg(
@@ -357,10 +363,10 @@ def _model_costs(
         stored_priced=pl.col("cost_usd").is_not_null().sum(),
         **_TOKEN_SUMS,
     )
-    repriced = _reprice(billable, prices) if prices is not None else {}
+    summed, repriced = _with_repricing(groups, billable, prices)
     models: list[ModelCost] = []
     usage_missing: dict[str, int] = {}
-    for group in groups.iter_rows(named=True):
+    for group in summed.iter_rows(named=True):
         name = group["model"]
         if prices is not None:
             priced = prices.lookup(None if name == UNKNOWN_MODEL else name) is not None
@@ -385,15 +391,21 @@ def _model_costs(
     return models, warnings
 
 
-def _reprice(billable: pl.DataFrame, prices: PriceTable) -> dict[str, tuple[float, int]]:
-    """USD and priced row count per model, from the token counts.
+def _with_repricing(
+    groups: pl.LazyFrame, billable: pl.LazyFrame, prices: PriceTable | None
+) -> tuple[pl.DataFrame, dict[str, tuple[float, int]]]:
+    """The per-model sums and, with ``prices``, the repricing: one streaming pass for both."""
+    if prices is None:
+        return groups.collect(engine="streaming"), {}
+    summed, sums = pl.collect_all([groups, _reprice_sums(billable)], engine="streaming")
+    return summed, _reprice(sums, prices)
 
-    Cost is linear in the (clamped) token counts, so each (model, has-reasoning) group is
-    priced once from its sums: one formula, ModelPrice.cost_usd, for rows and reports alike.
-    """
+
+def _reprice_sums(billable: pl.LazyFrame) -> pl.LazyFrame:
+    """Token sums per (model, has-reasoning) group, with the token counts clamped."""
     prompt = pl.col("prompt_tokens")
     completion = pl.col("completion_tokens")
-    sums = (
+    return (
         billable.filter(_USAGE_KNOWN)
         .with_columns(
             cached=pl.min_horizontal(pl.col("cached_tokens").fill_null(0).clip(0), prompt),
@@ -410,6 +422,14 @@ def _reprice(billable: pl.DataFrame, prices: PriceTable) -> dict[str, tuple[floa
             reasoning=pl.col("reasoning").sum(),
         )
     )
+
+
+def _reprice(sums: pl.DataFrame, prices: PriceTable) -> dict[str, tuple[float, int]]:
+    """USD and priced row count per model, from the token counts.
+
+    Cost is linear in the (clamped) token counts, so each (model, has-reasoning) group is
+    priced once from its sums: one formula, ModelPrice.cost_usd, for rows and reports alike.
+    """
     result: dict[str, tuple[float, int]] = {}
     for group in sums.iter_rows(named=True):
         price = prices.lookup(None if group["model"] == UNKNOWN_MODEL else group["model"])
@@ -448,18 +468,21 @@ def _sum_tokens(counts: Any) -> TokenCounts:
 # -- outcomes ----------------------------------------------------------------------------------
 
 
-def _finish_reasons(rows: pl.DataFrame) -> dict[str, int]:
-    column = rows.filter(_OK)["finish_reason"]
-    if isinstance(column.dtype, pl.List):  # n > 1: one reason per choice
-        column = column.explode()
-    counts = column.fill_null("(none)").value_counts(sort=True, name="n")
+def _finish_reasons(rows: pl.LazyFrame) -> dict[str, int]:
+    reasons = rows.filter(_OK).select("finish_reason")
+    if isinstance(reasons.collect_schema()["finish_reason"], pl.List):  # n > 1: per choice
+        reasons = reasons.explode("finish_reason")
+    counts = (
+        reasons.group_by(pl.col("finish_reason").fill_null("(none)"))
+        .agg(n=pl.len())
+        .sort(["n", "finish_reason"], descending=[True, False])
+        .collect(engine="streaming")
+    )
     return {str(reason): int(n) for reason, n in counts.iter_rows()}
 
 
-def _error_groups(rows: pl.DataFrame) -> list[ErrorGroup]:
-    errors = rows.filter(~_OK)
-    if errors.is_empty():
-        return []
+def _error_groups(rows: pl.LazyFrame) -> list[ErrorGroup]:
+    errors = rows.filter(~_OK).select("row_id", "sample", "error_type", "error_message")
     grouped = (
         errors.with_columns(pl.col("error_type").fill_null("unknown"))
         .sort("row_id", "sample")
@@ -470,12 +493,19 @@ def _error_groups(rows: pl.DataFrame) -> list[ErrorGroup]:
             example_row_ids=pl.col("row_id").unique(maintain_order=True).head(EXAMPLE_ROW_IDS),
         )
         .sort(["count", "error_type"], descending=[True, False])
+        .collect()
     )
     return [ErrorGroup(**group) for group in grouped.iter_rows(named=True)]
 
 
-def _latency(rows: pl.DataFrame) -> LatencySummary:
-    values = rows.filter(_OK)["latency_ms"].drop_nulls().cast(pl.Float64)
+def _latency(rows: pl.LazyFrame) -> LatencySummary:
+    # quantiles need the values: one float column of the ok rows, not the rows
+    values = (
+        rows.filter(_OK)
+        .select(pl.col("latency_ms").drop_nulls().cast(pl.Float64))
+        .collect(engine="streaming")
+        .to_series()
+    )
     if values.is_empty():
         return LatencySummary()
     return LatencySummary(
@@ -601,14 +631,21 @@ def _labels(out_dir: Path) -> dict[str, Any] | None:
     return label_report(rows, label_set)
 
 
-def _final_results(out_dir: Path) -> pl.DataFrame:
+def _final_results(out_dir: Path) -> pl.LazyFrame:
     """One row per (row_id, sample) -- the ok result if there is one, else the latest -- with
-    the columns the report reads (absent ones as nulls)."""
+    the columns the report reads (absent ones as nulls).
+
+    Lazy: each part of the report aggregates what it needs in the streaming engine, so a
+    compacted ledger (every finished run's) is never held whole. Where some key has several
+    rows (an interrupted run's ledger) choosing the winners takes every key at once anyway:
+    they are chosen once, into a frame the aggregations share.
+    """
     if not (out_dir / RESULTS_DIR).is_dir():
-        return pl.DataFrame(schema=_COLUMNS)
+        return pl.LazyFrame(schema=_COLUMNS)
     rows = scan_results(out_dir)
     have = set(rows.collect_schema().names())
-    return rows.select(
+    columns = rows.select(
         pl.col(name) if name in have else pl.lit(None, dtype=dtype).alias(name)
         for name, dtype in _COLUMNS.items()
-    ).collect()
+    )
+    return columns.collect().lazy() if has_repeated_keys(out_dir) else columns

@@ -49,8 +49,17 @@ def scan_results(out_dir: Path | str) -> pl.LazyFrame:
     paths = part_paths(results_dir_of(out_dir))
     if not paths:
         return pl.LazyFrame(schema={"row_id": pl.String, "sample": pl.Int64, "status": pl.String})
+    if not _keys_may_repeat(paths):
+        # every row is its key's winner (a compacted ledger): a plain scan, which streams
+        return pl.scan_parquet(paths)
     frame = pl.scan_parquet(paths, row_index_name=_ORDER)
     return frame.filter(_winner(pl.col(_ORDER).cast(pl.Int64))).drop(_ORDER)
+
+
+def has_repeated_keys(out_dir: Path | str) -> bool:
+    """True when some (row_id, sample) may have several rows (always False once compacted)."""
+    paths = part_paths(results_dir_of(out_dir))
+    return bool(paths) and _keys_may_repeat(paths)
 
 
 def read_results(out_dir: Path | str) -> pl.DataFrame:
@@ -63,6 +72,28 @@ def _read_keys(paths: list[Path]) -> pl.DataFrame:
         return pl.scan_parquet(paths).select(*KEY, "status").collect()
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise SinkError(f"cannot read the result parts in {paths[0].parent}: {exc}") from None
+
+
+def _keys_may_repeat(paths: list[Path]) -> bool:
+    """False when no (row_id, sample) has two rows in the parts; True when one may.
+
+    Reads a 64-bit hash of every key in the streaming engine and sorts them: 16 bytes per
+    row at the peak instead of every key. A repeated hash is a repeated key or, rarely, a
+    collision; either way the callers then decide exactly, from the keys themselves.
+    """
+    try:
+        hashes = (
+            pl.scan_parquet(paths)
+            .select(pl.struct(KEY).hash())
+            .collect(engine="streaming")
+            .to_series()
+        )
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise SinkError(f"cannot read the result parts in {paths[0].parent}: {exc}") from None
+    if len(hashes) < 2:
+        return False
+    ordered = hashes.sort()
+    return bool((ordered.slice(1) == ordered.slice(0, len(ordered) - 1)).any())
 
 
 class _DenseIds:
@@ -207,11 +238,11 @@ def compact_parts(results_dir: Path) -> int:
 
 def _winner_masks(paths: list[Path]) -> list[pl.Series] | None:
     """For each part, which of its rows count; None when no key repeats (all of them do)."""
-    if not paths:
+    if not paths or not _keys_may_repeat(paths):
         return None
     keys = _read_keys(paths)
     if keys.select(pl.struct(KEY).n_unique()).item() == keys.height:
-        return None
+        return None  # the hashes collided: no key repeats after all
     # the order must be a column: an expression like int_range(len()) would restart per window
     ordered = keys.with_row_index(_ORDER)
     mask = ordered.select(_winner(pl.col(_ORDER).cast(pl.Int64))).to_series()
