@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -334,3 +337,32 @@ async def test_a_request_too_large_fails_its_row_only_and_the_run_goes_on(
         ("r003", "RequestTooLargeError", 429, 1)
     ]
     assert df.filter(pl.col("status") == "ok").height == 9
+
+
+def test_a_whole_run_never_imports_pandas(tmp_path: Path) -> None:
+    # pyarrow imports pandas (~0.3 s) when it converts Python values; the sink goes via polars
+    job(tmp_path, "simulator", rows=5)  # writes the rows
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import batchchat
+        report = batchchat.run({{
+            "input": {{"path": {str(tmp_path / "rows.jsonl")!r}, "id_column": "id"}},
+            "endpoint": {{"base_url": "simulator"}},
+            "request": {{
+                "model": "gpt-4o-mini",
+                "messages": [{{"role": "user", "content": "{{{{ text }}}}"}}],
+                "logprobs": True, "top_logprobs": 2,
+            }},
+            "output": {{"path": {str(tmp_path / "out")!r}, "keep_columns": ["text"],
+                        "labels": ["yes", "no"]}},
+        }})
+        assert report.rows_ok == 5, report
+        print("pandas" in sys.modules)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
+    df = batchchat.read_results(tmp_path / "out")
+    assert df["label_probs"].struct.fields == ["yes", "no"] and df.height == 5
