@@ -197,6 +197,9 @@ async def _run_in(
                 stats.stop_reason = "fatal"
             save_stats(out.path, stats)
             save_input_issues(out.path, stats.run_id, issues)
+            # the planner holds the resume index (every finished key): let it go before
+            # compaction and the report, which read every result again
+            del requests
     out.compact()
     report = build_report(out.path, prices=prices)
     write_reports(out.path, report)
