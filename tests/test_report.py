@@ -355,7 +355,7 @@ def test_report_json_keys_are_stable(tmp_path: Path) -> None:
         "labels", "input_issues",
     }  # fmt: skip
     assert data["labels"] is None  # not a labeling job
-    assert data["rows"] == {"total": 9, "ok": 6, "error": 3, "skipped": 0}
+    assert data["rows"] == {"total": 9, "ok": 6, "error": 3, "skipped": 0, "samples_per_row": 1}
     assert data["requests"] == {
         "sent": 14,
         "retries": 5,

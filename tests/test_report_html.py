@@ -127,6 +127,10 @@ def test_a_labeling_run_gets_a_labels_chart_and_a_majority_table(tmp_path: Path)
         majority = labels["majority"]["labels"][label]["count"]
         assert f"{label} · rows by majority: {majority}" in dom
     markdown = (out / "report.md").read_text()
+    # 3 samples per row: the headline counts say they count results, not rows
+    assert report.samples == 3 and report.rows_total == 3 * rows
+    assert f"| Results (3 samples per row) | {3 * rows} |" in markdown
+    assert report.to_dict()["rows"]["samples_per_row"] == 3
     table = markdown.split("### Majority label per row", 1)[1].strip().split("\n\n")[0]
     counts = [int(line.split("|")[2].replace(",", "")) for line in table.splitlines()[2:]]
     assert len(counts) == len(labels["labels"]) + 1

@@ -120,6 +120,8 @@ class RunReport:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     wall_time_s: float = 0.0
+    #: independent requests per input row (``samples``); the row counts count each one
+    samples: int = 1
     rows_total: int = 0
     rows_ok: int = 0
     rows_error: int = 0
@@ -163,6 +165,7 @@ class RunReport:
                 "ok": self.rows_ok,
                 "error": self.rows_error,
                 "skipped": self.rows_skipped,
+                "samples_per_row": self.samples,
             },
             "requests": {
                 "sent": self.requests_sent,
@@ -242,6 +245,7 @@ def build_report(out_dir: Path, *, prices: PriceTable | None = None) -> RunRepor
         report.tokens_per_s = report.tokens.total / report.wall_time_s
     report.timeline = _timeline(runs)
     report.labels = _labels(out_dir)
+    report.samples = _samples_per_row(out_dir)
     report.input_issues = load_input_issues(out_dir)
     if report.input_issues:
         first = report.input_issues[0]
@@ -629,6 +633,12 @@ def _labels(out_dir: Path) -> dict[str, Any] | None:
     if "label" not in rows.columns:
         return None
     return label_report(rows, label_set)
+
+
+def _samples_per_row(out_dir: Path) -> int:
+    from batchchat.labeling import output_label_set  # it reads the job's job.yaml
+
+    return output_label_set(out_dir)[1]
 
 
 def _final_results(out_dir: Path) -> pl.LazyFrame:

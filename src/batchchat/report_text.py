@@ -69,8 +69,10 @@ def latency_line(report: RunReport) -> str:
 
 def summary_rows(report: RunReport) -> list[tuple[str, str]]:
     """The headline figures, in the order every rendering shows them."""
+    # with samples, every count is of (row, sample) results, and says so
+    rows = "Rows" if report.samples == 1 else f"Results ({report.samples} samples per row)"
     return [
-        ("Rows", fmt_int(report.rows_total)),
+        (rows, fmt_int(report.rows_total)),
         ("OK", fmt_int(report.rows_ok)),
         ("Errors", fmt_int(report.rows_error)),
         ("Skipped (done by an earlier run)", fmt_int(report.rows_skipped)),

@@ -22,7 +22,7 @@ def test_json(tmp_path: Path) -> None:
 
     assert code == 0
     data = orjson.loads(stdout)
-    assert data["rows"] == {"total": 9, "ok": 6, "error": 3, "skipped": 0}
+    assert data["rows"] == {"total": 9, "ok": 6, "error": 3, "skipped": 0, "samples_per_row": 1}
     assert data["requests"]["rate_limited"] == 3
     assert data["cost"]["complete"] is False
     assert data["job"] == "labels"
