@@ -17,13 +17,8 @@ from rich.console import Console
 
 from batchchat.models import ExecutionStats, TimelineBucket, Usage
 from batchchat.pricing import ModelPrice, PriceTable
-from batchchat.report import (
-    MAX_TIMELINE_POINTS,
-    build_report,
-    render_markdown,
-    render_table,
-    write_reports,
-)
+from batchchat.report import build_report, render_markdown, render_table, write_reports
+from batchchat.report_model import MAX_TIMELINE_POINTS
 from batchchat.resume import compact_parts, has_repeated_keys
 from batchchat.runstats import save_stats
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from batchchat import report_svg as svg
-from batchchat.report import RunReport
+from batchchat.report_model import RunReport
 from batchchat.report_text import (
     fmt_duration,
     fmt_int,

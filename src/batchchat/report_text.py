@@ -13,7 +13,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from batchchat.report import TOP_ERRORS, RunReport
+from batchchat.report_model import TOP_ERRORS, RunReport
 
 _MESSAGE_CHARS = 160
 
