@@ -9,6 +9,7 @@ from typing import Any
 
 import polars as pl
 
+from batchchat.encoder import ResultEncoder
 from batchchat.errors import APIStatusError, RetriesExhausted, ServerError
 from batchchat.models import (
     ChatRequest,
@@ -20,7 +21,7 @@ from batchchat.models import (
     TopLogprob,
     Usage,
 )
-from batchchat.results import ResultEncoder, result_schema
+from batchchat.results import result_schema
 from batchchat.sink import ParquetSink
 from batchchat.spec import JobSpec, load_spec
 

@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batchchat.encoder import ResultEncoder
 from batchchat.errors import SinkError, SpecError
 from batchchat.models import ChatResult, ToolCall
-from batchchat.results import ColumnGroup, ResultEncoder, result_schema, scrub
+from batchchat.results import ColumnGroup, result_schema, scrub
 from tests._results import (
     T0,
     T1,

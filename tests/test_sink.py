@@ -14,8 +14,9 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
+from batchchat.encoder import ResultEncoder
 from batchchat.errors import ResumeError, SinkError
-from batchchat.results import ResultEncoder, result_schema
+from batchchat.results import result_schema
 from batchchat.sink import ParquetSink, part_paths, remove_temporaries
 from batchchat.spec import JobSpec
 from tests._results import make_result, make_spec
@@ -141,7 +142,8 @@ def test_a_failed_write_is_a_sink_error_naming_the_part(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from batchchat.results import ResultEncoder, result_schema
+from batchchat.encoder import ResultEncoder
+from batchchat.results import result_schema
 from batchchat.sink import ParquetSink, part_paths
 from tests._results import logprobs_of, make_choice, make_result, make_spec
 

@@ -25,6 +25,7 @@ import polars as pl
 import pyarrow as pa
 
 from batchchat.budget import Budget
+from batchchat.encoder import ResultEncoder
 from batchchat.endpoint import open_target, resolve_headers
 from batchchat.errors import AuthenticationError, QuotaExceededError, RequestTooLargeError
 from batchchat.executor import execute
@@ -36,7 +37,7 @@ from batchchat.pricing import PriceTable
 from batchchat.progress import Tally
 from batchchat.reader import InputIssue, read_schema
 from batchchat.report import RunReport, build_report, write_reports
-from batchchat.results import ColumnGroup, ResultEncoder, result_schema
+from batchchat.results import ColumnGroup, result_schema
 from batchchat.runstats import save_input_issues, save_stats
 from batchchat.sink import ParquetSink
 from batchchat.spec import JobSpec

@@ -19,9 +19,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batchchat.encoder import ResultEncoder
 from batchchat.errors import ResumeError, SinkError
 from batchchat.models import ChatResult
-from batchchat.results import ResultEncoder
 
 _PART = re.compile(r"^part-(\d+)\.parquet$")
 #: temporary files of unfinished parts: hidden, so no glob or dataset reader picks them up
