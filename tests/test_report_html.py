@@ -130,6 +130,7 @@ def test_a_labeling_run_gets_a_labels_chart_and_a_majority_table(tmp_path: Path)
     # 3 samples per row: the headline counts say they count results, not rows
     assert report.samples == 3 and report.rows_total == 3 * rows
     assert f"| Results (3 samples per row) | {3 * rows} |" in markdown
+    assert "results/s ·" in markdown and "rows/s" not in markdown
     assert report.to_dict()["rows"]["samples_per_row"] == 3
     table = markdown.split("### Majority label per row", 1)[1].strip().split("\n\n")[0]
     counts = [int(line.split("|")[2].replace(",", "")) for line in table.splitlines()[2:]]

@@ -84,7 +84,8 @@ def summary_rows(report: RunReport) -> list[tuple[str, str]]:
         ("Latency p50 / p90 / p99", latency_line(report)),
         (
             "Throughput",
-            f"{fmt_rate(report.rows_per_s, 'rows')} · {fmt_rate(report.tokens_per_s, 'tokens')}",
+            f"{fmt_rate(report.rows_per_s, 'rows' if report.samples == 1 else 'results')} · "
+            f"{fmt_rate(report.tokens_per_s, 'tokens')}",
         ),
         ("Wall time", fmt_duration(report.wall_time_s)),
         ("Stopped", report.stop_reason or "–"),
