@@ -228,20 +228,22 @@ def test_resume_index_knows_ok_and_failed_keys(tmp_path: Path) -> None:
     assert (index.ok, index.failed) == (2, 2)
     assert index.is_done("a", 0) and index.is_done("b", 0)
     assert not index.is_done("c", 0) and not index.is_done("a", 1) and not index.is_done("z", 0)
-    retry = index.skip_predicate(retry_failed=True)
-    keep_failed = index.skip_predicate(retry_failed=False)
-    assert not retry("c", 0) and keep_failed("c", 0) and keep_failed("c", 1)
-    assert retry("a", 0) and keep_failed("a", 0) and not keep_failed("d", 0)
+    ids = pl.Series(["a", "b", "c", "d"])
+    assert index.done(ids, 0).to_list() == [True, True, False, False]
+    assert index.done(ids, 0, retry_failed=False).to_list() == [True, True, True, False]
+    assert index.done(ids, 1, retry_failed=False).to_list() == [False, False, True, False]
+    assert index.done(ids, 2, retry_failed=False).to_list() == [False] * 4  # no such sample
+    assert index.is_failed("c", 0) and not index.is_failed("b", 0)  # b failed, then ok
 
 
 def test_integer_row_ids_are_matched_exactly(tmp_path: Path) -> None:
-    # dense integer ids are kept in a byte map; "07" or "+7" must not pass for "7"
+    # ids are compared as text: "07" or "+7" must not pass for "7"
     index = index_of(tmp_path, [(str(i), 0, True) for i in range(0, 50, 2)] + [("7", 0, False)])
     assert index.is_done("0", 0) and index.is_done("48", 0)
     assert not index.is_done("1", 0) and not index.is_done("50", 0)
     assert not index.is_done("04", 0) and not index.is_done("+4", 0) and not index.is_done("٤", 0)
-    assert not index.is_done("7", 0) and index.skip_predicate(False)("7", 0)
-    assert not index.skip_predicate(False)("07", 0)
+    keep_failed = index.done(pl.Series(["7", "07", "8"]), 0, retry_failed=False)
+    assert not index.is_done("7", 0) and keep_failed.to_list() == [True, False, True]
 
 
 def test_an_empty_directory_has_nothing_done(tmp_path: Path) -> None:

@@ -114,7 +114,7 @@ import sys, time
 from batchchat.planner import iter_requests
 from batchchat.spec import load_spec
 spec = load_spec(sys.argv[1])
-skip = (lambda row_id, sample: True) if sys.argv[2] == "skip" else None
+skip = (lambda row_ids, sample: row_ids.is_not_null()) if sys.argv[2] == "skip" else None
 started = time.perf_counter()
 count = sum(1 for _ in iter_requests(spec, skip=skip))
 print(count, time.perf_counter() - started)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import polars as pl
@@ -161,16 +161,21 @@ class RowFailure:
     error: TemplateError
 
 
+#: ``skip(row_ids, sample)``: which of a batch's row ids are already done for ``sample``
+Skip = Callable[[pl.Series, int], pl.Series]
+
+
 def iter_requests(
     spec: JobSpec,
     *,
-    skip: Callable[[str, int], bool] | None = None,
+    skip: Skip | None = None,
     on_issue: OnIssue | None = None,
     on_failure: Callable[[RowFailure], None] | None = None,
 ) -> Iterator[ChatRequest]:
     """The job's requests, lazily, in input order: every row × ``samples``.
 
-    ``skip(row_id, sample)`` True means "already done": that request is not rendered.
+    ``skip(row_ids, sample)`` gives, for a batch's row ids, which are already done for that
+    sample: those requests are not rendered.
     A row a template fails on goes to ``on_failure`` and planning goes on; without
     ``on_failure`` its :class:`TemplateError` is raised.
     """
@@ -241,14 +246,17 @@ class _RowPlanner:
         self.builtins = spec_builtins(spec)
 
     def plan_batch(
-        self, batch: pl.DataFrame, position: int, skip: Callable[[str, int], bool] | None
+        self, batch: pl.DataFrame, position: int, skip: Skip | None
     ) -> Iterator[ChatRequest]:
-        ids = _row_ids(batch, self.spec.input.id_column, position)
+        id_series = _row_ids(batch, self.spec.input.id_column, position)
+        ids: list[str] = id_series.to_list()
         samples = range(self.spec.samples)
+        # what is already done, a whole batch per sample at once (resume is vectorised)
+        done = [skip(id_series, sample).to_list() for sample in samples] if skip else None
         rows: list[dict[str, Any]] | None = None  # converted only when a row needs rendering
         for index, row_id in enumerate(ids):
             for sample in samples:
-                if skip is not None and skip(row_id, sample):
+                if done is not None and done[sample][index]:
                     continue
                 if rows is None:
                     rows = self._rows(batch)
@@ -325,12 +333,13 @@ def _extra_tokens(fields: Mapping[str, Any]) -> int:
     return sum(estimate_text_tokens(orjson.dumps(v).decode()) for v in fields.values())
 
 
-def _row_ids(batch: pl.DataFrame, id_column: str | None, position: int) -> list[str]:
+def _row_ids(batch: pl.DataFrame, id_column: str | None, position: int) -> pl.Series:
     if id_column is None:
-        return [str(i) for i in range(position, position + batch.height)]
-    ids = batch.get_column(id_column).cast(pl.String).to_list()
-    if None in ids:
-        at = position + ids.index(None)
+        positions = pl.int_range(position, position + batch.height, eager=True)
+        return positions.cast(pl.String).rename("row_id")
+    ids = batch.get_column(id_column).cast(pl.String)
+    if ids.null_count():
+        at = position + cast(int, ids.is_null().arg_max())
         raise TemplateError(f"input.id_column: row {at} has no id (column '{id_column}' is empty)")
     return ids
 

@@ -8,7 +8,7 @@ write order, see :mod:`batchchat.sink`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
@@ -23,8 +23,6 @@ RESULTS_DIR = "results"
 _ORDER = "__batchchat_order"
 #: added to an ok row's order so that any ok row outranks every error row
 _OK_BONUS = 1 << 50
-#: integer row ids up to this many times the count of ids use a byte map instead of a set
-_DENSE_FACTOR = 8
 
 
 def results_dir_of(out_dir: Path | str) -> Path:
@@ -96,110 +94,89 @@ def _keys_may_repeat(paths: list[Path]) -> bool:
     return bool((ordered.slice(1) == ordered.slice(0, len(ordered) - 1)).any())
 
 
-class _DenseIds:
-    """Canonical decimal row ids as a byte map: 1 MB per million ids, where a set of the same
-    strings takes ~60 MB. Row ids are the row position when the input has no id column, so
-    this is the common case."""
+def _sorted_ids(keys: pl.DataFrame) -> dict[int, pl.Series]:
+    """sample → the distinct row ids of ``keys`` with that sample, sorted (for binary search).
 
-    __slots__ = ("_bits", "count")
-
-    def __init__(self, numbers: pl.Series) -> None:
-        size = cast(int, numbers.max()) + 1
-        bits = pl.zeros(size, pl.UInt8, eager=True).scatter(numbers, 1)
-        array = bits.to_arrow()
-        #: byte n is 1 when row id str(n) is in the set
-        self._bits = array.buffers()[1].to_pybytes()[array.offset : array.offset + size]
-        self.count = cast(int, bits.sum())
-
-    def __contains__(self, row_id: object) -> bool:
-        # only canonical decimals ("7", not "07", "+7" or "٧") were stored as numbers
-        if not isinstance(row_id, str) or not (row_id.isascii() and row_id.isdigit()):
-            return False
-        if row_id[0] == "0" and len(row_id) > 1:
-            return False
-        number = int(row_id)
-        return number < len(self._bits) and self._bits[number] == 1
-
-    def __len__(self) -> int:
-        return self.count
+    Sorting and then dropping neighbours that repeat needs no hash table: ``unique()`` on
+    a million keys costs ~300 MB, this ~20.
+    """
+    by_sample = {}
+    for (sample,), group in keys.partition_by("sample", as_dict=True).items():
+        ids = group.get_column("row_id").sort()
+        by_sample[int(cast(int, sample))] = ids.filter((ids != ids.shift(1)).fill_null(True))
+    return by_sample
 
 
-_RowIds = frozenset[str] | _DenseIds
-
-
-def _row_ids(ids: pl.Series) -> _RowIds:
-    """The row ids of one sample, as a byte map when they are dense decimals, else a set."""
-    if len(ids) and ids.str.contains(r"^(?:0|[1-9][0-9]{0,15})$").all():
-        numbers = ids.cast(pl.Int64)
-        if cast(int, numbers.max()) < _DENSE_FACTOR * len(ids) + 4096:
-            return _DenseIds(numbers)
-    return frozenset(ids.to_list())
-
-
-def _by_sample(keys: pl.DataFrame) -> dict[int, _RowIds]:
-    return {
-        int(cast(int, sample)): _row_ids(group.get_column("row_id"))
-        for (sample,), group in keys.partition_by("sample", as_dict=True).items()
-    }
+def _members(ids: pl.Series | None, row_ids: pl.Series) -> pl.Series:
+    """For each of ``row_ids``: is it in the sorted ``ids``? Exact: the strings are compared."""
+    if ids is None or ids.is_empty():
+        return pl.repeat(False, len(row_ids), dtype=pl.Boolean, eager=True)
+    at = ids.search_sorted(row_ids, side="left")
+    found = ids.gather(at.clip(upper_bound=len(ids) - 1)) == row_ids
+    return (at < len(ids)) & found
 
 
 class ResumeIndex:
     """What earlier runs finished, read from the parts: ``ok`` keys and ``failed`` keys.
 
-    Lookups are by sample, then row id, in structures built from whole columns (no
-    per-row Python work at build time beyond one set of strings for non-numeric ids).
+    Per sample, the row ids are one sorted string column, looked up a batch at a time by
+    binary search in polars, so no Python object per key exists: for 1M finished keys the
+    index is built in ~0.15 s for ~120 MB at its peak, where Python sets of the ids took
+    ~0.55 s and ~230 MB.
     """
 
-    def __init__(self, keys: pl.DataFrame) -> None:
-        """``keys``: row_id, sample, status of every row in every part."""
-        ok = keys.filter(pl.col("status") == STATUS_OK).select(KEY)
-        failed = keys.filter(pl.col("status") != STATUS_OK).select(KEY).unique()
-        if failed.height:
-            failed = failed.join(ok, on=list(KEY), how="anti")
-        #: sample → row ids with an ok row
-        self._ok = _by_sample(ok)
-        #: sample → row ids whose every row is an error
-        self._failed = _by_sample(failed)
+    def __init__(self, ok_keys: pl.DataFrame, error_keys: pl.DataFrame) -> None:
+        """(row_id, sample) of every ok row, and of every error row, in every part."""
+        #: sample → sorted row ids with an ok row
+        self._ok = _sorted_ids(ok_keys)
+        errors = _sorted_ids(error_keys)
+        #: sample → sorted row ids whose every row is an error (a later ok row wins)
+        self._failed = {
+            sample: ids.filter(~_members(self._ok.get(sample), ids))
+            for sample, ids in errors.items()
+        }
         #: keys with an ok row
         self.ok = sum(len(ids) for ids in self._ok.values())
         #: keys whose every row is an error
-        self.failed = failed.height
+        self.failed = sum(len(ids) for ids in self._failed.values())
 
     @classmethod
     def empty(cls) -> ResumeIndex:
-        return cls(
-            pl.DataFrame(schema={"row_id": pl.String, "sample": pl.Int64, "status": pl.String})
-        )
+        none = pl.DataFrame(schema={"row_id": pl.String, "sample": pl.Int64})
+        return cls(none, none)
+
+    def done(self, row_ids: pl.Series, sample: int, *, retry_failed: bool = True) -> pl.Series:
+        """Which of ``row_ids`` a run skips for ``sample``: those with an ok row, and with
+        ``retry_failed=False`` those whose every row failed too."""
+        done = _members(self._ok.get(sample), row_ids)
+        if not retry_failed:
+            done = done | _members(self._failed.get(sample), row_ids)
+        return done
 
     def is_done(self, row_id: str, sample: int) -> bool:
         """True when the key already has an ok row."""
-        ids = self._ok.get(sample)
-        return ids is not None and row_id in ids
+        return bool(self.done(pl.Series([row_id], dtype=pl.String), sample)[0])
 
     def is_failed(self, row_id: str, sample: int) -> bool:
-        ids = self._failed.get(sample)
-        return ids is not None and row_id in ids
-
-    def skip_predicate(self, retry_failed: bool) -> Callable[[str, int], bool]:
-        """What a run skips: ok keys, and with ``retry_failed=False`` failed keys too."""
-        if retry_failed:
-            return self.is_done
-        ok, failed = self._ok, self._failed
-
-        def skip(row_id: str, sample: int) -> bool:
-            ids = ok.get(sample)
-            if ids is not None and row_id in ids:
-                return True
-            ids = failed.get(sample)
-            return ids is not None and row_id in ids
-
-        return skip
+        """True when every row of the key is an error."""
+        return bool(_members(self._failed.get(sample), pl.Series([row_id], dtype=pl.String))[0])
 
 
 def build_index(results_dir: Path) -> ResumeIndex:
     """The resume index of a results directory (reads only row_id, sample and status)."""
     paths = part_paths(results_dir)
-    return ResumeIndex(_read_keys(paths)) if paths else ResumeIndex.empty()
+    if not paths:
+        return ResumeIndex.empty()
+    ok = pl.col("status") == STATUS_OK
+    try:
+        # only the keys, filtered while reading: the status column is never held whole
+        ok_keys, error_keys = pl.collect_all(
+            [pl.scan_parquet(paths).filter(where).select(KEY) for where in (ok, ~ok)],
+            engine="streaming",
+        )
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise SinkError(f"cannot read the result parts in {paths[0].parent}: {exc}") from None
+    return ResumeIndex(ok_keys, error_keys)
 
 
 def iter_results(out_dir: Path | str) -> Iterator[pl.DataFrame]:

@@ -216,13 +216,12 @@ def _skipping(
     on_failure: Callable[[RowFailure], None],
 ) -> Iterator[ChatRequest]:
     """Planned requests minus the ones an earlier run finished, counting what it skips."""
-    is_done = out.completed().skip_predicate(retry_failed)
+    index = out.completed()
 
-    def skip(row_id: str, sample: int) -> bool:
-        if is_done(row_id, sample):
-            stats.skipped += 1
-            return True
-        return False
+    def skip(row_ids: pl.Series, sample: int) -> pl.Series:
+        done = index.done(row_ids, sample, retry_failed=retry_failed)
+        stats.skipped += int(done.sum())
+        return done
 
     return iter_requests(spec, skip=skip, on_issue=on_issue, on_failure=on_failure)
 
