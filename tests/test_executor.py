@@ -523,6 +523,39 @@ async def test_an_input_error_reaches_the_caller() -> None:
         await Run()(ok_completion, produce())
 
 
+async def test_an_input_error_lets_the_attempts_in_flight_finish_first() -> None:
+    # a malformed line far into the input: what was already sent is paid for, so it is kept
+    gates = {0: asyncio.Event(), 1: asyncio.Event()}
+
+    async def held(request: HTTPRequest) -> HTTPResponse:
+        await gates[_row(request)].wait()
+        return ok_completion(request)
+
+    def produce() -> Iterator[ChatRequest]:
+        yield _request(0)
+        yield _request(1)
+        raise InputError("in.jsonl:3: not JSON")
+
+    async def until(condition: Any) -> None:  # a bounded spin of the loop, never a hang
+        for _ in range(10_000):
+            if condition():
+                return
+            await asyncio.sleep(0)
+        raise AssertionError("the run never got there")
+
+    run = Run(limits={"max_concurrency": 4})
+    task = asyncio.create_task(run(held, produce(), max_pending=2))
+    await until(lambda: run.stats.in_flight == 2)  # both sent; the feeder waits for a slot
+    gates[0].set()  # row 0 answers: its slot frees, the feeder meets the bad line
+    await until(lambda: task.done() or run.stats.stop_reason == "error")
+    assert not task.done() and run.stats.in_flight == 1
+    gates[1].set()  # row 1, still in flight when the input failed, answers too
+    with pytest.raises(InputError, match=r"in\.jsonl:3"):
+        await task
+    assert sorted(run.by_row()) == [0, 1]
+    assert all(result.ok for result in run.results)
+
+
 async def test_a_stop_set_before_the_start_sends_nothing() -> None:
     stop = asyncio.Event()
     stop.set()

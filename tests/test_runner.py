@@ -20,7 +20,8 @@ import polars as pl
 import pytest
 
 import batchchat
-from batchchat.errors import LockedError, ResumeError, SpecError
+from batchchat.errors import InputError, LockedError, ResumeError, SpecError
+from batchchat.outdir import read_status
 from batchchat.runner import RunOptions, run_job
 from batchchat.simulator import SimulatorServer
 from batchchat.spec import JobSpec, load_spec
@@ -366,3 +367,47 @@ def test_a_whole_run_never_imports_pandas(tmp_path: Path) -> None:
     assert done.stdout.strip().splitlines()[-1] == "False"
     df = batchchat.read_results(tmp_path / "out")
     assert df["label_probs"].struct.fields == ["yes", "no"] and df.height == 5
+
+
+async def test_duplicate_ids_fail_before_the_output_directory_is_touched(
+    simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    spec = job(tmp_path, simulator.base_url, rows=5)
+    append_lines(tmp_path / "rows.jsonl", orjson.dumps({"id": "r002", "text": "again"}))
+    with pytest.raises(InputError, match=r"'r002' occurs 2 times"):
+        await run_job(spec)
+    assert not spec.output_dir.exists()
+    assert simulator.stats()["requests"] == 0
+
+
+async def test_a_malformed_line_mid_run_keeps_what_was_answered_and_says_partial(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = await simulator_factory(latency={"mean_ms": 20})
+    spec = job(
+        tmp_path,
+        sim.base_url,
+        rows=1_500,
+        input={"id_column": None, "batch_size": 100},  # no id column: no early full read
+        limits={"max_concurrency": 32},
+    )
+    # past the 1,024 requests the executor reads ahead, so some are answered before it
+    lines = (tmp_path / "rows.jsonl").read_bytes().splitlines()
+    lines[1_300] = b'{"id": "r1300", "text": '  # cut off mid-line
+    (tmp_path / "rows.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(InputError, match=r"rows\.jsonl:1301: malformed JSON"):
+        await run_job(spec)
+    first = batchchat.read_results(spec.output_dir)
+    answered = sum(sim.stats()["answers"].values())
+    assert 0 < first.height == answered  # every answer the server gave is saved
+    status = read_status(spec.output_dir)
+    assert (status.state, status.stop_reason, status.exit_code) == ("partial", "error", 4)
+    # the bad line skipped: the re-run sends only the rest, and no row is answered twice
+    skipping = spec.model_copy(
+        update={"input": spec.input.model_copy(update={"on_bad_line": "skip"})}
+    )
+    outcome = await run_job(skipping)
+    assert outcome.exit_code == 0 and outcome.stats.skipped == first.height
+    final = batchchat.read_results(spec.output_dir)
+    assert final.height == 1_499 and final["row_id"].n_unique() == 1_499
+    assert set(sim.stats()["answers"].values()) == {1}

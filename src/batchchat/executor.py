@@ -96,6 +96,8 @@ class _Run:
         #: "budget" or "interrupted" once the run stops sending
         self.stopping: str | None = None
         self.fatal: BaseException | None = None
+        #: what the planner raised (a malformed input line): raised after the drain
+        self.input_error: Exception | None = None
         #: tasks waiting out a retry's backoff
         self.timers: set[asyncio.Task[None]] = set()
         #: set when nothing is in flight any more (created by _drain)
@@ -165,6 +167,12 @@ class _Run:
             self.stats.stop_reason = reason
             self.ended.set()
 
+    def stop_on_input_error(self, error: Exception) -> None:
+        """The planner failed: send nothing more, let the attempts in flight finish and be
+        saved (they are paid for), then raise ``error``."""
+        self.input_error = error
+        self.begin_stop("error")
+
     def fail(self, error: BaseException) -> None:
         if self.fatal is None:
             self.fatal = error
@@ -217,7 +225,7 @@ async def _feed(run: _Run, requests: Iterable[ChatRequest] | AsyncIterable[ChatR
                 run.enqueue(request)
         run.slots.release()  # the slot taken for the request that never came
     except Exception as error:  # the planner's InputError must reach the runner
-        run.fail(error)
+        run.stop_on_input_error(error)
     finally:
         run.feeding = False
         if run.pending == 0:
@@ -331,12 +339,12 @@ async def _watch(run: _Run, stop: asyncio.Event) -> None:
 
 
 async def _drain(run: _Run, stop: asyncio.Event | None, timeout_s: float) -> None:
-    """Wait for the attempts in flight: all of them after a budget stop (unless interrupted
-    meanwhile), at most ``timeout_s`` after an interrupt."""
+    """Wait for the attempts in flight: all of them after a budget stop or an input error
+    (unless interrupted meanwhile), at most ``timeout_s`` after an interrupt."""
     if run.stats.in_flight <= 0:
         return
     run.idle = idle = asyncio.Event()
-    if run.stopping == "budget":
+    if run.stopping in ("budget", "error"):
         if stop is None:
             await idle.wait()
             return
@@ -381,7 +389,8 @@ async def execute(
 
     Stops sending when ``stop`` is set (``stats.stop_reason = "interrupted"``: in-flight
     attempts get ``drain_timeout_s``, then are cancelled without a result) or when the
-    budget would be passed (``"budget"``: in-flight attempts finish). ``cost_of`` (else the
+    budget would be passed (``"budget"``: in-flight attempts finish), or when ``requests``
+    raises (``"error"``: in-flight attempts finish, then the error is raised). ``cost_of`` (else the
     budget's) prices each result. ``max_pending`` bounds the requests pulled from
     ``requests`` and not finished yet (default: 4 × max_concurrency, at least 1024).
     """
@@ -416,6 +425,8 @@ async def execute(
         stats.in_flight = 0
     if run.fatal is not None:
         raise run.fatal
+    if run.input_error is not None:
+        raise run.input_error
     return stats
 
 

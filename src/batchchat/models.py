@@ -160,7 +160,8 @@ class ExecutionStats:
     results_error: int = 0
     #: rows skipped because an earlier run finished them
     skipped: int = 0
-    #: why the run ended: "completed", "budget", "interrupted"
+    #: why the run ended: "completed", "budget", "interrupted", "fatal" (a bad key or no
+    #: quota), "error" (an exception such as a malformed input line)
     stop_reason: str = "completed"
     timeline: list[TimelineBucket] = field(default_factory=list)
     #: attempts sent and not answered yet (live)

@@ -171,19 +171,21 @@ def iter_requests(
     skip: Skip | None = None,
     on_issue: OnIssue | None = None,
     on_failure: Callable[[RowFailure], None] | None = None,
+    ids_checked: bool = False,
 ) -> Iterator[ChatRequest]:
     """The job's requests, lazily, in input order: every row × ``samples``.
 
     ``skip(row_ids, sample)`` gives, for a batch's row ids, which are already done for that
     sample: those requests are not rendered.
     A row a template fails on goes to ``on_failure`` and planning goes on; without
-    ``on_failure`` its :class:`TemplateError` is raised.
+    ``on_failure`` its :class:`TemplateError` is raised. ``ids_checked``: the caller has
+    already run :func:`batchchat.reader.check_unique_ids`.
     """
     compiled = compile_request(spec)
     _raise_problems(compiled.problems)
     planner = _RowPlanner(spec, compiled, on_failure)
     position = 0
-    for batch in iter_batches(spec, on_issue=on_issue):
+    for batch in iter_batches(spec, on_issue=on_issue, check_ids=not ids_checked):
         yield from planner.plan_batch(batch, position, skip)
         position += batch.height
 

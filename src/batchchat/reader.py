@@ -152,12 +152,16 @@ def _is_object_line(line: bytes) -> bool:
 # -- batches --------------------------------------------------------------------------------------
 
 
-def iter_batches(spec: JobSpec, *, on_issue: OnIssue | None = None) -> Iterator[pl.DataFrame]:
+def iter_batches(
+    spec: JobSpec, *, on_issue: OnIssue | None = None, check_ids: bool = True
+) -> Iterator[pl.DataFrame]:
     """The input's rows in order, ``input.batch_size`` at a time, honouring ``input.limit``.
 
-    Duplicate (or missing) ids are checked before the first batch is returned.
+    Duplicate (or missing) ids are checked before the first batch is returned, unless
+    the caller did so already (``check_ids=False``).
     """
-    check_unique_ids(spec)
+    if check_ids:
+        check_unique_ids(spec)
     yield from iter_raw_batches(spec, on_issue=on_issue)
 
 

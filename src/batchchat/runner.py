@@ -35,7 +35,7 @@ from batchchat.outdir import OutputDir, open_output
 from batchchat.planner import RowFailure, check_spec_against_input, iter_requests
 from batchchat.pricing import PriceTable
 from batchchat.progress import Tally
-from batchchat.reader import InputIssue, read_schema
+from batchchat.reader import InputIssue, check_unique_ids, read_schema
 from batchchat.report import RunReport, build_report, write_reports
 from batchchat.results import ColumnGroup, result_schema
 from batchchat.runstats import save_input_issues, save_stats
@@ -117,10 +117,11 @@ class Prepared:
 def prepare(spec: JobSpec, *, dry_run: bool = False) -> Prepared:
     """Every check a run can make before it opens (and so changes) its output directory.
 
-    A spec that does not fit its input, a key that is not set, a bad price entry, label
-    or kept column: each fails here, with nothing written anywhere.
+    A spec that does not fit its input, duplicate ids, a key that is not set, a bad price
+    entry, label or kept column: each fails here, with nothing written anywhere.
     """
     check_spec_against_input(spec)
+    check_unique_ids(spec)
     if not (dry_run or spec.endpoint.is_simulator):
         resolve_headers(spec.endpoint)  # raises when the key's variable is not set
     prices = PriceTable.from_spec(spec)
@@ -187,6 +188,11 @@ async def _run_in(
                 stop=stop,
                 drain_timeout_s=options.drain_timeout_s,
             )
+        except Exception:
+            # a malformed input line, a disk that is full: the run did not complete, and
+            # `status` must not say it did (what finished is saved all the same)
+            stats.stop_reason = "error"
+            raise
         finally:
             housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -223,7 +229,9 @@ def _skipping(
         stats.skipped += int(done.sum())
         return done
 
-    return iter_requests(spec, skip=skip, on_issue=on_issue, on_failure=on_failure)
+    return iter_requests(
+        spec, skip=skip, on_issue=on_issue, on_failure=on_failure, ids_checked=True
+    )
 
 
 def _unsendable(failure: RowFailure) -> ChatResult:

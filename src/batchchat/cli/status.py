@@ -14,6 +14,7 @@ _STOPPED = {
     "budget": "stopped at the budget",
     "interrupted": "was interrupted",
     "fatal": "stopped at an error every request would repeat",
+    "error": "stopped at an error (a malformed input line, a full disk: see its output)",
 }
 
 
