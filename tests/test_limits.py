@@ -14,6 +14,7 @@ from batchchat.errors import (
     NetworkError,
     QuotaExceededError,
     RateLimitError,
+    RequestTooLargeError,
     ServerError,
 )
 from batchchat.limits import (
@@ -236,14 +237,14 @@ async def test_a_429_without_advice_pauses_briefly_and_its_storm_does_not_extend
     assert limiter.paused_until == pytest.approx(time.now + 3.0)
 
 
-async def test_quota_errors_do_not_pause_the_run() -> None:
+@pytest.mark.parametrize("kind", [QuotaExceededError, RequestTooLargeError])
+async def test_429s_that_waiting_cannot_fix_do_not_pause_the_run(kind: type[Exception]) -> None:
     time = FakeTime()
     limiter = _limiter(time)
-    limiter.on_failure(
-        QuotaExceededError("no quota", retry_after=60.0, status=429), sent_at=time.now
-    )
+    limiter.on_failure(kind("cannot pass", retry_after=60.0, status=429), sent_at=time.now)
     await limiter.admit(1)
     assert time.sleeps == []
+    assert limiter.concurrency is None or limiter.concurrency.limit == limiter.concurrency.maximum
 
 
 CONGESTION_CASES = [

@@ -12,8 +12,8 @@
     │   │   └── NetworkError      connection refused, reset, dropped mid-body
     │   ├── APIStatusError        the server answered with an error status (status, body, code)
     │   │   ├── RateLimitError    429 (retry_after from the headers)
-    │   │   │   └── QuotaExceededError   insufficient_quota: never retried, stops the run
-    │   │   │       └── RequestTooLargeError  one request above the TPM limit: never retried
+    │   │   │   ├── QuotaExceededError    insufficient_quota: never retried, stops the run
+    │   │   │   └── RequestTooLargeError  one request above the TPM limit: never retried
     │   │   ├── ServerError       5xx and 529
     │   │   ├── ConflictError     408 / 409
     │   │   └── ClientError       other 4xx: 400, 401, 403, 404, 413, 422 (never retried)
@@ -131,11 +131,11 @@ class QuotaExceededError(RateLimitError):
     """429 that waiting will not fix: no quota left, or a request larger than the limit."""
 
 
-class RequestTooLargeError(QuotaExceededError):
-    """One request asks for more tokens than the whole per-minute limit allows.
+class RequestTooLargeError(RateLimitError):
+    """429 for one request that asks for more tokens than the whole per-minute limit.
 
-    Only this row can never pass; the others can, so unlike running out of quota it
-    does not stop the run.
+    Waiting cannot help this row (never retried), but the others can pass, so unlike an
+    exhausted quota it does not stop the run.
     """
 
 
@@ -206,7 +206,11 @@ _RETRYABLE: tuple[type[RequestError], ...] = (
     ConflictError,
     ResponseFormatError,
 )
-_NEVER_RETRYABLE: tuple[type[RequestError], ...] = (QuotaExceededError, ClientError)
+_NEVER_RETRYABLE: tuple[type[RequestError], ...] = (
+    QuotaExceededError,
+    RequestTooLargeError,
+    ClientError,
+)
 
 
 def is_retryable(error: BaseException) -> bool:

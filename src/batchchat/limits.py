@@ -25,11 +25,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiolimiter import AsyncLimiter
 
 from batchchat.errors import (
-    QuotaExceededError,
     RateLimitError,
     RequestError,
     RequestTimeout,
     ServerError,
+    is_retryable,
 )
 from batchchat.spec import LimitsSpec
 
@@ -350,8 +350,8 @@ class RateLimiter:
         if self.concurrency is not None:
             self.timeout_share.record(timed_out)
         if isinstance(error, RateLimitError):
-            if isinstance(error, QuotaExceededError):
-                return  # waiting cannot help, and it is not congestion
+            if not is_retryable(error):
+                return  # no quota, or a request above the limit: waiting cannot help
             self._cool_down_after_429(error.retry_after, sent_at)
             self._adopt_announced_limits(error.headers)
             if not has_rate_limit_headers(error.headers):

@@ -27,7 +27,7 @@ import pyarrow as pa
 from batchchat.budget import Budget
 from batchchat.encoder import ResultEncoder
 from batchchat.endpoint import open_target, resolve_headers
-from batchchat.errors import AuthenticationError, QuotaExceededError, RequestTooLargeError
+from batchchat.errors import AuthenticationError, QuotaExceededError
 from batchchat.executor import execute
 from batchchat.labeling import label_column_group
 from batchchat.models import ChatRequest, ChatResult, ExecutionStats
@@ -43,10 +43,8 @@ from batchchat.sink import ParquetSink
 from batchchat.spec import JobSpec
 from batchchat.transport import AiohttpTransport
 
-#: errors after which sending more requests only repeats the same failure (a request too
-#: large for the TPM limit is a QuotaExceededError too, but only its own row fails)
+#: errors after which sending more requests only repeats the same failure
 _FATAL_ERRORS = (AuthenticationError, QuotaExceededError)
-_ROW_ONLY_ERRORS = (RequestTooLargeError,)
 #: how often the sink's time-based flush and the stats file are brought up to date
 _HOUSEKEEPING_S = 1.0
 
@@ -293,13 +291,8 @@ class _FatalWatch:
         self.message: str | None = None
 
     def observe(self, result: ChatResult) -> None:
-        error = result.error
-        if (
-            self.message is None
-            and isinstance(error, _FATAL_ERRORS)
-            and not isinstance(error, _ROW_ONLY_ERRORS)
-        ):
-            self.message = f"{type(error).__name__}: {error}"
+        if self.message is None and isinstance(result.error, _FATAL_ERRORS):
+            self.message = f"{type(result.error).__name__}: {result.error}"
             self._stop.set()
 
 
