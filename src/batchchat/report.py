@@ -21,17 +21,10 @@ import orjson
 import polars as pl
 from rich.console import RenderableType
 
+from batchchat.labeling import label_report, output_label_set
+from batchchat.labels import LabelSet
 from batchchat.pricing import PriceTable
-from batchchat.report_model import (
-    ErrorGroup,
-    HistogramBin,
-    LatencySummary,
-    ModelCost,
-    RunReport,
-    Timeline,
-    TimelinePoint,
-    TokenCounts,
-)
+from batchchat.report_model import RunReport
 from batchchat.report_stats import (
     count_requests,
     count_rows,
@@ -45,20 +38,7 @@ from batchchat.report_stats import (
 from batchchat.resume import RESULTS_DIR, has_repeated_keys, scan_results
 from batchchat.runstats import load_input_issues, load_stats
 
-__all__ = [
-    "ErrorGroup",
-    "HistogramBin",
-    "LatencySummary",
-    "ModelCost",
-    "RunReport",
-    "Timeline",
-    "TimelinePoint",
-    "TokenCounts",
-    "build_report",
-    "render_markdown",
-    "render_table",
-    "write_reports",
-]
+__all__ = ["RunReport", "build_report", "render_markdown", "render_table", "write_reports"]
 
 
 # -- building ----------------------------------------------------------------------------------
@@ -95,8 +75,8 @@ def build_report(out_dir: Path, *, prices: PriceTable | None = None) -> RunRepor
         report.rows_per_s = report.rows_total / report.wall_time_s
         report.tokens_per_s = report.tokens.total / report.wall_time_s
     report.timeline = timeline(runs)
-    report.labels = _labels(out_dir)
-    report.samples = _samples_per_row(out_dir)
+    label_set, report.samples = output_label_set(out_dir)  # from the job's job.yaml
+    report.labels = _labels(out_dir, label_set)
     report.input_issues = load_input_issues(out_dir)
     if report.input_issues:
         first = report.input_issues[0]
@@ -180,23 +160,15 @@ def _read_manifest(out_dir: Path) -> tuple[str | None, str | None]:
     return data.get("job"), data.get("fingerprint")
 
 
-def _labels(out_dir: Path) -> dict[str, Any] | None:
+def _labels(out_dir: Path, label_set: LabelSet | None) -> dict[str, Any] | None:
     from batchchat.api import read_results
-    from batchchat.labeling import label_report, output_label_set
 
-    label_set, _ = output_label_set(out_dir)
     if label_set is None or not (out_dir / RESULTS_DIR).is_dir():
         return None
     rows = read_results(out_dir)
     if "label" not in rows.columns:
         return None
     return label_report(rows, label_set)
-
-
-def _samples_per_row(out_dir: Path) -> int:
-    from batchchat.labeling import output_label_set  # it reads the job's job.yaml
-
-    return output_label_set(out_dir)[1]
 
 
 def _final_results(out_dir: Path) -> pl.LazyFrame:

@@ -129,42 +129,27 @@ def render_markdown(report: RunReport) -> str:
 
 
 def _md_labels(labels: dict[str, Any]) -> str:
-    rows = [
-        (_md(label), fmt_int(entry["count"]), fmt_share(entry["count"], labels["answered"]))
-        for label, entry in labels["labels"].items()
-    ]
-    rows.append(
-        (
-            "*(no label matched)*",
-            fmt_int(labels["unmatched"]),
-            fmt_share(labels["unmatched"], labels["answered"]),
-        )
-    )
-    text = "## Labels\n\n" + _md_table(("Label", "Answers", "Share"), rows, "l r r")
+    table = _md_distribution(labels, "Answers", "*(no label matched)*")
+    text = "## Labels\n\n" + table
     confidence = labels.get("mean_confidence")
     if confidence is not None:
         text += f"\n\nMean confidence of the chosen label: {confidence:.3f}"
     majority = labels.get("majority")
     if majority:
-        text += "\n\n### Majority label per row\n\n" + _md_majority(majority)
+        table = _md_distribution(majority, "Rows", "*(no majority label)*")
+        text += "\n\n### Majority label per row\n\n" + table
         if majority.get("mean_agreement") is not None:
             text += f"\n\nMean agreement between samples: {majority['mean_agreement']:.3f}"
     return text
 
 
-def _md_majority(majority: dict[str, Any]) -> str:
-    rows = [
-        (_md(label), fmt_int(entry["count"]), fmt_share(entry["count"], majority["answered"]))
-        for label, entry in majority["labels"].items()
-    ]
-    rows.append(
-        (
-            "*(no majority label)*",
-            fmt_int(majority["unmatched"]),
-            fmt_share(majority["unmatched"], majority["answered"]),
-        )
-    )
-    return _md_table(("Label", "Rows", "Share"), rows, "l r r")
+def _md_distribution(section: dict[str, Any], counted: str, unmatched: str) -> str:
+    """One label-report section (``labeling.label_report``) as a Label / count / share table."""
+    answered = section["answered"]
+    counts = [(_md(label), entry["count"]) for label, entry in section["labels"].items()]
+    counts.append((unmatched, section["unmatched"]))
+    rows = [(label, fmt_int(n), fmt_share(n, answered)) for label, n in counts]
+    return _md_table(("Label", counted, "Share"), rows, "l r r")
 
 
 def _md_title(report: RunReport) -> str:
