@@ -290,7 +290,7 @@ def test_messages_from_a_list_of_struct_column_drop_the_nulls_structs_add(tmp_pa
 @pytest.mark.parametrize(
     ("chat", "fragment"),
     [
-        ("not json", "not a JSON list of messages"),
+        ("not json", "request.messages: text that is not JSON messages"),
         ('{"role": "user"}', "request.messages: must be a non-empty list of messages, got dict"),
         ("[]", "must be a non-empty list"),
         ('[{"role": "robot", "content": "x"}]', "request.messages[0].role: must be one of"),

@@ -96,14 +96,7 @@ def splice_value(value: Any, where: str, source: str, row_id: str) -> list[Any]:
     """
     if value is None:
         return []
-    if isinstance(value, str):
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise TemplateError(
-                f"{where} ← {source}: text that is not JSON messages ({exc}): "
-                f"{show_value(value)} (row id {row_id!r})"
-            ) from None
+    value = _from_json_text(value, f"{where} ← {source}", row_id)
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list):
@@ -116,17 +109,23 @@ def splice_value(value: Any, where: str, source: str, row_id: str) -> list[Any]:
 
 def _whole_conversation(value: Any, row_id: str) -> Any:
     """A templated ``messages``: JSON text is parsed; null fields of struct columns dropped."""
-    if isinstance(value, str):
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise TemplateError(
-                f"request.messages: the template gave text that is not a JSON list of messages: "
-                f"{exc} (row id {row_id!r})"
-            ) from None
+    value = _from_json_text(value, "request.messages", row_id)
     if isinstance(value, list):
         return [_without_nulls(message) for message in value]
     return value
+
+
+def _from_json_text(value: Any, where: str, row_id: str) -> Any:
+    """Messages given as JSON text (a string column) parsed; any other value as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise TemplateError(
+            f"{where}: text that is not JSON messages ({exc}): {show_value(value)} "
+            f"(row id {row_id!r})"
+        ) from None
 
 
 def _without_nulls(message: Any) -> Any:
