@@ -390,6 +390,45 @@ def read_output(out_dir: Path) -> OutputSummary:
     )
 
 
+# -- the three clients side by side --------------------------------------------------------------
+
+
+@dataclass
+class HeadToHead:
+    """One repetition of the bare loop, the openai client and batchchat against one simulator."""
+
+    bare: ProcResult
+    openai: ProcResult
+    batchchat: ProcResult
+    output: OutputSummary
+    #: the simulator's CPU seconds while the bare loop ran (its own cost per request)
+    server_cpu_bare_s: float
+
+
+def head_to_head(
+    sim: Simulator, job_dir: Path, *, data: Path, n: int, n_openai: int, concurrency: int
+) -> HeadToHead:
+    """Run the three clients one after another; fail unless each finished every row."""
+
+    def baseline(name: str, rows: int) -> ProcResult:
+        cmd = baseline_cmd(name, "--url", sim.base_url, "--n", rows, "--concurrency", concurrency)
+        return run_measured(cmd, timeout_s=300).check(f"{name} baseline")
+
+    server_cpu = sim.cpu_s()
+    bare = baseline("bare_aiohttp", n)
+    server_cpu = sim.cpu_s() - server_cpu
+    oai = baseline("openai_client", n_openai)
+    job = write_job(job_dir, input_path=data, base_url=sim.base_url, concurrency=concurrency)
+    bc = run_measured(batchchat_cmd(job), timeout_s=600).check("batchchat run")
+    out = read_output(job_dir / "out")
+    for result, rows, what in ((bare.json(), n, "bare"), (oai.json(), n_openai, "openai")):
+        if result["ok"] != rows:
+            raise RuntimeError(f"{what} baseline did not finish every row: {result}")
+    if not (out.rows == out.ok == out.unique_ids == n):
+        raise RuntimeError(f"batchchat output: {out} (expected {n} ok rows)")
+    return HeadToHead(bare, oai, bc, out, server_cpu)
+
+
 def status_counts(stats: dict[str, Any]) -> dict[int, int]:
     """The simulator's per-status counts as {status: count}."""
     raw = stats.get("status_counts") or stats.get("statuses") or {}

@@ -8,29 +8,18 @@ Prints one JSON line: requests sent, answers ok, errors, and the in-process wind
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import time
 
 import aiohttp
-
-
-def prompt(i: int) -> str:
-    # the same text batchchat's benchmark input holds (bench/harness.py: prompt)
-    return f"Review {i}: the blender works fine but the lid cracked after a week. Sentiment?"
+from _shared import cli, fan_out, prompt
 
 
 async def main(url: str, n: int, concurrency: int, max_tokens: int) -> dict[str, object]:
     semaphore = asyncio.Semaphore(concurrency)
     connector = aiohttp.TCPConnector(limit=concurrency)
-    results: list[str | None] = [None] * n
-    errors = 0
-
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def one(i: int) -> None:
-            nonlocal errors
+        async def one(i: int) -> str | None:
             body = {
                 "model": "gpt-4o-mini",
                 "messages": [{"role": "user", "content": prompt(i)}],
@@ -40,25 +29,14 @@ async def main(url: str, n: int, concurrency: int, max_tokens: int) -> dict[str,
                 try:
                     async with session.post(f"{url}/chat/completions", json=body) as response:
                         data = await response.json()
-                        if response.status == 200:
-                            results[i] = data["choices"][0]["message"]["content"]
-                        else:
-                            errors += 1
+                        if response.status != 200:
+                            return None
+                        return str(data["choices"][0]["message"]["content"])
                 except aiohttp.ClientError:
-                    errors += 1
+                    return None
 
-        started = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(n)))
-        window = time.perf_counter() - started
-    ok = sum(1 for r in results if r is not None)
-    return {"client": "bare_aiohttp", "n": n, "ok": ok, "errors": errors, "window_s": window}
+        return await fan_out("bare_aiohttp", n, one)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8000/v1")
-    parser.add_argument("--n", type=int, required=True)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--max-tokens", type=int, default=16)
-    args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.url, args.n, args.concurrency, args.max_tokens))))
+    cli(main, __doc__ or "")

@@ -7,18 +7,7 @@ so process start-up does not count against it; the end-to-end rate is shown too.
 
 from __future__ import annotations
 
-from harness import (
-    Context,
-    Metric,
-    Simulator,
-    baseline_cmd,
-    batchchat_cmd,
-    read_output,
-    run_measured,
-    workdir,
-    write_input,
-    write_job,
-)
+from harness import Context, Metric, Simulator, head_to_head, workdir, write_input
 
 NAME = "latency"
 TITLE = "Latency hiding (200 ms, concurrency 256)"
@@ -40,43 +29,16 @@ def run(ctx: Context) -> list[Metric]:
         data = write_input(ctx.work / "data" / f"small-{n}.parquet", n)
         for rep in range(ctx.repeats):
             with Simulator("--latency-ms", LATENCY_MS) as sim:
-                bare = run_measured(
-                    baseline_cmd(
-                        "bare_aiohttp",
-                        "--url",
-                        sim.base_url,
-                        "--n",
-                        n,
-                        "--concurrency",
-                        CONCURRENCY,
-                    ),
-                    timeout_s=300,
-                ).check("bare aiohttp baseline")
-                oai = run_measured(
-                    baseline_cmd(
-                        "openai_client",
-                        "--url",
-                        sim.base_url,
-                        "--n",
-                        n_openai,
-                        "--concurrency",
-                        CONCURRENCY,
-                    ),
-                    timeout_s=300,
-                ).check("openai baseline")
-                job = write_job(
+                race = head_to_head(
+                    sim,
                     work / f"rep{rep}",
-                    input_path=data,
-                    base_url=sim.base_url,
+                    data=data,
+                    n=n,
+                    n_openai=n_openai,
                     concurrency=CONCURRENCY,
                 )
-                bc = run_measured(batchchat_cmd(job), timeout_s=600).check("batchchat run")
-            out = read_output(work / f"rep{rep}" / "out")
-            if not (out.rows == out.ok == out.unique_ids == n):
-                raise RuntimeError(f"batchchat output: {out} (expected {n} ok rows)")
+            bare, oai, bc, out = race.bare, race.openai, race.batchchat, race.output
             b, o = bare.json(), oai.json()
-            if b["ok"] != n or o["ok"] != n_openai:
-                raise RuntimeError(f"baselines did not finish every row: {b} {o}")
             add("bare", n / b["window_s"] / IDEAL)
             add("openai", n_openai / o["window_s"] / IDEAL)
             add("bc", n / out.window_s / IDEAL)

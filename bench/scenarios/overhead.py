@@ -12,9 +12,8 @@ from harness import (
     Context,
     Metric,
     Simulator,
-    baseline_cmd,
     batchchat_cmd,
-    read_output,
+    head_to_head,
     run_measured,
     workdir,
     write_input,
@@ -41,40 +40,14 @@ def run(ctx: Context) -> list[Metric]:
         tiny = write_input(ctx.work / "data" / "small-1.parquet", 1)
         for rep in range(ctx.repeats):
             with Simulator() as sim:
-                server_cpu = sim.cpu_s()
-                bare = run_measured(
-                    baseline_cmd(
-                        "bare_aiohttp",
-                        "--url",
-                        sim.base_url,
-                        "--n",
-                        n,
-                        "--concurrency",
-                        CONCURRENCY,
-                    ),
-                    timeout_s=300,
-                ).check("bare aiohttp baseline")
-                server_cpu = sim.cpu_s() - server_cpu
-                oai = run_measured(
-                    baseline_cmd(
-                        "openai_client",
-                        "--url",
-                        sim.base_url,
-                        "--n",
-                        n_openai,
-                        "--concurrency",
-                        CONCURRENCY,
-                    ),
-                    timeout_s=300,
-                ).check("openai baseline")
-                job = write_job(
+                race = head_to_head(
+                    sim,
                     work / f"rep{rep}",
-                    input_path=data,
-                    base_url=sim.base_url,
+                    data=data,
+                    n=n,
+                    n_openai=n_openai,
                     concurrency=CONCURRENCY,
                 )
-                bc = run_measured(batchchat_cmd(job), timeout_s=600).check("batchchat run")
-                out = read_output(work / f"rep{rep}" / "out")
                 fixed_job = write_job(
                     work / f"fixed{rep}",
                     input_path=tiny,
@@ -84,11 +57,8 @@ def run(ctx: Context) -> list[Metric]:
                 fixed = run_measured(batchchat_cmd(fixed_job), timeout_s=120)
                 add("fixed", fixed.check("batchchat run (1 row)").wall_s)
                 add("fixed_cpu", fixed.cpu_s)
-            for result, what in ((bare.json(), "bare"), (oai.json(), "openai")):
-                if result["ok"] != result["n"]:
-                    raise RuntimeError(f"{what} baseline: {result}")
-            if not (out.rows == out.ok == out.unique_ids == n):
-                raise RuntimeError(f"batchchat output: {out} (expected {n} ok rows)")
+            bare, oai, bc, out = race.bare, race.openai, race.batchchat, race.output
+            server_cpu = race.server_cpu_bare_s
             add("bare", n / bare.wall_s)
             add("openai", n_openai / oai.wall_s)
             add("bc", n / bc.wall_s)
