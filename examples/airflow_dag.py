@@ -130,32 +130,28 @@ def run_for_date(ds: str, job: str = JOB) -> dict[str, Any]:
     }
 
 
-def build_bash_dag() -> DAG:
-    """The daily job as a shell command: what a cron line would run, with Airflow's retries."""
-    with DAG(
-        dag_id="batchchat_labeling_bash",
+def _daily(dag_id: str) -> DAG:
+    return DAG(
+        dag_id=dag_id,
         schedule="@daily",
         start_date=datetime(2026, 1, 1, tzinfo=UTC),
         catchup=False,
         max_active_runs=1,  # dates share the endpoint's rate limits
         default_args=DEFAULT_ARGS,
         tags=["batchchat"],
-    ) as dag:
+    )
+
+
+def build_bash_dag() -> DAG:
+    """The daily job as a shell command: what a cron line would run, with Airflow's retries."""
+    with _daily("batchchat_labeling_bash") as dag:
         BatchchatRunOperator(task_id="run", bash_command=run_command(), cwd=str(PROJECT_DIR))
     return dag
 
 
 def build_python_dag() -> DAG:
     """The daily job through the Python API; the run's summary is returned to XCom."""
-    with DAG(
-        dag_id="batchchat_labeling_python",
-        schedule="@daily",
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
-        max_active_runs=1,
-        default_args=DEFAULT_ARGS,
-        tags=["batchchat"],
-    ) as dag:
+    with _daily("batchchat_labeling_python") as dag:
         PythonOperator(task_id="run", python_callable=run_for_date, op_kwargs={"ds": "{{ ds }}"})
     return dag
 
