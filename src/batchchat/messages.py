@@ -177,16 +177,11 @@ def message_problems(
     """
     if not isinstance(messages, list) or not (messages or allow_empty):
         return [f"{location}: must be a non-empty list of messages, got {show_value(messages)}"]
-    problems: list[str] = []
-    for index, message in enumerate(messages, start=first):
-        where = f"{location}[{index}]"
-        if not isinstance(message, dict):
-            problems.append(
-                f"{where}: a message is a mapping with role and content, got {show_value(message)}"
-            )
-            continue
-        problems.extend(_one_message_problems(message, where))
-    return problems
+    return [
+        problem
+        for index, message in enumerate(messages, start=first)
+        for problem in _one_message_problems(message, f"{location}[{index}]")
+    ]
 
 
 def is_plain_message(message: Any) -> bool:
