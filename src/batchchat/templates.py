@@ -54,6 +54,8 @@ DATA_TEXT_FIELDS = frozenset(
     {"content", "text", "arguments", "description", "reasoning_content", "refusal"}
 )
 
+#: values data_url and image_parts send as they are: URLs, not local files
+_URL_PREFIXES = ("http://", "https://", "data:")
 #: media types the data_url filter will read; anything else (keys, configs) is refused
 _MEDIA_PREFIXES = ("image/", "audio/", "video/", "application/pdf")
 _TEMPLATE_MARKERS = ("{{", "{%", "{#")
@@ -134,7 +136,7 @@ def data_url(value: Any, base_dir: str = ".") -> str:
             "such as {% if image %}...{% endif %}, or the image_parts filter, which skips nulls"
         )
     text = str(value)
-    if text.startswith(("http://", "https://", "data:")):
+    if text.startswith(_URL_PREFIXES):
         return text
     path = Path(text).expanduser()
     if not path.is_absolute():
@@ -163,7 +165,7 @@ def image_parts(
     """
     parts: list[dict[str, Any]] = []
     for image in _images_of(value):
-        if root and not image.startswith(("http://", "https://", "data:")):
+        if root and not image.startswith(_URL_PREFIXES):
             image = str(Path(root) / image)
         url = {"url": data_url(image, base_dir)}
         if detail is not None:
@@ -184,7 +186,7 @@ def _images_of(value: Any) -> list[str]:
         return [value] if value.strip() else []
     if value is None:
         return []
-    images = [image for image in value] if isinstance(value, list | tuple) else [value]
+    images = list(value) if isinstance(value, list | tuple) else [value]
     for image in images:
         if image is not None and not isinstance(image, str):
             raise ValueError(
