@@ -20,6 +20,7 @@ import orjson
 import polars as pl
 
 from batchchat.errors import SinkError
+from batchchat.models import custom_id
 from batchchat.results import STATUS_OK
 from batchchat.resume import iter_results
 
@@ -129,7 +130,7 @@ def batch_line(row: dict[str, Any]) -> dict[str, Any]:
     """One result as an OpenAI Batch API output line, keyed by ``custom_id``."""
     line: dict[str, Any] = {
         "id": f"batch_req_{(row.get('request_hash') or '')[:32]}",
-        "custom_id": f"{row['row_id']}#{row['sample']}",
+        "custom_id": custom_id(row["row_id"], row["sample"]),
         "response": None,
         "error": None,
     }

@@ -14,6 +14,11 @@ from datetime import datetime
 from typing import Any
 
 
+def custom_id(row_id: str, sample: int) -> str:
+    """A request's id, unique in a job: ``"<row_id>#<sample>"`` (the Batch API ``custom_id``)."""
+    return f"{row_id}#{sample}"
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     """One planned request: a row (and sample index) rendered into a Chat Completions body."""
@@ -22,7 +27,7 @@ class ChatRequest:
     row_id: str
     #: which of the ``samples`` independent requests for this row (0-based)
     sample: int
-    #: deterministic id for this request: ``f"{row_id}#{sample}"``; the Batch API ``custom_id``
+    #: deterministic id for this request (:func:`custom_id`); the Batch API ``custom_id``
     custom_id: str
     #: the JSON body exactly as it will be sent
     body: dict[str, Any]

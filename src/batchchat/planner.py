@@ -20,7 +20,7 @@ from jinja2 import Environment
 from batchchat.errors import SpecError, TemplateError
 from batchchat.fields import checked_body, field_problems
 from batchchat.messages import MessageLayout, assemble_messages, message_problems, show_value
-from batchchat.models import ChatRequest
+from batchchat.models import ChatRequest, custom_id
 from batchchat.reader import OnIssue, iter_batches, read_head, read_schema
 from batchchat.spec import JobSpec, SeedSpec
 from batchchat.templates import (
@@ -284,7 +284,7 @@ class _RowPlanner:
         return ChatRequest(
             row_id=row_id,
             sample=sample,
-            custom_id=f"{row_id}#{sample}",
+            custom_id=custom_id(row_id, sample),
             body=body,
             request_hash=request_hash(body, self.base_url),
             est_prompt_tokens=self._prompt_tokens(body, fresh),

@@ -30,7 +30,7 @@ from batchchat.endpoint import open_target, resolve_headers
 from batchchat.errors import AuthenticationError, QuotaExceededError
 from batchchat.executor import execute
 from batchchat.labeling import label_column_group
-from batchchat.models import ChatRequest, ChatResult, ExecutionStats
+from batchchat.models import ChatRequest, ChatResult, ExecutionStats, custom_id
 from batchchat.outdir import OutputDir, open_output
 from batchchat.planner import RowFailure, check_spec_against_input, iter_requests
 from batchchat.pricing import PriceTable
@@ -242,7 +242,7 @@ def _unsendable(failure: RowFailure) -> ChatResult:
     request = ChatRequest(
         row_id=failure.row_id,
         sample=failure.sample,
-        custom_id=f"{failure.row_id}#{failure.sample}",
+        custom_id=custom_id(failure.row_id, failure.sample),
         body={},
         request_hash="",
         est_prompt_tokens=0,
