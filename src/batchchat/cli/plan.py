@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,19 +91,22 @@ def _output_problems(spec: JobSpec) -> list[str]:
     # kept columns missing from the input are reported by check_spec_against_input already
     kept = [name for name in spec.output.keep_columns if name in schema]
     spec = spec.model_copy(update={"output": spec.output.model_copy(update={"keep_columns": kept})})
-    checks = (
-        lambda: LabelSet.from_spec(spec),
-        lambda: result_schema(spec, schema),  # kept columns, even when the labels are wrong
-        lambda: output_schema(spec, schema),  # ... and against the label columns
-        lambda: PriceTable.from_spec(spec),
-    )
-    problems: dict[str, None] = {}  # each once, in order
-    for check in checks:
+    problems: list[str] = []
+
+    def passes(check: Callable[[], object]) -> bool:
         try:
             check()
         except BatchchatError as exc:
-            problems.update(dict.fromkeys(f"  {line}" for line in str(exc).splitlines()))
-    return list(problems)
+            problems.extend(f"  {line}" for line in str(exc).splitlines())
+            return False
+        return True
+
+    if passes(lambda: LabelSet.from_spec(spec)):
+        passes(lambda: output_schema(spec, schema))  # kept columns against label columns too
+    else:
+        passes(lambda: result_schema(spec, schema))  # kept columns, without the labels
+    passes(lambda: PriceTable.from_spec(spec))
+    return problems
 
 
 @click.command()
