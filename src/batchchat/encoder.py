@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from batchchat.errors import SinkError
 from batchchat.models import ChatResult
+from batchchat.reader import polars_type
 from batchchat.results import ColumnGroup, column_groups
 from batchchat.spec import JobSpec
 
@@ -70,7 +71,7 @@ class ResultEncoder:
 def _polars_type(arrow_type: pa.DataType) -> pl.DataType | None:
     """The polars type holding ``arrow_type`` exactly (None: convert with pyarrow instead)."""
     try:
-        return pl.from_arrow(pa.nulls(0, arrow_type)).dtype  # type: ignore[union-attr]
+        return polars_type(arrow_type)
     except (TypeError, ValueError, pl.exceptions.PolarsError):
         return None
 

@@ -121,11 +121,11 @@ def read_schema(spec: JobSpec) -> dict[str, pl.DataType]:
     else:
         return dict(_jsonl_schema(first, spec))
     # column by column: Schema.empty_table() would import pandas (a quarter of a second)
-    return {field.name: _dtype(field.type) for field in arrow_schema}
+    return {field.name: polars_type(field.type) for field in arrow_schema}
 
 
-def _dtype(arrow_type: pa.DataType) -> pl.DataType:
-    """The polars type a column of ``arrow_type`` is read as."""
+def polars_type(arrow_type: pa.DataType) -> pl.DataType:
+    """The polars type a column of ``arrow_type`` is read as (without importing pandas)."""
     series = pl.from_arrow(pa.nulls(0, arrow_type))
     assert isinstance(series, pl.Series)
     return series.dtype
