@@ -182,10 +182,11 @@ def _final_results(out_dir: Path) -> pl.LazyFrame:
     """
     if not (out_dir / RESULTS_DIR).is_dir():
         return pl.LazyFrame(schema=_COLUMNS)
-    rows = scan_results(out_dir)
+    keys_repeat = has_repeated_keys(out_dir)
+    rows = scan_results(out_dir, keys_repeat=keys_repeat)
     have = set(rows.collect_schema().names())
     columns = rows.select(
         pl.col(name) if name in have else pl.lit(None, dtype=dtype).alias(name)
         for name, dtype in _COLUMNS.items()
     )
-    return columns.collect().lazy() if has_repeated_keys(out_dir) else columns
+    return columns.collect().lazy() if keys_repeat else columns

@@ -41,13 +41,19 @@ def _winner(order: pl.Expr) -> pl.Expr:
     return score == score.max().over(KEY)
 
 
-def scan_results(out_dir: Path | str) -> pl.LazyFrame:
+def scan_results(out_dir: Path | str, *, keys_repeat: bool | None = None) -> pl.LazyFrame:
     """The results as a LazyFrame: one row per (row_id, sample), the ok one if any, else the
-    latest. Works on partial and interrupted runs alike."""
+    latest. Works on partial and interrupted runs alike.
+
+    ``keys_repeat``: what :func:`has_repeated_keys` said, when the caller asked already
+    (the check reads every key).
+    """
     paths = part_paths(results_dir_of(out_dir))
     if not paths:
         return pl.LazyFrame(schema={"row_id": pl.String, "sample": pl.Int64, "status": pl.String})
-    if not _keys_may_repeat(paths):
+    if keys_repeat is None:
+        keys_repeat = _keys_may_repeat(paths)
+    if not keys_repeat:
         # every row is its key's winner (a compacted ledger): a plain scan, which streams
         return pl.scan_parquet(paths)
     frame = pl.scan_parquet(paths, row_index_name=_ORDER)
