@@ -94,6 +94,13 @@ class Context:
 # -- measured processes ----------------------------------------------------------------------
 
 
+class Runs(dict[str, list[float]]):
+    """Each measure's value from every repetition, by key."""
+
+    def add(self, key: str, value: float) -> None:
+        self.setdefault(key, []).append(value)
+
+
 @dataclass
 class ProcResult:
     returncode: int

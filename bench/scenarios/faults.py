@@ -30,6 +30,7 @@ from harness import (
     MODEL,
     Context,
     Metric,
+    Runs,
     Simulator,
     batchchat_cmd,
     prompt,
@@ -58,7 +59,7 @@ INITIAL_WAIT_S, MAX_WAIT_S = RetrySpec().initial_wait_s, RetrySpec().max_wait_s
 
 def run(ctx: Context) -> list[Metric]:
     n = 1_920 if ctx.quick else 4_800  # 1.5 s / 3.75 s of work without faults
-    runs: dict[str, list[float]] = {}
+    runs = Runs()
     with workdir(ctx, NAME) as work:
         data = write_input(ctx.work / "data" / f"small-{n}.parquet", n)
         for rep in range(max(1, ctx.repeats)):
@@ -81,7 +82,7 @@ def run(ctx: Context) -> list[Metric]:
                     bc.check("batchchat run")
                 ideal = _ideal_s(n, stats, seed=1000 + rep)
                 for key, value in _measure(where / "out", n, stats, bc.wall_s, ideal).items():
-                    runs.setdefault(variant + key, []).append(value)
+                    runs.add(variant + key, value)
                 ctx.log(
                     f"{NAME} rep {rep + 1} (adaptive {'on' if adaptive else 'off'}): "
                     f"{runs[variant + 'ok'][-1]:.2%} ok, lost {runs[variant + 'lost'][-1]:.0f}, "

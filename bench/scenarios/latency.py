@@ -7,7 +7,7 @@ so process start-up does not count against it; the end-to-end rate is shown too.
 
 from __future__ import annotations
 
-from harness import Context, Metric, Simulator, head_to_head, workdir, write_input
+from harness import Context, Metric, Runs, Simulator, head_to_head, workdir, write_input
 
 NAME = "latency"
 TITLE = "Latency hiding (200 ms, concurrency 256)"
@@ -20,10 +20,8 @@ IDEAL = CONCURRENCY / (LATENCY_MS / 1000)
 def run(ctx: Context) -> list[Metric]:
     n = 2_560 if ctx.quick else 10_240  # 2 s / 8 s at the ideal rate
     n_openai = 1_280 if ctx.quick else 5_120
-    runs: dict[str, list[float]] = {}
-
-    def add(key: str, value: float) -> None:
-        runs.setdefault(key, []).append(value)
+    runs = Runs()
+    add = runs.add
 
     with workdir(ctx, NAME) as work:
         data = write_input(ctx.work / "data" / f"small-{n}.parquet", n)

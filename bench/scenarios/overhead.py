@@ -11,6 +11,7 @@ from __future__ import annotations
 from harness import (
     Context,
     Metric,
+    Runs,
     Simulator,
     batchchat_cmd,
     head_to_head,
@@ -30,10 +31,8 @@ def run(ctx: Context) -> list[Metric]:
     n = 5_000 if ctx.quick else 20_000
     # the openai client is ~10x slower; its rate does not depend on n, so fewer requests
     n_openai = 1_500 if ctx.quick else 4_000
-    runs: dict[str, list[float]] = {}
-
-    def add(key: str, value: float) -> None:
-        runs.setdefault(key, []).append(value)
+    runs = Runs()
+    add = runs.add
 
     with workdir(ctx, NAME) as work:
         data = write_input(ctx.work / "data" / f"small-{n}.parquet", n)
