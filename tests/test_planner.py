@@ -24,7 +24,13 @@ from batchchat.planner import (
     request_hash,
 )
 from batchchat.spec import JobSpec, load_spec
-from batchchat.tokens import estimate_prompt_tokens, estimate_text_tokens
+from batchchat.tokens import (
+    PER_MESSAGE_TOKENS,
+    REPLY_PRIMING_TOKENS,
+    estimate_prompt_tokens,
+    estimate_text_tokens,
+    text_counter,
+)
 
 ROWS = [
     {"id": "a", "text": "Great mug", "rating": 5, "temp": 0.2, "tags": ["x", "y"]},
@@ -790,3 +796,31 @@ def test_templates_that_read_no_column_give_one_request_per_row(tmp_path: Path) 
     requests = list(iter_requests(spec))
     assert [r.row_id for r in requests] == [f"r{i}" for i in range(5)]
     assert all(r.body["messages"] == [{"role": "user", "content": "Say hi"}] for r in requests)
+
+
+def test_the_tokenizer_counts_every_prompt_text(tmp_path: Path) -> None:
+    # the estimate by default; a job asking for tiktoken without it gets a spec problem
+    rows = [{"id": "a", "text": "one two three", "tool": "lookup"}]
+    spec = make_spec(
+        tmp_path,
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "{{ text }}"},
+            ],
+            "tools": [{"type": "function", "function": {"name": "lookup"}}],
+        },
+        rows,
+    )
+    request = plan(spec)[0]
+    tools = estimate_text_tokens(orjson.dumps(request.body["tools"]).decode())
+    assert request.est_prompt_tokens == estimate_prompt_tokens(request.body["messages"]) + tools
+    # a counter sees every text: two messages of one text each, plus the chat format's share
+    counted = estimate_prompt_tokens(request.body["messages"], counter=lambda text: 1000)
+    assert counted == REPLY_PRIMING_TOKENS + 2 * (PER_MESSAGE_TOKENS + 1000)
+    assert text_counter("estimate") is estimate_text_tokens
+    exact = spec.model_copy(
+        update={"limits": spec.limits.model_copy(update={"tokenizer": "tiktoken"})}
+    )
+    with pytest.raises(SpecError, match=r"limits\.tokenizer: tiktoken is not installed"):
+        check_spec_against_input(exact)

@@ -31,7 +31,13 @@ from batchchat.templates import (
     format_location,
     make_environment,
 )
-from batchchat.tokens import REPLY_PRIMING_TOKENS, estimate_prompt_tokens, estimate_text_tokens
+from batchchat.tokens import (
+    REPLY_PRIMING_TOKENS,
+    TextCounter,
+    estimate_prompt_tokens,
+    estimate_text_tokens,
+    text_counter,
+)
 
 #: completion tokens assumed per choice when the request sets no limit
 DEFAULT_MAX_OUTPUT_TOKENS = 1024
@@ -52,6 +58,8 @@ class CompiledRequest:
     static_tokens: int
     #: which messages are templated or spliced (the others were checked here, once)
     messages: MessageLayout
+    #: counts a text's tokens (``limits.tokenizer``)
+    count_text: TextCounter
     #: template syntax errors and static fields of the wrong type, each with its location
     problems: tuple[str, ...] = ()
 
@@ -70,11 +78,16 @@ def compile_request(spec: JobSpec) -> CompiledRequest:
     env = make_environment(spec.base_dir)
     fields: list[tuple[str, CompiledTree]] = []
     problems: list[str] = []
+    try:
+        count_text = text_counter(spec.limits.tokenizer)
+    except SpecError as exc:  # reported with the other problems of the spec
+        problems.append(str(exc))
+        count_text = estimate_text_tokens
     static_tokens = 0
     layout = MessageLayout()
     for key, value in spec.request.items():
         if key == "messages" and isinstance(value, list):
-            tree, layout, static_tokens = _compile_messages(value, env, problems)
+            tree, layout, static_tokens = _compile_messages(value, env, problems, count_text)
         else:
             tree = compile_tree(value, format_location("request", key), env, key=key)
             problems.extend(tree.problems)
@@ -89,15 +102,17 @@ def compile_request(spec: JobSpec) -> CompiledRequest:
         columns = frozenset(name for ref in refs for name in ref.columns)
     if not problems:
         static_tokens += sum(
-            _extra_tokens({key: tree.render({})})
+            _extra_tokens({key: tree.render({})}, count_text)
             for key, tree in fields
             if key in _PROMPT_EXTRAS and tree.is_static
         )
-    return CompiledRequest(tuple(fields), columns, static_tokens, layout, tuple(problems))
+    return CompiledRequest(
+        tuple(fields), columns, static_tokens, layout, count_text, tuple(problems)
+    )
 
 
 def _compile_messages(
-    messages: list[Any], env: Environment, problems: list[str]
+    messages: list[Any], env: Environment, problems: list[str], count_text: TextCounter
 ) -> tuple[CompiledTree, MessageLayout, int]:
     """One tree per item: static messages are checked and counted once, here.
 
@@ -119,7 +134,8 @@ def _compile_messages(
         elif not tree.problems:
             problems.extend(_static_message_problems(item, index))
             # the estimate is a sum over messages, so static ones can be counted apart
-            static_tokens += estimate_prompt_tokens([item]) - REPLY_PRIMING_TOKENS
+            counted = estimate_prompt_tokens([item], counter=count_text)
+            static_tokens += counted - REPLY_PRIMING_TOKENS
     renders = [tree.render for tree in trees]
     tree = CompiledTree(
         render=lambda ctx: [render(ctx) for render in renders],
@@ -242,6 +258,7 @@ class _RowPlanner:
         self.dynamic = compiled.dynamic_fields
         self.messages = compiled.messages
         self.static_tokens = compiled.static_tokens
+        self.count_text = compiled.count_text
         self.columns = compiled.columns
         self.base_url = spec.endpoint.base_url
         self.vars = dict(spec.vars)
@@ -318,9 +335,9 @@ class _RowPlanner:
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     def _prompt_tokens(self, body: Mapping[str, Any], fresh: list[Any]) -> int:
-        tokens = estimate_prompt_tokens(fresh) + self.static_tokens
+        tokens = estimate_prompt_tokens(fresh, counter=self.count_text) + self.static_tokens
         extras = {k: body[k] for k in _PROMPT_EXTRAS if k in self.dynamic and k in body}
-        return tokens + _extra_tokens(extras) if extras else tokens
+        return tokens + _extra_tokens(extras, self.count_text) if extras else tokens
 
 
 def max_output_tokens(body: Mapping[str, Any]) -> int:
@@ -330,9 +347,9 @@ def max_output_tokens(body: Mapping[str, Any]) -> int:
     return int(limit or DEFAULT_MAX_OUTPUT_TOKENS) * int(choices)
 
 
-def _extra_tokens(fields: Mapping[str, Any]) -> int:
+def _extra_tokens(fields: Mapping[str, Any], count_text: TextCounter) -> int:
     # tool definitions and a JSON schema are shown to the model as part of the prompt
-    return sum(estimate_text_tokens(orjson.dumps(v).decode()) for v in fields.values())
+    return sum(count_text(orjson.dumps(v).decode()) for v in fields.values())
 
 
 def _row_ids(batch: pl.DataFrame, id_column: str | None, position: int) -> pl.Series:

@@ -124,6 +124,9 @@ class LimitsSpec(_Strict):
     max_concurrency: int = Field(default=64, gt=0, le=4096)
     #: adapt concurrency to 429/503/timeouts when the server sends no rate-limit headers
     adaptive: bool = True
+    #: how prompt tokens are counted for TPM pacing and cost estimates: the offline
+    #: estimate, or tiktoken's exact o200k count (installed, with its encoding cached)
+    tokenizer: Literal["estimate", "tiktoken"] = "estimate"
 
 
 class RetrySpec(_Strict):

@@ -3,8 +3,8 @@
 Close to OpenAI's cl100k/o200k counts for English prose (about 0.75 words per
 token) and for CJK text (about one token per character), and deliberately
 simple: the planner runs it once per request, the simulator once per response.
-When ``tiktoken`` is installed *with its encodings already cached*, callers may
-pass ``exact=True`` to count precisely.
+A job may ask for exact counts instead (``limits.tokenizer: tiktoken``) when ``tiktoken``
+is installed *with its o200k encoding already cached* (nothing is downloaded).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import functools
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from batchchat.errors import SpecError
 
 # a word piece of up to 4 letters, 1-3 digits, one CJK character, or one other symbol
 _PIECE = re.compile(
@@ -31,10 +33,14 @@ def estimate_text_tokens(text: str) -> int:
     return len(_PIECE.findall(text))
 
 
-def estimate_prompt_tokens(messages: Iterable[Any], *, exact: bool = False) -> int:
-    """Estimated prompt tokens of a list of chat messages (content parts included)."""
-    count = _exact_counter() if exact else None
-    counter = count or estimate_text_tokens
+TextCounter = Callable[[str], int]
+
+
+def estimate_prompt_tokens(
+    messages: Iterable[Any], *, counter: TextCounter = estimate_text_tokens
+) -> int:
+    """Prompt tokens of a list of chat messages (content parts included), each text counted
+    by ``counter`` (the offline estimate unless a job chose tiktoken)."""
     total = REPLY_PRIMING_TOKENS
     for message in messages:
         total += PER_MESSAGE_TOKENS
@@ -53,7 +59,7 @@ def estimate_prompt_tokens(messages: Iterable[Any], *, exact: bool = False) -> i
     return total
 
 
-def _content_tokens(content: Any, counter: Callable[[str], int]) -> int:
+def _content_tokens(content: Any, counter: TextCounter) -> int:
     if isinstance(content, str):
         return counter(content)
     if not isinstance(content, list):
@@ -69,9 +75,23 @@ def _content_tokens(content: Any, counter: Callable[[str], int]) -> int:
     return total
 
 
+def text_counter(tokenizer: str) -> TextCounter:
+    """The counter a job's ``limits.tokenizer`` names: ``estimate`` or ``tiktoken``."""
+    if tokenizer == "estimate":
+        return estimate_text_tokens
+    counter = _tiktoken_counter()
+    if counter is None:
+        raise SpecError(
+            "limits.tokenizer: tiktoken is not installed, or its o200k_base encoding is not "
+            "cached (batchchat never downloads one): pip install tiktoken and cache the "
+            "encoding where TIKTOKEN_CACHE_DIR points, or use tokenizer: estimate"
+        )
+    return counter
+
+
 @functools.cache
-def _exact_counter() -> Callable[[str], int] | None:
-    """tiktoken's o200k counter when installed with cached encodings; None otherwise."""
+def _tiktoken_counter() -> TextCounter | None:
+    """tiktoken's o200k counter when installed with a cached encoding; None otherwise."""
     try:
         import tiktoken  # type: ignore[import-not-found]
 
