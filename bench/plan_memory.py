@@ -85,7 +85,7 @@ def generate(path: Path, rows: int, chunk: int = 100_000) -> None:
 
 def child(spec_path: str) -> None:
     """Plan the spec three ways; print one JSON line of measurements."""
-    from batchchat.planner import batch_line, iter_requests
+    from batchchat.plan.planner import batch_line, iter_requests
     from batchchat.spec import load_spec
 
     spec = load_spec(spec_path)

@@ -9,7 +9,6 @@ from typing import Any
 
 import polars as pl
 
-from batchchat.encoder import ResultEncoder
 from batchchat.errors import APIStatusError, RetriesExhausted, ServerError
 from batchchat.models import (
     ChatRequest,
@@ -21,8 +20,9 @@ from batchchat.models import (
     TopLogprob,
     Usage,
 )
-from batchchat.results import result_schema
-from batchchat.sink import ParquetSink
+from batchchat.results.encoder import ResultEncoder
+from batchchat.results.schema import result_schema
+from batchchat.results.sink import ParquetSink
 from batchchat.spec import JobSpec, load_spec
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)

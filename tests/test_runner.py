@@ -21,7 +21,7 @@ import pytest
 
 import batchchat
 from batchchat.errors import InputError, LockedError, ResumeError, SpecError
-from batchchat.outdir import read_status
+from batchchat.results.outdir import read_status
 from batchchat.runner import RunOptions, run_job
 from batchchat.simulator import SimulatorServer
 from batchchat.spec import JobSpec, load_spec
@@ -263,7 +263,7 @@ async def test_stop_event_drains_in_flight_and_loses_nothing(
 async def test_second_run_on_a_locked_directory_is_refused(
     simulator: SimulatorServer, tmp_path: Path
 ) -> None:
-    from batchchat.outdir import open_output
+    from batchchat.results.outdir import open_output
 
     spec = job(tmp_path, simulator.base_url)
     with (

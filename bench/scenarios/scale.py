@@ -111,7 +111,7 @@ def _growth_mb(result: ProcResult) -> float:
 #: a child that plans every row of a job (``skip_all``: reads every row, renders none)
 _PLAN_CHILD = """
 import sys, time
-from batchchat.planner import iter_requests
+from batchchat.plan.planner import iter_requests
 from batchchat.spec import load_spec
 spec = load_spec(sys.argv[1])
 skip = (lambda row_ids, sample: row_ids.is_not_null()) if sys.argv[2] == "skip" else None

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from batchchat._version import __version__
 from batchchat.errors import BatchchatError
 from batchchat.spec import JobSpec, load_spec
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BatchchatError",
@@ -27,15 +26,15 @@ __all__ = [
 
 if TYPE_CHECKING:
     from batchchat.api import read_results, run
-    from batchchat.outdir import scan_results
-    from batchchat.report import RunReport
+    from batchchat.report.build import RunReport
+    from batchchat.results.outdir import scan_results
 
 # The engine (aiohttp, pyarrow, polars) loads on first use, so `import batchchat` stays cheap.
 _LAZY = {
     "run": "batchchat.api",
     "read_results": "batchchat.api",
-    "scan_results": "batchchat.outdir",
-    "RunReport": "batchchat.report",
+    "scan_results": "batchchat.results.outdir",
+    "RunReport": "batchchat.report.build",
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 
 from batchchat.errors import SpecError
-from batchchat.report import RunReport
+from batchchat.report.build import RunReport
 from batchchat.runner import RunOptions, RunOutcome, run_job
 from batchchat.spec import JobSpec, load_spec
 
@@ -88,8 +88,8 @@ def read_results(out_dir: str | os.PathLike[str]) -> pl.DataFrame:
     """
     from pathlib import Path
 
-    from batchchat.labeling import add_label_summaries
-    from batchchat.resume import read_results as read_deduplicated
+    from batchchat.labels.columns import add_label_summaries
+    from batchchat.results.ledger import read_results as read_deduplicated
 
     return add_label_summaries(read_deduplicated(Path(out_dir)), Path(out_dir))
 

@@ -24,24 +24,24 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from batchchat.budget import Budget
-from batchchat.encoder import ResultEncoder
-from batchchat.endpoint import open_target, resolve_headers
+from batchchat.cli.progress import Tally
 from batchchat.errors import AuthenticationError, QuotaExceededError
-from batchchat.executor import execute
-from batchchat.labeling import label_column_group
+from batchchat.execute.budget import Budget
+from batchchat.execute.endpoint import open_target, resolve_headers
+from batchchat.execute.executor import execute
+from batchchat.execute.transport import AiohttpTransport
+from batchchat.labels.columns import label_column_group
 from batchchat.models import ChatRequest, ChatResult, ExecutionStats, custom_id
-from batchchat.outdir import OutputDir, open_output
-from batchchat.planner import RowFailure, check_spec_against_input, iter_requests
+from batchchat.plan.planner import RowFailure, check_spec_against_input, iter_requests
+from batchchat.plan.reader import InputIssue, check_unique_ids, read_schema
 from batchchat.pricing import PriceTable
-from batchchat.progress import Tally
-from batchchat.reader import InputIssue, check_unique_ids, read_schema
-from batchchat.report import RunReport, build_report, write_reports
-from batchchat.results import ColumnGroup, result_schema
-from batchchat.runstats import save_input_issues, save_stats
-from batchchat.sink import ParquetSink
+from batchchat.report.build import RunReport, build_report, write_reports
+from batchchat.results.encoder import ResultEncoder
+from batchchat.results.outdir import OutputDir, open_output
+from batchchat.results.runstats import save_input_issues, save_stats
+from batchchat.results.schema import ColumnGroup, result_schema
+from batchchat.results.sink import ParquetSink
 from batchchat.spec import JobSpec
-from batchchat.transport import AiohttpTransport
 
 #: errors after which sending more requests only repeats the same failure
 _FATAL_ERRORS = (AuthenticationError, QuotaExceededError)

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchchat.cli import main
-from tests.test_export import fill
+from tests.results.test_export import fill
 
 
 def invoke(*args: str) -> tuple[int, bytes, str]:

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from batchchat.cli import main
-from batchchat.planner import iter_requests
+from batchchat.plan.planner import iter_requests
 from batchchat.pricing import PriceTable
 from batchchat.spec import load_spec
 

@@ -8,7 +8,7 @@ import orjson
 from click.testing import CliRunner
 
 from batchchat.cli import main
-from tests.test_report import ok_row, sample_dir, write_results
+from tests.report.test_build import ok_row, sample_dir, write_results
 
 
 def invoke(*args: str) -> tuple[int, str, str]:

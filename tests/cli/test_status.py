@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from batchchat.cli import main
-from batchchat.outdir import open_output
+from batchchat.results.outdir import open_output
 from tests._results import make_result, make_spec, server_error, write_parts
-from tests.test_outdir import finish_run
+from tests.results.test_outdir import finish_run
 
 
 def invoke(*args: str) -> tuple[int, str, str]:

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from batchchat.errors import AuthenticationError, RequestTooLargeError
-from batchchat.executor import execute
+from batchchat.execute.executor import execute
+from batchchat.execute.transport import AiohttpTransport
 from batchchat.models import ChatRequest, ChatResult, ExecutionStats
+from batchchat.plan.tokens import estimate_prompt_tokens
 from batchchat.simulator import SimulatorServer, key_of
 from batchchat.spec import JobSpec
-from batchchat.tokens import estimate_prompt_tokens
-from batchchat.transport import AiohttpTransport
 from tests.conftest import SimulatorFactory
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from batchchat.plan.tokens import estimate_prompt_tokens
 from batchchat.simulator import DEFAULT_CHARGED_COMPLETION_TOKENS
 from batchchat.simulator.ratelimit import SlidingWindow, format_duration, retry_headers
-from batchchat.tokens import estimate_prompt_tokens
 from tests.conftest import ManualClock
 from tests.simulator._client import chat, user
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from batchchat import __version__
+from batchchat._version import __version__
 
 #: command name → "module:attribute" under batchchat.cli
 COMMANDS = {

@@ -9,7 +9,7 @@ import sys
 import click
 from rich.console import Console
 
-from batchchat.progress import ProgressDisplay, Tally
+from batchchat.cli.progress import ProgressDisplay, Tally
 from batchchat.runner import RunOptions, RunOutcome, new_run_id, run_job
 from batchchat.spec import JobSpec
 
@@ -55,7 +55,7 @@ async def execute_run(
 
 def _expected_requests(spec: JobSpec) -> int | None:
     """Rows × samples when cheaply known (for the ETA); None otherwise."""
-    from batchchat.reader import count_rows
+    from batchchat.plan.reader import count_rows
 
     rows = count_rows(spec)
     return None if rows is None else rows * spec.samples
@@ -87,7 +87,7 @@ def _remove_signal_handlers() -> None:
 
 
 def _summarize(outcome: RunOutcome, mode: str, display: ProgressDisplay) -> None:
-    from batchchat.report import render_table
+    from batchchat.report.build import render_table
 
     report = outcome.report
     if mode == "json":

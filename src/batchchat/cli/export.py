@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from batchchat.cli._common import reports_errors
-from batchchat.export import FORMATS, export_results, export_to_file
+from batchchat.results.export import FORMATS, export_results, export_to_file
 
 
 @click.command()

@@ -16,15 +16,14 @@ from rich.text import Text
 from batchchat.cli._common import parse_vars, reports_errors
 from batchchat.errors import BatchchatError, SpecError
 from batchchat.models import ChatRequest
-from batchchat.planner import (
+from batchchat.plan.planner import (
     RowFailure,
     batch_line,
     check_spec_against_input,
     compile_request,
     iter_requests,
 )
-from batchchat.pricing import PriceTable
-from batchchat.reader import (
+from batchchat.plan.reader import (
     InputIssue,
     check_unique_ids,
     count_rows,
@@ -32,6 +31,7 @@ from batchchat.reader import (
     input_format,
     read_schema,
 )
+from batchchat.pricing import PriceTable
 from batchchat.spec import JobSpec, SeedSpec, load_spec
 
 #: strings longer than this are shortened when bodies are shown (data: URLs, long documents)
@@ -83,8 +83,8 @@ def validate(job: Path, variables: tuple[str, ...]) -> None:
 
 def _output_problems(spec: JobSpec) -> list[str]:
     """Labels that cannot be told apart, kept columns that clash with result columns, prices."""
-    from batchchat.labels import LabelSet
-    from batchchat.results import result_schema
+    from batchchat.labels.labelset import LabelSet
+    from batchchat.results.schema import result_schema
     from batchchat.runner import output_schema  # the executor's imports: only when validating
 
     schema = read_schema(spec)

@@ -13,7 +13,7 @@ from batchchat.cli._common import reports_errors
 from batchchat.errors import InputError
 
 if TYPE_CHECKING:
-    from batchchat.report import RunReport
+    from batchchat.report.build import RunReport
 
 FORMATS = ("table", "json", "md", "html")
 
@@ -52,7 +52,7 @@ def report(directory: Path, fmt: str, output: Path | None, write: bool) -> None:
       batchchat report out/labels --format json | jq .cost.total_usd
       batchchat report out/labels --format html -o /tmp/labels.html
     """
-    from batchchat.report import build_report, render_table, write_reports
+    from batchchat.report.build import build_report, render_table, write_reports
 
     _check_output_dir(directory)
     built = build_report(directory)
@@ -72,14 +72,14 @@ def report(directory: Path, fmt: str, output: Path | None, write: bool) -> None:
 
 
 def _render(fmt: str, built: RunReport) -> str:
-    from batchchat.report import render_markdown, render_table
+    from batchchat.report.build import render_markdown, render_table
 
     if fmt == "json":
         return built.to_json().decode("utf-8") + "\n"
     if fmt == "md":
         return render_markdown(built)
     if fmt == "html":
-        from batchchat.report_html import render_html
+        from batchchat.report.html import render_html
 
         return render_html(built)
     from rich.console import Console

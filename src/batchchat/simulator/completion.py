@@ -16,10 +16,10 @@ from typing import Any
 
 import orjson
 
+from batchchat.plan.tokens import estimate_text_tokens
 from batchchat.simulator import answers
 from batchchat.simulator.schema import instance_of
 from batchchat.simulator.validate import SimRequest
-from batchchat.tokens import estimate_text_tokens
 
 
 @dataclass(slots=True)

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from batchchat.plan.tokens import REPLY_PRIMING_TOKENS
 from batchchat.simulator import replies, stream
 from batchchat.simulator.completion import build_completion, response_body
 from batchchat.simulator.faults import FaultPlan, LatencyModel
@@ -33,7 +34,6 @@ from batchchat.simulator.stats import (
 )
 from batchchat.simulator.validate import InvalidRequest, SimRequest, validate_request
 from batchchat.spec import SimulatorSpec
-from batchchat.tokens import REPLY_PRIMING_TOKENS
 
 #: completion tokens charged per choice against TPM at admission when a request sets no
 #: max_tokens; the same as the planner's DEFAULT_MAX_OUTPUT_TOKENS, so estimates agree

@@ -1,0 +1,1 @@
+"""Plan: read the input and render each row into the exact Chat Completions request to send."""

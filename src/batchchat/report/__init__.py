@@ -1,0 +1,1 @@
+"""Report: a run's figures built from its output directory, shown as JSON, Markdown and HTML."""

@@ -1,0 +1,192 @@
+"""The run report: what it cost, what came back, what failed and why, how fast it was.
+
+Built from an output directory alone -- the result parts, the run stats files
+(``runs/*.json``) and the manifest -- so it works for finished, partial and
+interrupted runs alike, and ``batchchat report DIR`` can rebuild it at any time.
+The keys of :meth:`RunReport.to_dict` (``report.json``) are stable; scripts read them.
+
+Counting rules: a "row" is one (row_id, sample) pair, counted once with its final
+outcome (the ok result if there is one); tokens and cost add up over those rows;
+requests, retries and 429s add up over every attempt of every run.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+from rich.console import RenderableType
+
+from batchchat.labels.columns import label_report, output_label_set
+from batchchat.labels.labelset import LabelSet
+from batchchat.pricing import PriceTable
+from batchchat.report.model import RunReport
+from batchchat.report.stats import (
+    count_requests,
+    count_rows,
+    error_groups,
+    finish_reasons,
+    latency_summary,
+    model_costs,
+    sum_tokens,
+    timeline,
+)
+from batchchat.results.ledger import RESULTS_DIR, has_repeated_keys, scan_results
+from batchchat.results.runstats import load_input_issues, load_stats
+
+__all__ = ["RunReport", "build_report", "render_markdown", "render_table", "write_reports"]
+
+
+# -- building ----------------------------------------------------------------------------------
+
+
+def build_report(out_dir: Path, *, prices: PriceTable | None = None) -> RunReport:
+    """The report of an output directory (finished, partial or interrupted).
+
+    Without ``prices`` the cost is the ``cost_usd`` stored with each result; with them,
+    every row is priced again from its token counts.
+    """
+    out_dir = Path(out_dir)
+    job, spec_hash = _read_manifest(out_dir)
+    runs = load_stats(out_dir)
+    rows = _final_results(out_dir)
+    report = RunReport(
+        output_dir=str(out_dir),
+        job=job,
+        batchchat_version=_version(),
+        spec_hash=spec_hash,
+    )
+    count_rows(report, rows)
+    count_requests(report, runs)
+    models, warnings = model_costs(rows, prices)
+    report.models = models
+    report.tokens = sum_tokens(m.tokens for m in models)
+    report.cost_usd = math.fsum(m.cost_usd or 0.0 for m in models)
+    report.cost_complete = not any(m.unpriced_rows for m in models)
+    report.warnings = warnings
+    report.finish_reasons = finish_reasons(rows)
+    report.errors = error_groups(rows)
+    report.latency = latency_summary(rows)
+    if report.wall_time_s > 0:
+        report.rows_per_s = report.rows_total / report.wall_time_s
+        report.tokens_per_s = report.tokens.total / report.wall_time_s
+    report.timeline = timeline(runs)
+    label_set, report.samples = output_label_set(out_dir)  # from the job's job.yaml
+    report.labels = _labels(out_dir, label_set)
+    report.input_issues = load_input_issues(out_dir)
+    if report.input_issues:
+        first = report.input_issues[0]
+        report.warnings.append(
+            f"{len(report.input_issues)} malformed input line(s) skipped, e.g. "
+            f"{first['path']}:{first['line']}: {first['message']}"
+        )
+    if not runs and report.rows_total:
+        report.warnings.append("no run stats found (runs/*.json): request counts are unknown")
+    return report
+
+
+def write_reports(out_dir: Path, report: RunReport) -> None:
+    """Write ``report.json``, ``report.md`` and ``report.html`` into the output directory."""
+    from batchchat.report.html import render_html  # the HTML renderer is only needed here
+
+    out_dir = Path(out_dir)
+    _write_atomic(out_dir / "report.json", report.to_json() + b"\n")
+    _write_atomic(out_dir / "report.md", render_markdown(report).encode("utf-8"))
+    _write_atomic(out_dir / "report.html", render_html(report).encode("utf-8"))
+
+
+def render_markdown(report: RunReport) -> str:
+    """``report.md``: the report for people, as tables."""
+    from batchchat.report.text import render_markdown as render
+
+    return render(report)
+
+
+def render_table(report: RunReport) -> RenderableType:
+    """The compact table printed at the end of ``batchchat run`` and by ``batchchat report``."""
+    from batchchat.report.text import render_table as render
+
+    return render(report)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("batchchat")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# -- reading an output directory ---------------------------------------------------------------
+
+#: the result columns the report reads, with the type it reads them as
+_COLUMNS: dict[str, pl.DataType] = {
+    "row_id": pl.String(),
+    "sample": pl.Int64(),
+    "status": pl.String(),
+    "error_type": pl.String(),
+    "error_message": pl.String(),
+    "latency_ms": pl.Float64(),
+    "started_at": pl.Datetime("us", "UTC"),
+    "finished_at": pl.Datetime("us", "UTC"),
+    "model": pl.String(),
+    "finish_reason": pl.String(),
+    "prompt_tokens": pl.Int64(),
+    "completion_tokens": pl.Int64(),
+    "total_tokens": pl.Int64(),
+    "cached_tokens": pl.Int64(),
+    "reasoning_tokens": pl.Int64(),
+    "cost_usd": pl.Float64(),
+}
+
+
+def _read_manifest(out_dir: Path) -> tuple[str | None, str | None]:
+    """The job name and the request fingerprint (the spec hash) from manifest.json, if any."""
+    try:
+        data = orjson.loads((out_dir / "manifest.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    return data.get("job"), data.get("fingerprint")
+
+
+def _labels(out_dir: Path, label_set: LabelSet | None) -> dict[str, Any] | None:
+    from batchchat.api import read_results
+
+    if label_set is None or not (out_dir / RESULTS_DIR).is_dir():
+        return None
+    rows = read_results(out_dir)
+    if "label" not in rows.columns:
+        return None
+    return label_report(rows, label_set)
+
+
+def _final_results(out_dir: Path) -> pl.LazyFrame:
+    """One row per (row_id, sample) -- the ok result if there is one, else the latest -- with
+    the columns the report reads (absent ones as nulls).
+
+    Lazy: each part of the report aggregates what it needs in the streaming engine, so a
+    compacted ledger (every finished run's) is never held whole. Where some key has several
+    rows (an interrupted run's ledger) choosing the winners takes every key at once anyway:
+    they are chosen once, into a frame the aggregations share.
+    """
+    if not (out_dir / RESULTS_DIR).is_dir():
+        return pl.LazyFrame(schema=_COLUMNS)
+    keys_repeat = has_repeated_keys(out_dir)
+    rows = scan_results(out_dir, keys_repeat=keys_repeat)
+    have = set(rows.collect_schema().names())
+    columns = rows.select(
+        pl.col(name) if name in have else pl.lit(None, dtype=dtype).alias(name)
+        for name, dtype in _COLUMNS.items()
+    )
+    return columns.collect().lazy() if keys_repeat else columns

@@ -1,0 +1,237 @@
+"""The parts are the ledger: what is done, the deduplicated result, and compaction.
+
+A (row_id, sample) may have several rows across parts — an error, then an ok
+row from a later run that retried it. Everywhere the rule is the same: the
+row that counts is the ok one if there is one, else the latest (part order is
+write order, see :mod:`batchchat.results.sink`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from batchchat.errors import InputError, SinkError
+from batchchat.results.schema import KEY, STATUS_OK
+from batchchat.results.sink import fsync_dir, part_paths, write_atomically
+
+RESULTS_DIR = "results"
+_ORDER = "__batchchat_order"
+#: added to an ok row's order so that any ok row outranks every error row
+_OK_BONUS = 1 << 50
+
+
+def results_dir_of(out_dir: Path | str) -> Path:
+    """The results directory of an output directory (the results directory itself is fine too)."""
+    path = Path(out_dir)
+    if (path / RESULTS_DIR).is_dir():
+        return path / RESULTS_DIR
+    if path.is_dir() and path.name == RESULTS_DIR:
+        return path
+    raise InputError(f"{path} is not a batchchat output directory (it has no {RESULTS_DIR}/)")
+
+
+def _winner(order: pl.Expr) -> pl.Expr:
+    """True for the row that counts for its key: the latest ok row, else the latest row."""
+    score = pl.when(pl.col("status") == STATUS_OK).then(order + _OK_BONUS).otherwise(order)
+    return score == score.max().over(KEY)
+
+
+def scan_results(out_dir: Path | str, *, keys_repeat: bool | None = None) -> pl.LazyFrame:
+    """The results as a LazyFrame: one row per (row_id, sample), the ok one if any, else the
+    latest. Works on partial and interrupted runs alike.
+
+    ``keys_repeat``: what :func:`has_repeated_keys` said, when the caller asked already
+    (the check reads every key).
+    """
+    paths = part_paths(results_dir_of(out_dir))
+    if not paths:
+        return pl.LazyFrame(schema={"row_id": pl.String, "sample": pl.Int64, "status": pl.String})
+    if keys_repeat is None:
+        keys_repeat = _keys_may_repeat(paths)
+    if not keys_repeat:
+        # every row is its key's winner (a compacted ledger): a plain scan, which streams
+        return pl.scan_parquet(paths)
+    frame = pl.scan_parquet(paths, row_index_name=_ORDER)
+    return frame.filter(_winner(pl.col(_ORDER).cast(pl.Int64))).drop(_ORDER)
+
+
+def has_repeated_keys(out_dir: Path | str) -> bool:
+    """True when some (row_id, sample) may have several rows (always False once compacted)."""
+    paths = part_paths(results_dir_of(out_dir))
+    return bool(paths) and _keys_may_repeat(paths)
+
+
+def read_results(out_dir: Path | str) -> pl.DataFrame:
+    """The results as a DataFrame (see :func:`scan_results`)."""
+    return scan_results(out_dir).collect()
+
+
+def _read_keys(paths: list[Path]) -> pl.DataFrame:
+    try:
+        return pl.scan_parquet(paths).select(*KEY, "status").collect()
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise SinkError(f"cannot read the result parts in {paths[0].parent}: {exc}") from None
+
+
+def _keys_may_repeat(paths: list[Path]) -> bool:
+    """False when no (row_id, sample) has two rows in the parts; True when one may.
+
+    Reads a 64-bit hash of every key in the streaming engine and sorts them: 16 bytes per
+    row at the peak instead of every key. A repeated hash is a repeated key or, rarely, a
+    collision; either way the callers then decide exactly, from the keys themselves.
+    """
+    try:
+        hashes = (
+            pl.scan_parquet(paths)
+            .select(pl.struct(KEY).hash())
+            .collect(engine="streaming")
+            .to_series()
+        )
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise SinkError(f"cannot read the result parts in {paths[0].parent}: {exc}") from None
+    if len(hashes) < 2:
+        return False
+    ordered = hashes.sort()
+    return bool((ordered.slice(1) == ordered.slice(0, len(ordered) - 1)).any())
+
+
+def _sorted_ids(keys: pl.DataFrame) -> dict[int, pl.Series]:
+    """sample → the distinct row ids of ``keys`` with that sample, sorted (for binary search).
+
+    Sorting and then dropping neighbours that repeat needs no hash table: ``unique()`` on
+    a million keys costs ~300 MB, this ~20.
+    """
+    by_sample = {}
+    for (sample,), group in keys.partition_by("sample", as_dict=True).items():
+        ids = group.get_column("row_id").sort()
+        by_sample[int(cast(int, sample))] = ids.filter((ids != ids.shift(1)).fill_null(True))
+    return by_sample
+
+
+def _members(ids: pl.Series | None, row_ids: pl.Series) -> pl.Series:
+    """For each of ``row_ids``: is it in the sorted ``ids``? Exact: the strings are compared."""
+    if ids is None or ids.is_empty():
+        return pl.repeat(False, len(row_ids), dtype=pl.Boolean, eager=True)
+    at = ids.search_sorted(row_ids, side="left")
+    found = ids.gather(at.clip(upper_bound=len(ids) - 1)) == row_ids
+    return (at < len(ids)) & found
+
+
+class ResumeIndex:
+    """What earlier runs finished, read from the parts: ``ok`` keys and ``failed`` keys.
+
+    Per sample, the row ids are one sorted string column, looked up a batch at a time by
+    binary search in polars, so no Python object per key exists: for 1M finished keys the
+    index is built in ~0.15 s for ~120 MB at its peak, where Python sets of the ids took
+    ~0.55 s and ~230 MB.
+    """
+
+    def __init__(self, ok_keys: pl.DataFrame, error_keys: pl.DataFrame) -> None:
+        """(row_id, sample) of every ok row, and of every error row, in every part."""
+        #: sample → sorted row ids with an ok row
+        self._ok = _sorted_ids(ok_keys)
+        errors = _sorted_ids(error_keys)
+        #: sample → sorted row ids whose every row is an error (a later ok row wins)
+        self._failed = {
+            sample: ids.filter(~_members(self._ok.get(sample), ids))
+            for sample, ids in errors.items()
+        }
+        #: keys with an ok row
+        self.ok = sum(len(ids) for ids in self._ok.values())
+        #: keys whose every row is an error
+        self.failed = sum(len(ids) for ids in self._failed.values())
+
+    @classmethod
+    def empty(cls) -> ResumeIndex:
+        none = pl.DataFrame(schema={"row_id": pl.String, "sample": pl.Int64})
+        return cls(none, none)
+
+    def done(self, row_ids: pl.Series, sample: int, *, retry_failed: bool = True) -> pl.Series:
+        """Which of ``row_ids`` a run skips for ``sample``: those with an ok row, and with
+        ``retry_failed=False`` those whose every row failed too."""
+        done = _members(self._ok.get(sample), row_ids)
+        if not retry_failed:
+            done = done | _members(self._failed.get(sample), row_ids)
+        return done
+
+    def is_done(self, row_id: str, sample: int) -> bool:
+        """True when the key already has an ok row."""
+        return bool(self.done(pl.Series([row_id], dtype=pl.String), sample)[0])
+
+    def is_failed(self, row_id: str, sample: int) -> bool:
+        """True when every row of the key is an error."""
+        return bool(_members(self._failed.get(sample), pl.Series([row_id], dtype=pl.String))[0])
+
+
+def build_index(results_dir: Path) -> ResumeIndex:
+    """The resume index of a results directory (reads only row_id, sample and status)."""
+    paths = part_paths(results_dir)
+    if not paths:
+        return ResumeIndex.empty()
+    ok = pl.col("status") == STATUS_OK
+    try:
+        # only the keys, filtered while reading: the status column is never held whole
+        ok_keys, error_keys = pl.collect_all(
+            [pl.scan_parquet(paths).filter(where).select(KEY) for where in (ok, ~ok)],
+            engine="streaming",
+        )
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise SinkError(f"cannot read the result parts in {paths[0].parent}: {exc}") from None
+    return ResumeIndex(ok_keys, error_keys)
+
+
+def iter_results(out_dir: Path | str) -> Iterator[pl.DataFrame]:
+    """The deduplicated results one part at a time (memory bounded by a part, not the job)."""
+    paths = part_paths(results_dir_of(out_dir))
+    masks = _winner_masks(paths)
+    for i, path in enumerate(paths):
+        frame = pl.read_parquet(path)
+        yield frame if masks is None else frame.filter(masks[i])
+
+
+def compact_parts(results_dir: Path) -> int:
+    """Drop every row that is not its key's winner, rewriting only the parts that hold one.
+
+    Afterwards ``pl.scan_parquet("results/*.parquet")`` equals :func:`read_results`. Each
+    part is replaced atomically and a key's winner is never dropped, so a crash halfway
+    leaves a consistent ledger. Returns the number of rows dropped.
+    """
+    paths = part_paths(results_dir)
+    masks = _winner_masks(paths)
+    if masks is None:
+        return 0
+    dropped = 0
+    for path, mask in zip(paths, masks, strict=True):
+        kept = int(mask.sum())
+        if kept == len(mask):
+            continue
+        dropped += len(mask) - kept
+        if kept == 0:
+            path.unlink()
+            fsync_dir(path.parent)
+        else:
+            write_atomically(path, pq.read_table(path).filter(mask.to_arrow()))
+    return dropped
+
+
+def _winner_masks(paths: list[Path]) -> list[pl.Series] | None:
+    """For each part, which of its rows count; None when no key repeats (all of them do)."""
+    if not paths or not _keys_may_repeat(paths):
+        return None
+    keys = _read_keys(paths)
+    if keys.select(pl.struct(KEY).n_unique()).item() == keys.height:
+        return None  # the hashes collided: no key repeats after all
+    # the order must be a column: an expression like int_range(len()) would restart per window
+    ordered = keys.with_row_index(_ORDER)
+    mask = ordered.select(_winner(pl.col(_ORDER).cast(pl.Int64))).to_series()
+    masks, offset = [], 0
+    for path in paths:
+        size = pq.read_metadata(path).num_rows
+        masks.append(mask.slice(offset, size))
+        offset += size
+    return masks

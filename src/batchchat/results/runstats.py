@@ -1,0 +1,121 @@
+"""The counters of each run, kept next to its results as ``runs/<run_id>.json``.
+
+The runner saves them every few seconds and at the end, so a report of an
+interrupted run (even one killed with SIGKILL) still knows what was sent.
+Files are replaced atomically: a reader sees the old file or the new one, never half.
+Reading is lenient about fields: a file written by an older or newer batchchat
+loads with the fields both know.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchchat.errors import SinkError
+from batchchat.models import ExecutionStats, TimelineBucket
+from batchchat.plan.reader import InputIssue
+
+RUNS_DIR = "runs"
+
+
+def stats_path(out_dir: Path, run_id: str) -> Path:
+    """Where the stats of one run live."""
+    return Path(out_dir) / RUNS_DIR / f"{run_id}.json"
+
+
+def save_stats(out_dir: Path, stats: ExecutionStats) -> None:
+    """Write the stats of a run atomically (temporary file + rename)."""
+    path = stats_path(out_dir, stats.run_id)
+    data = orjson.dumps(stats_to_dict(stats), option=orjson.OPT_INDENT_2)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise SinkError(f"cannot write run stats {path}: {exc.strerror or exc}") from None
+
+
+def load_stats(out_dir: Path) -> list[ExecutionStats]:
+    """The stats of every run in an output directory, oldest first (unreadable files skipped)."""
+    runs = Path(out_dir) / RUNS_DIR
+    if not runs.is_dir():
+        return []
+    loaded = []
+    for path in sorted(runs.glob("*.json")):
+        try:
+            loaded.append(stats_from_dict(orjson.loads(path.read_bytes())))
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue  # a foreign or damaged file must not hide the other runs
+    return sorted(loaded, key=lambda stats: stats.started_at)
+
+
+def stats_to_dict(stats: ExecutionStats) -> dict[str, Any]:
+    """Plain JSON-ready data: datetimes as ISO 8601, status codes as string keys."""
+    data: dict[str, Any] = {}
+    for field in dataclasses.fields(stats):
+        value = getattr(stats, field.name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif field.name == "status_counts":
+            value = {str(code): count for code, count in value.items()}
+        elif field.name == "timeline":
+            value = [dataclasses.asdict(bucket) for bucket in value]
+        data[field.name] = value
+    return data
+
+
+def stats_from_dict(data: dict[str, Any]) -> ExecutionStats:
+    """The inverse of :func:`stats_to_dict`, ignoring fields this version does not know."""
+    known = {field.name for field in dataclasses.fields(ExecutionStats)}
+    values = {key: value for key, value in data.items() if key in known}
+    values["started_at"] = datetime.fromisoformat(data["started_at"])
+    if values.get("finished_at"):
+        values["finished_at"] = datetime.fromisoformat(values["finished_at"])
+    values["status_counts"] = {
+        int(code): int(count) for code, count in (data.get("status_counts") or {}).items()
+    }
+    bucket_fields = {field.name for field in dataclasses.fields(TimelineBucket)}
+    values["timeline"] = [
+        TimelineBucket(**{k: v for k, v in bucket.items() if k in bucket_fields})
+        for bucket in data.get("timeline") or []
+    ]
+    return ExecutionStats(**values)
+
+
+def issues_path(out_dir: Path, run_id: str) -> Path:
+    """Where the input lines a run skipped (``input.on_bad_line: skip``) are listed."""
+    return Path(out_dir) / RUNS_DIR / f"{run_id}.input-issues.jsonl"
+
+
+def save_input_issues(out_dir: Path, run_id: str, issues: Sequence[InputIssue]) -> None:
+    """One JSON line per skipped input line: path, line, message."""
+    if not issues:
+        return
+    path = issues_path(out_dir, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = (orjson.dumps(asdict(issue)) + b"\n" for issue in issues)
+    path.write_bytes(b"".join(lines))
+
+
+def load_input_issues(out_dir: Path) -> list[dict[str, Any]]:
+    """The skipped input lines of the latest run that skipped any (each run reads the whole
+    input again, so older runs' lists repeat the same lines)."""
+    files = sorted((Path(out_dir) / RUNS_DIR).glob("*.input-issues.jsonl"))
+    if not files:
+        return []
+    return [orjson.loads(line) for line in files[-1].read_bytes().splitlines() if line.strip()]

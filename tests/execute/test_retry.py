@@ -1,0 +1,120 @@
+"""The retry policy: what is retried (a table of every case in the issue) and how long it waits."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from batchchat.errors import (
+    ConnectTimeout,
+    DeadlineExceeded,
+    FirstByteTimeout,
+    IdleTimeout,
+    NetworkError,
+    RateLimitError,
+    RequestError,
+    ResponseFormatError,
+    StreamError,
+)
+from batchchat.execute.parse import status_error
+from batchchat.execute.retry import RETRY_AFTER_JITTER, RetryPolicy
+from batchchat.spec import RetrySpec
+
+
+def _status(status: int, code: str | None = None, message: str = "x") -> RequestError:
+    body = orjson.dumps({"error": {"message": message, "type": code, "code": code}})
+    return status_error(status, {}, body)
+
+
+CASES: list[tuple[str, RequestError, bool]] = [
+    ("connect timeout", ConnectTimeout("t"), True),
+    ("first-byte timeout", FirstByteTimeout("t"), True),
+    ("idle timeout", IdleTimeout("t"), True),
+    ("deadline", DeadlineExceeded("t"), True),
+    ("connection reset / dropped", NetworkError("reset"), True),
+    ("408", _status(408), True),
+    ("409", _status(409), True),
+    ("429 rate_limit_exceeded", _status(429, "rate_limit_exceeded"), True),
+    ("429 slow_down", _status(429, "slow_down"), True),
+    ("429 without a body", status_error(429, {}, b""), True),
+    ("500", _status(500), True),
+    ("502", _status(502), True),
+    ("503", _status(503), True),
+    ("504", _status(504), True),
+    ("529", _status(529), True),
+    ("truncated body", ResponseFormatError("truncated"), True),
+    ("incomplete stream", ResponseFormatError("no finish_reason"), True),
+    ("error event in a 200 stream", StreamError("boom"), True),
+    ("400", _status(400), False),
+    ("401", _status(401, "invalid_api_key"), False),
+    ("403", _status(403), False),
+    ("404", _status(404, "model_not_found"), False),
+    ("413", _status(413), False),
+    ("422", _status(422), False),
+    ("429 insufficient_quota", _status(429, "insufficient_quota"), False),
+    ("429 credit_balance_exhausted", _status(429, "credit_balance_exhausted"), False),
+    ("400 context_length_exceeded", _status(400, "context_length_exceeded"), False),
+    (
+        "429 request too large",
+        _status(429, "rate_limit_exceeded", "Request too large for x"),
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "error", "retried"), CASES, ids=[c[0] for c in CASES])
+def test_what_is_retried(case: str, error: RequestError, retried: bool) -> None:
+    policy = RetryPolicy(RetrySpec(max_attempts=6))
+    wait = policy.next_wait(error, attempt=1)
+    assert (wait is not None) is retried, case
+
+
+def test_gives_up_after_max_attempts() -> None:
+    policy = RetryPolicy(RetrySpec(max_attempts=3))
+    error = NetworkError("reset")
+    assert policy.next_wait(error, attempt=1) is not None
+    assert policy.next_wait(error, attempt=2) is not None
+    assert policy.next_wait(error, attempt=3) is None
+
+
+def test_one_attempt_means_no_retry() -> None:
+    assert RetryPolicy(RetrySpec(max_attempts=1)).next_wait(NetworkError("x"), 1) is None
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 3, 4, 5, 8, 12])
+def test_backoff_is_full_jitter_within_the_exponential_window_and_the_cap(attempt: int) -> None:
+    spec = RetrySpec(max_attempts=20, initial_wait_s=0.5, max_wait_s=10.0)
+    policy = RetryPolicy(spec)
+    window = min(spec.max_wait_s, spec.initial_wait_s * 2 ** (attempt - 1))
+    waits = [policy.next_wait(_status(503), attempt) for _ in range(400)]
+    assert all(w is not None and 0.0 <= w <= window for w in waits)
+    # full jitter: spread over the whole window, not bunched at its top
+    assert min(w for w in waits if w is not None) < 0.2 * window
+    assert max(w for w in waits if w is not None) > 0.8 * window
+
+
+def test_the_servers_retry_after_wins_over_backoff() -> None:
+    policy = RetryPolicy(RetrySpec(initial_wait_s=30.0, max_wait_s=120.0))
+    error = RateLimitError("429", retry_after=0.25, status=429)
+    waits = [policy.next_wait(error, attempt=4) for _ in range(200)]
+    assert all(w is not None and 0.25 <= w <= 0.25 * (1 + RETRY_AFTER_JITTER) for w in waits)
+
+
+def test_retry_after_applies_to_any_error_carrying_it() -> None:
+    error = status_error(503, {"retry-after": "2"}, b"")
+    # a 503 is not a RateLimitError: no retry_after attribute, plain backoff
+    wait = RetryPolicy(RetrySpec(initial_wait_s=0.01, max_wait_s=0.02)).next_wait(error, 1)
+    assert wait is not None and wait <= 0.02
+
+
+def test_a_retry_after_longer_than_max_wait_gives_up() -> None:
+    policy = RetryPolicy(RetrySpec(max_wait_s=60.0))
+    assert policy.next_wait(RateLimitError("429", retry_after=3600.0, status=429), 1) is None
+    assert policy.next_wait(RateLimitError("429", retry_after=59.0, status=429), 1) is not None
+
+
+def test_jitter_on_the_servers_advice_stays_within_max_wait() -> None:
+    policy = RetryPolicy(RetrySpec(max_wait_s=1.0))
+    error = RateLimitError("429", retry_after=0.99, status=429)
+    waits = [policy.next_wait(error, attempt=1) for _ in range(200)]
+    assert all(w is not None and 0.99 <= w <= 1.0 for w in waits)
