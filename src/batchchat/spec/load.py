@@ -1,0 +1,157 @@
+"""YAML → :class:`JobSpec`: every problem of a file at once, each with its line and field path."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from batchchat.errors import SpecError
+from batchchat.spec.model import JobSpec, Strict
+
+# -- loading ------------------------------------------------------------------------------------
+
+_Path = tuple[str | int, ...]
+
+
+def load_spec(
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    variables: Mapping[str, str] | None = None,
+) -> JobSpec:
+    """Read and validate a job spec from a YAML file (or an already-parsed mapping).
+
+    ``overrides`` are dotted keys (``{"limits.rpm": 100}``) applied before validation;
+    ``variables`` are ``--var`` values, merged over the spec's ``vars``.
+    """
+    lines: dict[_Path, int] = {}
+    if isinstance(source, Mapping):
+        data, where = dict(source), "<spec>"
+        data.setdefault("name", "job")
+    else:
+        path = Path(source)
+        where = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SpecError(f"cannot read job spec {path}: {exc.strerror}") from None
+        data, lines = _parse_yaml(text, where)
+        data.setdefault("name", path.stem)
+        data.setdefault("base_dir", str(path.parent.resolve()))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, dotted, value)
+    if variables:
+        data["vars"] = {**(data.get("vars") or {}), **variables}
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(err, where, lines) for err in exc.errors()]
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise SpecError(f"{where}: invalid job spec ({count}):", problems) from None
+
+
+def _parse_yaml(text: str, where: str) -> tuple[dict[str, Any], dict[_Path, int]]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise SpecError(f"{where}{line}: not valid YAML: {exc.problem}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: a job spec is a YAML mapping (name:, input:, request:, ...)")
+    lines: dict[_Path, int] = {}
+    _index_lines(node, (), lines)
+    return data, lines
+
+
+def _index_lines(node: yaml.Node | None, path: _Path, lines: dict[_Path, int]) -> None:
+    """Record the 1-based line of every key and list item, by its path in the document."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = (*path, key_node.value)
+            lines[child] = key_node.start_mark.line + 1
+            _index_lines(value_node, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            child = (*path, index)
+            lines[child] = item.start_mark.line + 1
+            _index_lines(item, child, lines)
+
+
+def _describe(error: Any, where: str, lines: dict[_Path, int]) -> str:
+    loc: _Path = tuple(part for part in error["loc"] if not _is_union_tag(part))
+    field_path = ".".join(str(part) for part in loc) or "(top level)"
+    line = _line_of(loc, lines)
+    prefix = f"  {where}:{line}" if line else f"  {where}"
+    if error["type"] == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"{prefix}: {field_path}: unknown key{hint}"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        message = "required key is missing"
+    return f"{prefix}: {field_path}: {message}"
+
+
+_TYPE_TAG = re.compile(r"(?:int|str|float|bool|list|dict)(?:\[.*\])?")
+
+
+def _is_union_tag(part: str | int) -> bool:
+    # pydantic puts the tried union member in the loc ("int", "SeedSpec", "list[str]"); drop
+    # it for users -- but not user-chosen keys such as currency_rates.CNY or pricing.GPT-4o
+    if not isinstance(part, str):
+        return False
+    models = {cls.__name__ for cls in Strict.__subclasses__()}
+    return part in models or _TYPE_TAG.fullmatch(part) is not None
+
+
+def _line_of(loc: _Path, lines: dict[_Path, int]) -> int | None:
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _known_keys(parent: _Path) -> list[str]:
+    model: type[BaseModel] = JobSpec
+    for part in parent:
+        annotation = model.model_fields.get(str(part))
+        if annotation is None:
+            return []
+        nested = _model_in(annotation.annotation)
+        if nested is None:
+            return []
+        model = nested
+    return list(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {} if child is None else dict(child)
+            node[key] = child
+        node = child
+    node[leaf] = value

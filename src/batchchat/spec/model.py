@@ -1,0 +1,274 @@
+"""The job spec as pydantic models: every key, its type, its default and what it means.
+
+A :class:`JobSpec` is the single source of truth of a job; :mod:`batchchat.spec.load`
+builds one from YAML, with file, line and field in every error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from batchchat.errors import SpecError
+
+SIMULATOR = "simulator"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(Strict):
+    path: str
+    format: Literal["parquet", "jsonl", "csv"] | None = None
+    id_column: str | None = None
+    limit: int | None = Field(default=None, gt=0)
+    #: what a malformed JSONL line does: stop the run (error) or get recorded and skipped
+    on_bad_line: Literal["error", "skip"] = "error"
+    #: rows per batch read from the input; bounds memory
+    batch_size: int = Field(default=10_000, gt=0)
+
+
+class LatencySpec(Strict):
+    """Simulated latency: fixed ``mean_ms``, or a distribution around it."""
+
+    mean_ms: float = Field(default=0.0, ge=0)
+    distribution: Literal["fixed", "uniform", "exponential", "lognormal"] = "fixed"
+    #: spread for uniform (± jitter_ms) and lognormal (sigma = jitter_ms / mean_ms)
+    jitter_ms: float = Field(default=0.0, ge=0)
+
+
+class FaultSpec(Strict):
+    """Probabilities (0–1) of each injected fault, per request."""
+
+    http_500: float = Field(default=0.0, ge=0, le=1)
+    http_502: float = Field(default=0.0, ge=0, le=1)
+    http_503: float = Field(default=0.0, ge=0, le=1)
+    http_429: float = Field(default=0.0, ge=0, le=1)  # a 429 without rate-limit headers
+    drop: float = Field(default=0.0, ge=0, le=1)  # connection closed without a response
+    truncate: float = Field(default=0.0, ge=0, le=1)  # body cut short
+    stall: float = Field(default=0.0, ge=0, le=1)  # no bytes for stall_s
+    stream_error: float = Field(default=0.0, ge=0, le=1)  # error event inside a 200 stream
+    stall_s: float = Field(default=3600.0, gt=0)
+    seed: int = 0
+
+
+class SimulatorSpec(Strict):
+    """Knobs of the built-in simulator (``endpoint.simulator`` or ``batchchat simulate`` flags)."""
+
+    latency: LatencySpec = LatencySpec()
+    #: streaming speed; 0 sends every chunk at once
+    tokens_per_s: float = Field(default=0.0, ge=0)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    #: start the rate-limit window already full, as in the middle of a long job
+    prefill: bool = False
+    #: require this bearer key (None: no auth)
+    api_key: str | None = None
+    faults: FaultSpec = FaultSpec()
+    #: seconds between ``: keep-alive`` comment lines in slow streams
+    keep_alive_s: float = Field(default=5.0, gt=0)
+
+
+class EndpointSpec(Strict):
+    base_url: str = SIMULATOR
+    #: the NAME of the environment variable holding the key; never the key itself
+    api_key_env: str | None = None
+    #: extra headers; values may name environment variables as ${VAR}
+    headers: dict[str, str] = Field(default_factory=dict)
+    #: total deadline of one attempt, seconds
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    #: deadline for the response headers after the request was sent
+    first_byte_timeout_s: float | None = Field(default=None, gt=0)
+    #: longest silence allowed between two bytes of a body (streams send keep-alives)
+    idle_timeout_s: float | None = Field(default=None, gt=0)
+    simulator: SimulatorSpec | None = None
+
+    @property
+    def is_simulator(self) -> bool:
+        return self.base_url == SIMULATOR
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _names_a_variable(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(
+                "must be the NAME of an environment variable (like OPENAI_API_KEY), "
+                "not the key itself"
+            )
+        return value
+
+
+class SeedSpec(Strict):
+    base: int
+    #: derive a stable seed from (base, row id, sample) instead of sending ``base`` everywhere
+    per_row: bool = False
+
+
+class LimitsSpec(Strict):
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    max_concurrency: int = Field(default=64, gt=0, le=4096)
+    #: adapt concurrency to 429/503/timeouts when the server sends no rate-limit headers
+    adaptive: bool = True
+    #: how prompt tokens are counted for TPM pacing and cost estimates: the offline
+    #: estimate, or tiktoken's exact o200k count (installed, with its encoding cached)
+    tokenizer: Literal["estimate", "tiktoken"] = "estimate"
+
+
+class RetrySpec(Strict):
+    max_attempts: int = Field(default=6, gt=0)
+    max_wait_s: float = Field(default=120.0, gt=0)
+    initial_wait_s: float = Field(default=1.0, gt=0)
+
+
+class OutputSpec(Strict):
+    #: output directory; default ``out/<job name>``; may use ``{{ vars.x }}``
+    path: str | None = None
+    keep_columns: list[str] = Field(default_factory=list)
+    parse: Literal["json"] | None = None
+    keep_raw: bool = False
+    labels: list[str] | dict[str, str] | None = None
+    label_field: str | None = None
+    #: a part is written every ``part_rows`` results or ``part_seconds``, whichever first
+    part_rows: int = Field(default=50_000, gt=0)
+    part_seconds: float = Field(default=10.0, gt=0)
+
+
+class PriceSpec(Strict):
+    """Prices per 1M tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    reasoning: float | None = Field(default=None, ge=0)
+    currency: Literal["USD", "CNY"] = "USD"
+
+
+class BudgetSpec(Strict):
+    max_cost_usd: float = Field(gt=0)
+
+
+def _as_text(value: Any) -> Any:
+    """A YAML scalar as the text it was written as (true → "true"); anything else as is."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+#: the top-level keys of a job spec
+class JobSpec(Strict):
+    name: str
+    input: InputSpec
+    endpoint: EndpointSpec = EndpointSpec()
+    request: dict[str, Any]
+    seed: int | SeedSpec | None = None
+    samples: int = Field(default=1, gt=0)
+    limits: LimitsSpec = LimitsSpec()
+    retry: RetrySpec = RetrySpec()
+    output: OutputSpec = OutputSpec()
+    pricing: dict[str, PriceSpec] = Field(default_factory=dict)
+    #: USD per unit of each other currency used by a price (e.g. {CNY: 0.14})
+    currency_rates: dict[str, float] = Field(default_factory=dict)
+    budget: BudgetSpec | None = None
+    #: values for ``{{ vars.x }}`` in templates and output.path; ``--var k=v`` overrides
+    vars: dict[str, str] = Field(default_factory=dict)
+    #: the directory relative paths in the spec are resolved against
+    base_dir: str = "."
+
+    @field_validator("vars", mode="before")
+    @classmethod
+    def _scalars_as_text(cls, value: Any) -> Any:
+        # `vars: {year: 2024, full: true}` is what people write; they mean the text
+        if not isinstance(value, dict):
+            return value
+        return {key: _as_text(item) for key, item in value.items()}
+
+    @field_validator("request")
+    @classmethod
+    def _has_model_and_messages(cls, request: dict[str, Any]) -> dict[str, Any]:
+        missing = [key for key in ("model", "messages") if key not in request]
+        if missing:
+            raise ValueError(f"request needs {' and '.join(missing)}")
+        if not isinstance(request["messages"], list | str):
+            raise ValueError("request.messages must be a list of messages (or a template)")
+        return request
+
+    @model_validator(mode="after")
+    def _currencies_are_convertible(self) -> JobSpec:
+        for model, price in self.pricing.items():
+            if price.currency != "USD" and price.currency not in self.currency_rates:
+                raise ValueError(
+                    f"pricing.{model} is in {price.currency}: add currency_rates: "
+                    f"{{{price.currency}: <USD per {price.currency}>}}"
+                )
+        return self
+
+    # -- derived values ---------------------------------------------------------------------
+
+    @property
+    def output_dir(self) -> Path:
+        """The output directory, resolved against the spec's directory."""
+        raw = self.output.path or f"out/{self.name}"
+        return self.resolve_path(raw)
+
+    def resolve_path(self, raw: str) -> Path:
+        """A path of the spec (input or output), with ``{{ vars.x }}`` filled in, made absolute
+        against the spec's directory, so a cron job may run from any working directory."""
+        path = Path(os.path.expanduser(_render_path(raw, self.vars, self.name)))
+        return path if path.is_absolute() else Path(os.path.normpath(Path(self.base_dir) / path))
+
+    def request_identity(self) -> dict[str, Any]:
+        """Everything that changes what is sent, as plain data (what the fingerprint hashes)."""
+        return {
+            "request": self.request,
+            "seed": self.seed if not isinstance(self.seed, SeedSpec) else self.seed.model_dump(),
+            "samples": self.samples,
+            "base_url": self.endpoint.base_url,
+            "vars": self.vars,
+        }
+
+    def request_fingerprint(self) -> str:
+        """Hash of everything that changes what is sent; resume refuses when it differs."""
+        parts = self.request_identity()
+        # YAML maps like logit_bias {50256: -100} have integer keys; JSON makes them strings
+        options = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+        return hashlib.sha256(orjson.dumps(parts, option=options)).hexdigest()
+
+    def redacted(self) -> dict[str, Any]:
+        """The resolved spec as plain data, safe to write next to results (no secrets)."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        sim = data.get("endpoint", {}).get("simulator")
+        if sim and sim.get("api_key"):
+            sim["api_key"] = "***"
+        return data
+
+
+_PATH_TEMPLATES = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+def _render_path(raw: str, variables: Mapping[str, str], name: str) -> str:
+    if "{" not in raw:
+        return raw
+    try:
+        return _PATH_TEMPLATES.from_string(raw).render(vars=variables, name=name)
+    except UndefinedError as exc:
+        known = ", ".join(sorted(variables)) or "none"
+        raise SpecError(
+            f"path {raw!r} uses a variable that is not set ({exc.message}); pass it with "
+            f"--var KEY=VALUE (variables set: {known})"
+        ) from None
+    except TemplateError as exc:
+        raise SpecError(f"path {raw!r} is not a valid template: {exc}") from None
