@@ -1,8 +1,9 @@
 """The package's import graph: imports point down the pipeline and never form a cycle.
 
-Every import counts, those inside functions and under ``TYPE_CHECKING`` included: an
-import hidden in a function is still a dependency, and a cycle through one is still
-a cycle.
+Imports inside functions count like any other: an import hidden in a function is still a
+dependency, and a cycle through one is still a cycle. Imports under ``TYPE_CHECKING``
+count for the direction (a lower stage may not even name a higher one's types) but not
+for cycles: they never run, which is how a type is named without a cycle.
 """
 
 from __future__ import annotations
@@ -42,19 +43,37 @@ def module_names() -> dict[str, Path]:
     return found
 
 
-def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The package's modules that ``name`` imports, wherever in the file the import is."""
+def imports_of(
+    name: str, path: Path, modules: dict[str, Path], *, runtime_only: bool = False
+) -> set[str]:
+    """The package's modules that ``name`` imports, wherever in the file the import is
+    (``runtime_only``: leaving out the ``if TYPE_CHECKING:`` blocks)."""
     is_package = path.name == "__init__.py"
+    tree = ast.parse(path.read_text(), str(path))
+    skipped = _type_checking_nodes(tree) if runtime_only else set()
     targets: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
             targets.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = _absolute(node, name, is_package)
-            targets.add(base)
             # `from batchchat.report import svg` imports the module batchchat.report.svg
-            targets.update(f"{base}.{alias.name}" for alias in node.names)
+            submodules = {f"{base}.{alias.name}" for alias in node.names}
+            targets.update(submodules)
+            if not submodules <= set(modules):
+                targets.add(base)  # a name defined in the package itself
     return {target for target in targets if target in modules and target != name}
+
+
+def _type_checking_nodes(tree: ast.Module) -> set[int]:
+    """The ids of every node inside an ``if TYPE_CHECKING:`` block."""
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+            inside.update(id(child) for stmt in node.body for child in ast.walk(stmt))
+    return inside
 
 
 def _absolute(node: ast.ImportFrom, name: str, is_package: bool) -> str:
@@ -65,9 +84,12 @@ def _absolute(node: ast.ImportFrom, name: str, is_package: bool) -> str:
     return ".".join([*parts[:keep], *([node.module] if node.module else [])])
 
 
-def graph() -> dict[str, set[str]]:
+def graph(*, runtime_only: bool = False) -> dict[str, set[str]]:
     modules = module_names()
-    return {name: imports_of(name, path, modules) for name, path in modules.items()}
+    return {
+        name: imports_of(name, path, modules, runtime_only=runtime_only)
+        for name, path in modules.items()
+    }
 
 
 def layer_of(module: str) -> int:
@@ -123,7 +145,7 @@ def _is_root_package(module: str) -> bool:
 
 
 def test_there_is_no_import_cycle() -> None:
-    assert find_cycle(graph()) is None
+    assert find_cycle(graph(runtime_only=True)) is None
 
 
 @pytest.mark.parametrize(
@@ -143,6 +165,14 @@ def test_function_local_imports_count(tmp_path: Path) -> None:
     module.write_text("def f():\n    from batchchat.api import run\n")
     modules = {"batchchat.api": tmp_path, "batchchat.m": module}
     assert imports_of("batchchat.m", module, modules) == {"batchchat.api"}
+
+
+def test_type_checking_imports_count_only_for_the_direction(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("if TYPE_CHECKING:\n    from batchchat.api import run\n")
+    modules = {"batchchat.api": tmp_path, "batchchat.m": module}
+    assert imports_of("batchchat.m", module, modules) == {"batchchat.api"}
+    assert imports_of("batchchat.m", module, modules, runtime_only=True) == set()
 
 
 def test_the_package_root_holds_at_most_twelve_modules() -> None:

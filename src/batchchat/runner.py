@@ -24,7 +24,6 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from batchchat.cli.progress import Tally
 from batchchat.errors import AuthenticationError, QuotaExceededError
 from batchchat.execute.budget import Budget
 from batchchat.execute.endpoint import open_target, resolve_headers
@@ -61,8 +60,6 @@ class RunOptions:
     #: called about once a second with the live stats (progress bars, log lines)
     on_progress: Callable[[ExecutionStats], None] | None = None
     run_id: str = field(default_factory=lambda: new_run_id())
-    #: running token and cost totals of this run's results (the progress display reads it)
-    tally: Tally = field(default_factory=Tally)
 
 
 @dataclass
@@ -160,7 +157,6 @@ async def _run_in(
 
     def on_result(result: ChatResult) -> None:
         sink.write(result)
-        options.tally.add(result)
         fatal.observe(result)
 
     def on_failure(failure: RowFailure) -> None:
@@ -181,7 +177,7 @@ async def _run_in(
                 headers=target.headers,
                 on_result=on_result,
                 stats=stats,
-                budget=_budget(spec, prices),
+                budget=_budget(spec, prices, stats),
                 cost_of=_cost_of(prices),
                 stop=stop,
                 drain_timeout_s=options.drain_timeout_s,
@@ -261,13 +257,13 @@ def _unsendable(failure: RowFailure) -> ChatResult:
     )
 
 
-def _budget(spec: JobSpec, prices: PriceTable) -> Budget | None:
+def _budget(spec: JobSpec, prices: PriceTable, stats: ExecutionStats) -> Budget | None:
     if spec.budget is None:
         return None
     return Budget(
         spec.budget.max_cost_usd,
-        cost_of=lambda result: result.cost_usd,
         worst_case=prices.worst_case_usd,
+        spent=lambda: stats.cost_usd,
     )
 
 

@@ -8,14 +8,24 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from batchchat.cli.progress import ProgressDisplay, Snapshot, Tally, format_duration
+from batchchat.cli.progress import ProgressDisplay, Snapshot, format_duration
 from batchchat.models import ExecutionStats
 
 
-def stats(ok: int, error: int = 0, sent: int | None = None, skipped: int = 0) -> ExecutionStats:
+def stats(
+    ok: int,
+    error: int = 0,
+    sent: int | None = None,
+    skipped: int = 0,
+    *,
+    tokens: tuple[int, int] = (0, 0),
+    cost_usd: float = 0.0,
+) -> ExecutionStats:
     s = ExecutionStats(run_id="r1", started_at=datetime.now(UTC))
     s.results_ok, s.results_error, s.skipped = ok, error, skipped
     s.requests_sent = ok + error if sent is None else sent
+    s.prompt_tokens, s.completion_tokens = tokens
+    s.cost_usd = cost_usd
     return s
 
 
@@ -28,8 +38,8 @@ def test_format_duration(seconds: float, text: str) -> None:
 
 
 def test_snapshot_rates_and_eta() -> None:
-    tally = Tally(prompt_tokens=800, completion_tokens=200, cost_usd=0.5)
-    snap = Snapshot.of(stats(90, 10, sent=120), tally, total=300, elapsed=10.0)
+    done = stats(90, 10, sent=120, tokens=(800, 200), cost_usd=0.5)
+    snap = Snapshot.of(done, total=300, elapsed=10.0)
     assert snap.done == 100
     assert snap.requests_per_s == pytest.approx(12.0)
     assert snap.tokens_per_s == pytest.approx(100.0)
@@ -39,20 +49,18 @@ def test_snapshot_rates_and_eta() -> None:
 
 
 def test_skipped_rows_are_not_remaining_work() -> None:
-    snap = Snapshot.of(stats(10, skipped=80), Tally(), total=100, elapsed=1.0)
+    snap = Snapshot.of(stats(10, skipped=80), total=100, elapsed=1.0)
     assert snap.eta_s == pytest.approx(1.0)
 
 
 def test_unknown_total_has_no_eta() -> None:
-    assert Snapshot.of(stats(5), Tally(), total=None, elapsed=1.0).eta_s is None
+    assert Snapshot.of(stats(5), total=None, elapsed=1.0).eta_s is None
 
 
 def test_plain_mode_prints_at_most_every_interval() -> None:
     now = [0.0]
     out = io.StringIO()
-    display = ProgressDisplay(
-        "plain", tally=Tally(), total=None, every_s=10, stream=out, clock=lambda: now[0]
-    )
+    display = ProgressDisplay("plain", total=None, every_s=10, stream=out, clock=lambda: now[0])
     with display:
         for t in (1.0, 5.0, 10.5, 12.0, 21.0):
             now[0] = t
@@ -67,7 +75,6 @@ def test_json_mode_writes_one_event_per_line_with_run_fields() -> None:
     out = io.StringIO()
     display = ProgressDisplay(
         "json",
-        tally=Tally(cost_usd=0.25),
         total=10,
         stream=out,
         fields={"job": "j", "run_id": "r1"},
@@ -76,7 +83,7 @@ def test_json_mode_writes_one_event_per_line_with_run_fields() -> None:
     with display:
         display.event("started", output="out/j")
         display.update(stats(4))
-        display.update(stats(10), final=True)
+        display.update(stats(10, cost_usd=0.25), final=True)
     events = [orjson.loads(line) for line in out.getvalue().splitlines()]
     assert [e["event"] for e in events] == ["started", "progress", "finished"]
     assert all(e["job"] == "j" and e["run_id"] == "r1" for e in events)
@@ -86,7 +93,7 @@ def test_json_mode_writes_one_event_per_line_with_run_fields() -> None:
 
 def test_quiet_mode_writes_nothing() -> None:
     out = io.StringIO()
-    with ProgressDisplay("quiet", tally=Tally(), total=None, stream=out) as display:
+    with ProgressDisplay("quiet", total=None, stream=out) as display:
         display.event("started")
         display.update(stats(3), final=True)
     assert out.getvalue() == ""

@@ -404,8 +404,8 @@ async def test_adaptive_concurrency_shrinks_on_overload() -> None:
 
 async def test_budget_stops_sending_and_finishes_in_flight() -> None:
     run = Run(limits={"max_concurrency": 1})
-    budget = Budget(1.0, cost_of=lambda result: 0.25, worst_case=lambda request: 0.3)
-    stats = await run(ok_completion, _requests(10), budget=budget)
+    budget = Budget(1.0, worst_case=lambda request: 0.3, spent=lambda: run.stats.cost_usd)
+    stats = await run(ok_completion, _requests(10), budget=budget, cost_of=lambda result: 0.25)
     assert stats.stop_reason == "budget"
     assert len(run.results) == 3  # 0.75 spent; a fourth could cost 1.05
     assert stats.requests_sent == 3
@@ -414,8 +414,8 @@ async def test_budget_stops_sending_and_finishes_in_flight() -> None:
 
 async def test_budget_with_parallel_requests_never_passes_the_cap() -> None:
     run = Run(limits={"max_concurrency": 8})
-    budget = Budget(1.0, cost_of=lambda result: 0.1, worst_case=lambda request: 0.3)
-    stats = await run(ok_completion, _requests(50), budget=budget)
+    budget = Budget(1.0, worst_case=lambda request: 0.3, spent=lambda: run.stats.cost_usd)
+    stats = await run(ok_completion, _requests(50), budget=budget, cost_of=lambda result: 0.1)
     assert stats.stop_reason == "budget"
     assert budget.spent_usd <= 1.0
     # in-flight reservations wait for room instead of stopping the run early

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ from hypothesis import strategies as st
 
 from batchchat.errors import SpecError
 from batchchat.labels.columns import label_fields, label_report, label_values, with_votes
-from batchchat.labels.labelset import LabelMatch, LabelSet, Vote, vote, vote_values
+from batchchat.labels.labelset import LabelMatch, LabelSet
 from batchchat.models import TokenLogprob, TopLogprob
 from batchchat.plan.tokens import _PIECE
 from batchchat.spec import load_spec
@@ -411,6 +414,57 @@ def test_probabilities_do_not_depend_on_the_order_of_top_logprobs(
 
 
 # -- votes --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """The majority of a row's samples (the test's oracle for the polars vote)."""
+
+    label: str | None
+    votes: dict[str, int]
+    agreement: float | None
+
+
+def vote(
+    labels: Sequence[str | None],
+    *,
+    confidences: Sequence[float | None] | None = None,
+    order: Sequence[str] | None = None,
+) -> Vote:
+    """The rule written plainly: most votes, then larger summed confidence, then label order."""
+    if not labels:
+        return Vote(None, {}, None)
+    counts = Counter(label for label in labels if label is not None)
+    if confidences is not None and len(confidences) != len(labels):
+        raise ValueError("vote: labels and confidences differ in length")
+    summed: dict[str, list[float]] = {label: [] for label in counts}
+    for label, conf in zip(labels, confidences or [None] * len(labels), strict=True):
+        if label is not None and conf is not None:
+            summed[label].append(conf)
+    rank = {label: i for i, label in enumerate(order or sorted(counts))}
+
+    def standing(label: str) -> tuple[int, float, int, str]:
+        return (-counts[label], -math.fsum(summed[label]), rank.get(label, len(rank)), label)
+
+    ranked = sorted(counts, key=standing)
+    if not ranked:
+        return Vote(None, {}, 0.0)
+    by_order = sorted(counts, key=lambda label: (rank.get(label, len(rank)), label))
+    return Vote(ranked[0], {x: counts[x] for x in by_order}, counts[ranked[0]] / len(labels))
+
+
+def vote_values(
+    label_set: LabelSet,
+    labels: Sequence[str | None],
+    confidences: Sequence[float | None] | None = None,
+) -> dict[str, Any]:
+    """What :func:`with_votes` puts on the lines of one row with these samples."""
+    df = pl.DataFrame(
+        {"row_id": ["r"] * len(labels), "label": labels, "label_confidence": confidences},
+        schema={"row_id": pl.String, "label": pl.String, "label_confidence": pl.Float64},
+    )
+    line = with_votes(df, label_set).row(0, named=True)
+    return {k: line[k] for k in ("label_majority", "label_votes", "label_agreement")}
 
 
 @pytest.mark.parametrize(

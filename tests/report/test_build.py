@@ -17,8 +17,9 @@ from rich.console import Console
 
 from batchchat.models import ExecutionStats, TimelineBucket, Usage
 from batchchat.pricing import ModelPrice, PriceTable
-from batchchat.report.build import build_report, render_markdown, render_table, write_reports
+from batchchat.report.build import build_report, write_reports
 from batchchat.report.model import MAX_TIMELINE_POINTS
+from batchchat.report.text import render_markdown, render_table
 from batchchat.results.ledger import compact_parts, has_repeated_keys
 from batchchat.results.runstats import save_stats
 

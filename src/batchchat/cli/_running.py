@@ -9,7 +9,7 @@ import sys
 import click
 from rich.console import Console
 
-from batchchat.cli.progress import ProgressDisplay, Tally
+from batchchat.cli.progress import ProgressDisplay
 from batchchat.runner import RunOptions, RunOutcome, new_run_id, run_job
 from batchchat.spec import JobSpec
 
@@ -22,19 +22,15 @@ async def execute_run(
 ) -> int:
     """Run the job with signal handling and a progress display; return the exit code."""
     stop = asyncio.Event()
-    tally = Tally()
     total = _expected_requests(spec)
     run_id = new_run_id()
-    display = ProgressDisplay(
-        mode, tally=tally, total=total, fields={"run_id": run_id, "job": spec.name}
-    )
+    display = ProgressDisplay(mode, total=total, fields={"run_id": run_id, "job": spec.name})
     options = RunOptions(
         run_id=run_id,
         retry_failed=retry_failed,
         force=force,
         dry_run=dry_run,
         on_progress=display.update,
-        tally=tally,
     )
     task = asyncio.current_task()
     assert task is not None
@@ -87,7 +83,7 @@ def _remove_signal_handlers() -> None:
 
 
 def _summarize(outcome: RunOutcome, mode: str, display: ProgressDisplay) -> None:
-    from batchchat.report.build import render_table
+    from batchchat.report.text import render_table
 
     report = outcome.report
     if mode == "json":

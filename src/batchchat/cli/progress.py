@@ -14,24 +14,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from batchchat.models import ChatResult, ExecutionStats
-
-
-@dataclass
-class Tally:
-    """Running totals of the results of this run (tokens and money), fed by the sink path."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-
-    def add(self, result: ChatResult) -> None:
-        if result.response is not None:
-            usage = result.response.usage
-            self.prompt_tokens += usage.prompt_tokens or 0
-            self.completion_tokens += usage.completion_tokens or 0
-        if result.cost_usd is not None:
-            self.cost_usd += result.cost_usd
+from batchchat.models import ExecutionStats
 
 
 @dataclass(frozen=True)
@@ -50,7 +33,7 @@ class Snapshot:
     eta_s: float | None
 
     @classmethod
-    def of(cls, stats: ExecutionStats, tally: Tally, total: int | None, elapsed: float) -> Snapshot:
+    def of(cls, stats: ExecutionStats, total: int | None, elapsed: float) -> Snapshot:
         done = stats.results_ok + stats.results_error
         elapsed = max(elapsed, 1e-9)
         rate = done / elapsed
@@ -64,8 +47,8 @@ class Snapshot:
             rate_limited=stats.rate_limited,
             elapsed_s=elapsed,
             requests_per_s=stats.requests_sent / elapsed,
-            tokens_per_s=(tally.prompt_tokens + tally.completion_tokens) / elapsed,
-            cost_usd=tally.cost_usd,
+            tokens_per_s=(stats.prompt_tokens + stats.completion_tokens) / elapsed,
+            cost_usd=stats.cost_usd,
             eta_s=eta,
         )
 
@@ -112,7 +95,6 @@ class ProgressDisplay:
         self,
         mode: str,
         *,
-        tally: Tally,
         total: int | None,
         fields: dict[str, Any] | None = None,
         every_s: float = 10.0,
@@ -120,7 +102,6 @@ class ProgressDisplay:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._mode = mode
-        self._tally = tally
         self._total = total
         self._fields = fields or {}  # run id and job name, for JSON events
         self._every_s = every_s
@@ -143,7 +124,7 @@ class ProgressDisplay:
 
     def update(self, stats: ExecutionStats, *, final: bool = False) -> None:
         now = self._clock()
-        snapshot = Snapshot.of(stats, self._tally, self._total, now - self._started)
+        snapshot = Snapshot.of(stats, self._total, now - self._started)
         if self._live is not None:
             self._live.update(Text(snapshot.line()))
         elif self._mode == "plain" and (final or now - self._last_line >= self._every_s):

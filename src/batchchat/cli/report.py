@@ -52,7 +52,8 @@ def report(directory: Path, fmt: str, output: Path | None, write: bool) -> None:
       batchchat report out/labels --format json | jq .cost.total_usd
       batchchat report out/labels --format html -o /tmp/labels.html
     """
-    from batchchat.report.build import build_report, render_table, write_reports
+    from batchchat.report.build import build_report, write_reports
+    from batchchat.report.text import render_table
 
     _check_output_dir(directory)
     built = build_report(directory)
@@ -72,7 +73,7 @@ def report(directory: Path, fmt: str, output: Path | None, write: bool) -> None:
 
 
 def _render(fmt: str, built: RunReport) -> str:
-    from batchchat.report.build import render_markdown, render_table
+    from batchchat.report.text import render_markdown, render_table
 
     if fmt == "json":
         return built.to_json().decode("utf-8") + "\n"

@@ -2,7 +2,8 @@
 
 Before each attempt the executor reserves the request's worst-case cost (its prompt
 estimate plus every output token it may produce, priced); the reservation is released
-when the attempt ends and the real cost of a finished result is added to ``spent_usd``.
+when the attempt ends. What is spent is read from the run's one tally (``ExecutionStats``,
+kept by the executor), never counted a second time here.
 An attempt that would take ``spent + reserved + worst case`` past ``max_cost_usd`` waits
 for attempts in flight to end (they usually cost less than their worst case); when it
 would not fit even with nothing in flight, the run stops sending and finishes what is
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from batchchat.models import ChatRequest, ChatResult
+from batchchat.models import ChatRequest
 
 
 class Budget:
@@ -23,18 +24,20 @@ class Budget:
         self,
         max_cost_usd: float,
         *,
-        cost_of: Callable[[ChatResult], float | None],
         worst_case: Callable[[ChatRequest], float | None],
+        spent: Callable[[], float],
     ) -> None:
         self.max_cost_usd = max_cost_usd
-        #: prices a finished result (None: unpriced, counts as 0)
-        self.cost_of = cost_of
         #: prices a request's worst case (None: unknown, counts as 0)
         self._worst_case = worst_case
-        #: cost of the results finished so far
-        self.spent_usd = 0.0
+        #: the cost of the results finished so far (the run's tally)
+        self._spent = spent
         #: worst-case cost of the attempts in flight
         self.reserved_usd = 0.0
+
+    @property
+    def spent_usd(self) -> float:
+        return self._spent()
 
     def reserve(self, request: ChatRequest) -> float | None:
         """Reserve the worst case of one attempt; None when it does not fit now."""
@@ -51,11 +54,6 @@ class Budget:
     def release(self, reserved: float) -> None:
         """The attempt holding ``reserved`` has ended."""
         self.reserved_usd = max(0.0, self.reserved_usd - reserved)
-
-    def record(self, cost_usd: float | None) -> None:
-        """A result finished and cost ``cost_usd``."""
-        if cost_usd:
-            self.spent_usd += cost_usd
 
     @property
     def remaining_usd(self) -> float:

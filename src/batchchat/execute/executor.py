@@ -79,7 +79,7 @@ class _Run:
         self.stats = stats
         self.recorder = StatsRecorder(stats, clock)
         self.budget = budget
-        self.cost_of = cost_of or (budget.cost_of if budget is not None else None)
+        self.cost_of = cost_of
         self.sleep = sleep
         self.clock = clock
         self.limiter = RateLimiter(
@@ -144,8 +144,6 @@ class _Run:
         )
         if self.cost_of is not None:
             result.cost_usd = self.cost_of(result)
-        if self.budget is not None:
-            self.budget.record(result.cost_usd)
         self.recorder.result(result, now)
         self.on_result(result)
         self._release_slot()
@@ -390,9 +388,10 @@ async def execute(
     Stops sending when ``stop`` is set (``stats.stop_reason = "interrupted"``: in-flight
     attempts get ``drain_timeout_s``, then are cancelled without a result) or when the
     budget would be passed (``"budget"``: in-flight attempts finish), or when ``requests``
-    raises (``"error"``: in-flight attempts finish, then the error is raised). ``cost_of`` (else the
-    budget's) prices each result. ``max_pending`` bounds the requests pulled from
-    ``requests`` and not finished yet (default: 4 × max_concurrency, at least 1024).
+    raises (``"error"``: in-flight attempts finish, then the error is raised).
+    ``cost_of`` prices each result (the budget reads what is spent from ``stats``).
+    ``max_pending`` bounds the requests pulled from ``requests`` and not finished yet
+    (default: 4 × max_concurrency, at least 1024).
     """
     workers = spec.limits.max_concurrency
     run = _Run(

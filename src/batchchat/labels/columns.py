@@ -20,6 +20,7 @@ import yaml
 
 from batchchat.labels.labelset import LabelMatch, LabelSet, first_key
 from batchchat.models import ChatResult, TokenLogprob
+from batchchat.results.ledger import scan_results
 from batchchat.results.schema import ColumnGroup
 from batchchat.spec import JobSpec
 
@@ -219,6 +220,22 @@ def output_label_set(out_dir: Path) -> tuple[LabelSet | None, int]:
     labels = (data.get("output") or {}).get("labels")
     samples = int(data.get("samples") or 1)
     return (LabelSet(labels) if labels else None), samples
+
+
+#: the result columns the labels section of the report reads
+_REPORT_COLUMNS = ("row_id", "sample", "label", "label_error", "label_confidence")
+
+
+def read_label_report(out_dir: Path, label_set: LabelSet, *, samples: int) -> dict[str, Any] | None:
+    """The report's labels section, from the ledger's label columns only (never every column)."""
+    rows = scan_results(out_dir)
+    names = rows.collect_schema().names()
+    if "label" not in names:
+        return None
+    lines = rows.select(name for name in _REPORT_COLUMNS if name in names).collect()
+    if samples > 1:
+        lines = with_votes(lines, label_set)
+    return label_report(lines, label_set)
 
 
 def add_label_summaries(df: pl.DataFrame, out_dir: Path) -> pl.DataFrame:

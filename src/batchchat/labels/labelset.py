@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,17 +64,6 @@ class LabelMatch:
     error: str | None
     #: character offset of the label in the answer (free-text matches only)
     start: int | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Vote:
-    """The majority of a row's samples."""
-
-    label: str | None
-    #: samples per label, only labels that got any, in label order
-    votes: dict[str, int]
-    #: share of all samples agreeing with ``label`` (unmatched ones disagree); None without samples
-    agreement: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,52 +361,3 @@ def _masses(entry: TokenLogprob, key_of: Callable[[str], str]) -> dict[str, floa
     for token, logprob in best.items():
         merged.setdefault(key_of(token), []).append(math.exp(logprob))
     return {key: math.fsum(values) for key, values in sorted(merged.items())}
-
-
-# -- votes --------------------------------------------------------------------------------------
-
-
-def vote(
-    labels: Sequence[str | None],
-    *,
-    confidences: Sequence[float | None] | None = None,
-    order: Sequence[str] | None = None,
-) -> Vote:
-    """The majority label of a row's samples.
-
-    Ties go to the label with the larger summed confidence (when given), then
-    to the one listed first in ``order`` (the label set's order; else by name).
-    """
-    if not labels:
-        return Vote(None, {}, None)
-    counts = Counter(label for label in labels if label is not None)
-    if confidences is not None and len(confidences) != len(labels):
-        raise ValueError("vote: labels and confidences differ in length")
-    summed: dict[str, list[float]] = {label: [] for label in counts}
-    for label, conf in zip(labels, confidences or [None] * len(labels), strict=True):
-        if label is not None and conf is not None:
-            summed[label].append(conf)
-    rank = {label: i for i, label in enumerate(order or sorted(counts))}
-
-    def standing(label: str) -> tuple[int, float, int, str]:
-        return (-counts[label], -math.fsum(summed[label]), rank.get(label, len(rank)), label)
-
-    ranked = sorted(counts, key=standing)
-    if not ranked:
-        return Vote(None, {}, 0.0)
-    by_order = sorted(counts, key=lambda label: (rank.get(label, len(rank)), label))
-    return Vote(ranked[0], {x: counts[x] for x in by_order}, counts[ranked[0]] / len(labels))
-
-
-def vote_values(
-    label_set: LabelSet,
-    labels: Sequence[str | None],
-    confidences: Sequence[float | None] | None = None,
-) -> dict[str, Any]:
-    """The per-row columns of ``samples > 1``: majority, votes per label, agreement."""
-    result = vote(labels, confidences=confidences, order=label_set.labels)
-    return {
-        "label_majority": result.label,
-        "label_votes": {label: result.votes.get(label, 0) for label in label_set.labels},
-        "label_agreement": result.agreement,
-    }

@@ -15,15 +15,13 @@ from __future__ import annotations
 import importlib.metadata
 import math
 from pathlib import Path
-from typing import Any
 
 import orjson
 import polars as pl
-from rich.console import RenderableType
 
-from batchchat.labels.columns import label_report, output_label_set
-from batchchat.labels.labelset import LabelSet
+from batchchat.labels.columns import output_label_set, read_label_report
 from batchchat.pricing import PriceTable
+from batchchat.report.html import render_html
 from batchchat.report.model import RunReport
 from batchchat.report.stats import (
     count_requests,
@@ -35,10 +33,11 @@ from batchchat.report.stats import (
     sum_tokens,
     timeline,
 )
+from batchchat.report.text import render_markdown
 from batchchat.results.ledger import RESULTS_DIR, has_repeated_keys, scan_results
 from batchchat.results.runstats import load_input_issues, load_stats
 
-__all__ = ["RunReport", "build_report", "render_markdown", "render_table", "write_reports"]
+__all__ = ["RunReport", "build_report", "write_reports"]
 
 
 # -- building ----------------------------------------------------------------------------------
@@ -76,7 +75,8 @@ def build_report(out_dir: Path, *, prices: PriceTable | None = None) -> RunRepor
         report.tokens_per_s = report.tokens.total / report.wall_time_s
     report.timeline = timeline(runs)
     label_set, report.samples = output_label_set(out_dir)  # from the job's job.yaml
-    report.labels = _labels(out_dir, label_set)
+    if label_set is not None and (out_dir / RESULTS_DIR).is_dir():
+        report.labels = read_label_report(out_dir, label_set, samples=report.samples)
     report.input_issues = load_input_issues(out_dir)
     if report.input_issues:
         first = report.input_issues[0]
@@ -91,26 +91,10 @@ def build_report(out_dir: Path, *, prices: PriceTable | None = None) -> RunRepor
 
 def write_reports(out_dir: Path, report: RunReport) -> None:
     """Write ``report.json``, ``report.md`` and ``report.html`` into the output directory."""
-    from batchchat.report.html import render_html  # the HTML renderer is only needed here
-
     out_dir = Path(out_dir)
     _write_atomic(out_dir / "report.json", report.to_json() + b"\n")
     _write_atomic(out_dir / "report.md", render_markdown(report).encode("utf-8"))
     _write_atomic(out_dir / "report.html", render_html(report).encode("utf-8"))
-
-
-def render_markdown(report: RunReport) -> str:
-    """``report.md``: the report for people, as tables."""
-    from batchchat.report.text import render_markdown as render
-
-    return render(report)
-
-
-def render_table(report: RunReport) -> RenderableType:
-    """The compact table printed at the end of ``batchchat run`` and by ``batchchat report``."""
-    from batchchat.report.text import render_table as render
-
-    return render(report)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -158,17 +142,6 @@ def _read_manifest(out_dir: Path) -> tuple[str | None, str | None]:
     if not isinstance(data, dict):
         return None, None
     return data.get("job"), data.get("fingerprint")
-
-
-def _labels(out_dir: Path, label_set: LabelSet | None) -> dict[str, Any] | None:
-    from batchchat.api import read_results
-
-    if label_set is None or not (out_dir / RESULTS_DIR).is_dir():
-        return None
-    rows = read_results(out_dir)
-    if "label" not in rows.columns:
-        return None
-    return label_report(rows, label_set)
 
 
 def _final_results(out_dir: Path) -> pl.LazyFrame:

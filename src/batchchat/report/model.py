@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from batchchat.report.text import render_markdown
+
 SCHEMA_VERSION = 1
 TOP_ERRORS = 5
 EXAMPLE_ROW_IDS = 5
@@ -189,8 +191,6 @@ class RunReport:
 
     def _repr_markdown_(self) -> str:
         """How a notebook shows a report: the tables of report.md."""
-        from batchchat.report.text import render_markdown
-
         return render_markdown(self)
 
     def to_json(self) -> bytes:

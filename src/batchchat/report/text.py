@@ -7,13 +7,17 @@ the HTML report never disagree about a figure.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from batchchat.report.model import TOP_ERRORS, RunReport
+if TYPE_CHECKING:  # the model shows itself with these functions: it imports this module
+    from batchchat.report.model import RunReport
+
+#: error groups shown in the Markdown report
+SHOWN_ERRORS = 5
 
 _MESSAGE_CHARS = 160
 
@@ -193,7 +197,7 @@ def _md_models(report: RunReport) -> str:
 
 
 def _md_errors(report: RunReport) -> str:
-    shown = report.errors[:TOP_ERRORS]
+    shown = report.errors[:SHOWN_ERRORS]
     rows = [
         (
             f"`{_md(e.error_type)}`",
