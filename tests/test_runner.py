@@ -21,7 +21,7 @@ import pytest
 
 import batchchat
 from batchchat.errors import InputError, LockedError, ResumeError, SpecError
-from batchchat.results.outdir import read_status
+from batchchat.results.status import read_status
 from batchchat.runner import RunOptions, run_job
 from batchchat.simulator import SimulatorServer
 from batchchat.spec import JobSpec, load_spec

@@ -27,13 +27,13 @@ __all__ = [
 if TYPE_CHECKING:
     from batchchat.api import read_results, run
     from batchchat.report.build import RunReport
-    from batchchat.results.outdir import scan_results
+    from batchchat.results.ledger import scan_results
 
 # The engine (aiohttp, pyarrow, polars) loads on first use, so `import batchchat` stays cheap.
 _LAZY = {
     "run": "batchchat.api",
     "read_results": "batchchat.api",
-    "scan_results": "batchchat.results.outdir",
+    "scan_results": "batchchat.results.ledger",
     "RunReport": "batchchat.report.build",
 }
 

@@ -23,7 +23,6 @@
     │       │                     or an error event inside a 200 stream
     │       └── StreamError       an error event inside a 200 stream
     ├── RetriesExhausted          a request failed for good (holds the last error)
-    ├── BudgetExceeded            the run stopped at budget.max_cost_usd
     ├── ResumeError               the output directory holds a run of a different spec
     ├── LockedError               another process is writing the output directory
     └── SinkError                 results could not be written
@@ -37,12 +36,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from batchchat.models import ExitCode
+
 
 class BatchchatError(Exception):
     """Base of every error batchchat raises on purpose."""
 
     #: the process exit code the CLI uses when this error ends a command
-    exit_code = 2
+    exit_code: ExitCode = ExitCode.INVALID
 
 
 class SpecError(BatchchatError):
@@ -65,7 +66,7 @@ class TemplateError(InputError):
 class RequestError(BatchchatError):
     """One attempt of one request failed."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
     #: HTTP status of the failed attempt, when the server answered at all
     http_status: int | None = None
 
@@ -170,18 +171,12 @@ class StreamError(ResponseFormatError):
 class RetriesExhausted(BatchchatError):
     """A request failed for good; ``last_error`` says why, ``attempts`` how often it was tried."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
     def __init__(self, last_error: RequestError, attempts: int) -> None:
         super().__init__(f"gave up after {attempts} attempt(s): {last_error}")
         self.last_error = last_error
         self.attempts = attempts
-
-
-class BudgetExceeded(BatchchatError):
-    """The run stopped sending because ``budget.max_cost_usd`` would be passed."""
-
-    exit_code = 3
 
 
 class ResumeError(BatchchatError):
@@ -195,7 +190,7 @@ class LockedError(BatchchatError):
 class SinkError(BatchchatError):
     """Results could not be written to the output directory."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
 
 #: Error types worth another attempt. Everything else that is a RequestError is final.

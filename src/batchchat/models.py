@@ -9,9 +9,60 @@ exists per request on the hot path.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
 from typing import Any
+
+
+class StopReason(StrEnum):
+    """Why a run ended (``ExecutionStats.stop_reason``, ``runs/<run_id>.json``, the report)."""
+
+    #: every request was sent and settled
+    COMPLETED = "completed"
+    #: the next request could pass ``budget.max_cost_usd``
+    BUDGET = "budget"
+    #: SIGINT/SIGTERM, or the caller's stop event
+    INTERRUPTED = "interrupted"
+    #: an error every other request would repeat: a rejected key, no quota, no server
+    FATAL = "fatal"
+    #: the run broke: a malformed input line met mid-run, a disk that is full
+    ERROR = "error"
+
+
+class ExitCode(IntEnum):
+    """Every exit code of the ``batchchat`` commands, in one table (README, "Exit codes")."""
+
+    OK = 0
+    #: ``run``: some rows failed for good, or a fatal error stopped it; ``status``: failed
+    FAILED = 1
+    #: a spec, input or usage error; nothing was sent
+    INVALID = 2
+    #: ``run``: stopped by the budget
+    BUDGET = 3
+    #: ``status``: the last run did not finish
+    PARTIAL = 4
+    #: ``status``: a run is writing the directory now
+    RUNNING = 5
+    #: SIGINT/SIGTERM (128 + SIGINT, the shell's convention)
+    INTERRUPTED = 130
+
+
+def run_exit_code(stop_reason: StopReason, *, rows_failed: int) -> ExitCode:
+    """The exit code of ``batchchat run`` for a run that ended this way."""
+    if stop_reason is StopReason.INTERRUPTED:
+        return ExitCode.INTERRUPTED
+    if stop_reason is StopReason.BUDGET:
+        return ExitCode.BUDGET
+    if stop_reason is StopReason.FATAL or rows_failed:
+        return ExitCode.FAILED
+    return ExitCode.OK
+
+
+def new_run_id() -> str:
+    """A sortable, unique id for one run: UTC start time plus a random suffix."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
 
 
 def custom_id(row_id: str, sample: int) -> str:
@@ -165,9 +216,8 @@ class ExecutionStats:
     results_error: int = 0
     #: rows skipped because an earlier run finished them
     skipped: int = 0
-    #: why the run ended: "completed", "budget", "interrupted", "fatal" (a bad key or no
-    #: quota), "error" (an exception such as a malformed input line)
-    stop_reason: str = "completed"
+    #: why the run ended
+    stop_reason: StopReason = StopReason.COMPLETED
     timeline: list[TimelineBucket] = field(default_factory=list)
     #: attempts sent and not answered yet (live)
     in_flight: int = 0

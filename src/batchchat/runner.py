@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +29,16 @@ from batchchat.execute.endpoint import open_target, resolve_headers
 from batchchat.execute.executor import execute
 from batchchat.execute.transport import AiohttpTransport
 from batchchat.labels.columns import label_column_group
-from batchchat.models import ChatRequest, ChatResult, ExecutionStats, custom_id
+from batchchat.models import (
+    ChatRequest,
+    ChatResult,
+    ExecutionStats,
+    ExitCode,
+    StopReason,
+    custom_id,
+    new_run_id,
+    run_exit_code,
+)
 from batchchat.plan.planner import RowFailure, check_spec_against_input, iter_requests
 from batchchat.plan.reader import InputIssue, check_unique_ids, read_schema
 from batchchat.pricing import PriceTable
@@ -74,13 +82,8 @@ class RunOutcome:
     fatal_error: str | None = None
 
     @property
-    def exit_code(self) -> int:
-        if self.stats.stop_reason == "interrupted":
-            return 130
-        if self.stats.stop_reason == "budget":
-            return 3
-        failed = self.report.rows_error if self.report is not None else 0
-        return 1 if failed or self.fatal_error else 0
+    def exit_code(self) -> ExitCode:
+        return run_exit_code(self.stats.stop_reason, rows_failed=self.report.rows_error)
 
 
 async def run_job(
@@ -185,7 +188,7 @@ async def _run_in(
         except Exception:
             # a malformed input line, a disk that is full: the run did not complete, and
             # `status` must not say it did (what finished is saved all the same)
-            stats.stop_reason = "error"
+            stats.stop_reason = StopReason.ERROR
             raise
         finally:
             housekeeping.cancel()
@@ -194,8 +197,8 @@ async def _run_in(
             await transport.aclose()
             sink.close()
             stats.finished_at = datetime.now(UTC)
-            if fatal.message and stats.stop_reason == "interrupted":
-                stats.stop_reason = "fatal"
+            if fatal.message and stats.stop_reason == StopReason.INTERRUPTED:
+                stats.stop_reason = StopReason.FATAL
             save_stats(out.path, stats)
             save_input_issues(out.path, stats.run_id, issues)
             # the planner holds the resume index (every finished key): let it go before
@@ -305,8 +308,3 @@ async def _housekeep(
         if time.monotonic() - last_stats >= 5 * _HOUSEKEEPING_S:
             save_stats(out_path, stats)
             last_stats = time.monotonic()
-
-
-def new_run_id() -> str:
-    """A sortable, unique id for one run: UTC start time plus a random suffix."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]

@@ -14,7 +14,8 @@ import pytest
 from batchchat.errors import NetworkError, RetriesExhausted
 from batchchat.models import ToolCall, Usage
 from batchchat.results.export import export_results, export_to_file
-from batchchat.results.outdir import open_output, read_results
+from batchchat.results.ledger import read_results
+from batchchat.results.outdir import open_output
 from batchchat.spec import JobSpec
 from tests._results import (
     client_error,

@@ -20,16 +20,11 @@ from hypothesis import strategies as st
 
 from batchchat.errors import LockedError, ResumeError
 from batchchat.models import ExecutionStats
-from batchchat.results.ledger import ResumeIndex
-from batchchat.results.outdir import (
-    describe_changes,
-    open_output,
-    read_results,
-    read_status,
-    scan_results,
-)
+from batchchat.results.layout import part_paths
+from batchchat.results.ledger import ResumeIndex, read_results, scan_results
+from batchchat.results.outdir import describe_changes, open_output
 from batchchat.results.runstats import save_stats
-from batchchat.results.sink import part_paths
+from batchchat.results.status import read_status
 from batchchat.spec import JobSpec
 from tests._results import client_error, make_result, make_spec, server_error, write_parts
 

@@ -10,7 +10,8 @@ import pytest
 
 from batchchat.errors import SinkError
 from batchchat.models import ExecutionStats, TimelineBucket
-from batchchat.results.runstats import load_stats, save_stats, stats_path
+from batchchat.results.layout import OutputLayout
+from batchchat.results.runstats import load_stats, save_stats
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -38,7 +39,7 @@ def test_round_trip(tmp_path: Path) -> None:
     saved = full_stats()
     save_stats(tmp_path, saved)
 
-    assert stats_path(tmp_path, saved.run_id).is_file()
+    assert OutputLayout(tmp_path).run_stats(saved.run_id).is_file()
     assert load_stats(tmp_path) == [saved]
 
 

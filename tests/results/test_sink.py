@@ -16,8 +16,9 @@ import pytest
 
 from batchchat.errors import ResumeError, SinkError
 from batchchat.results.encoder import ResultEncoder
+from batchchat.results.layout import part_paths, remove_temporaries
 from batchchat.results.schema import result_schema
-from batchchat.results.sink import ParquetSink, part_paths, remove_temporaries
+from batchchat.results.sink import ParquetSink
 from batchchat.spec import JobSpec
 from tests._results import make_result, make_spec
 
@@ -144,7 +145,8 @@ import sys
 from pathlib import Path
 from batchchat.results.encoder import ResultEncoder
 from batchchat.results.schema import result_schema
-from batchchat.results.sink import ParquetSink, part_paths
+from batchchat.results.layout import part_paths
+from batchchat.results.sink import ParquetSink
 from tests._results import logprobs_of, make_choice, make_result, make_spec
 
 results_dir, part_rows = Path(sys.argv[1]), int(sys.argv[2])

@@ -10,11 +10,9 @@ import click
 from rich.console import Console
 
 from batchchat.cli.progress import ProgressDisplay
-from batchchat.runner import RunOptions, RunOutcome, new_run_id, run_job
+from batchchat.models import ExitCode, StopReason, new_run_id
+from batchchat.runner import RunOptions, RunOutcome, run_job
 from batchchat.spec import JobSpec
-
-#: exit code of a run stopped by SIGINT/SIGTERM (128 + SIGINT, the shell convention)
-INTERRUPTED = 130
 
 
 async def execute_run(
@@ -42,7 +40,7 @@ async def execute_run(
             display.update(outcome.stats, final=True)
     except asyncio.CancelledError:
         click.echo("batchchat: stopped at once; finished results are saved.", err=True)
-        return INTERRUPTED
+        return ExitCode.INTERRUPTED
     finally:
         _remove_signal_handlers()
     _summarize(outcome, mode, display)
@@ -106,6 +104,6 @@ def _summarize(outcome: RunOutcome, mode: str, display: ProgressDisplay) -> None
         console.print(f"Nothing to send: all {outcome.stats.skipped:,} requests were already done.")
     if outcome.fatal_error:
         console.print(f"[red]Stopped early:[/] {outcome.fatal_error}")
-    if outcome.stats.stop_reason == "budget":
+    if outcome.stats.stop_reason == StopReason.BUDGET:
         console.print("[red]Stopped by the budget[/] (budget.max_cost_usd); re-run to continue.")
     console.print(f"Results: {outcome.output_dir}/results/  report: {outcome.output_dir}/report.md")

@@ -91,7 +91,9 @@ def _render(fmt: str, built: RunReport) -> str:
 
 
 def _check_output_dir(directory: Path) -> None:
-    if not any((directory / name).exists() for name in ("results", "runs", "manifest.json")):
+    from batchchat.results.layout import OutputLayout
+
+    if not OutputLayout(directory).is_output_dir():
         raise InputError(
             f"{directory} is not a batchchat output directory (no results/, runs/ or "
             "manifest.json in it); pass the output.path of a job, e.g. out/<job name>"

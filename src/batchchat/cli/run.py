@@ -91,6 +91,7 @@ def run(
 
 def _require_fresh(path: Path) -> None:
     from batchchat.errors import ResumeError
+    from batchchat.results.layout import OutputLayout
 
-    if (path / "results").exists() and any((path / "results").glob("*.parquet")):
+    if OutputLayout(path).parts():
         raise ResumeError(f"--new-output {path} already holds results; choose another directory")

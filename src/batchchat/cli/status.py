@@ -8,7 +8,7 @@ import click
 import orjson
 
 from batchchat.cli._common import reports_errors
-from batchchat.results.outdir import RunStatus, read_status
+from batchchat.results.status import RunStatus, read_status
 
 _STOPPED = {
     "budget": "stopped at the budget",

@@ -32,7 +32,7 @@ from batchchat.execute.parse import parse_response
 from batchchat.execute.retry import RetryPolicy
 from batchchat.execute.stats import StatsRecorder
 from batchchat.execute.transport import HTTPRequest, HTTPResponse, Transport
-from batchchat.models import ChatRequest, ChatResponse, ChatResult, ExecutionStats
+from batchchat.models import ChatRequest, ChatResponse, ChatResult, ExecutionStats, StopReason
 from batchchat.spec import JobSpec
 
 Pricer = Callable[[ChatResult], float | None]
@@ -93,8 +93,8 @@ class _Run:
         self.feeding = True
         #: set when every job is finished, a stop began, or something broke
         self.ended = asyncio.Event()
-        #: "budget" or "interrupted" once the run stops sending
-        self.stopping: str | None = None
+        #: why the run stopped sending (None while it sends)
+        self.stopping: StopReason | None = None
         self.fatal: BaseException | None = None
         #: what the planner raised (a malformed input line): raised after the drain
         self.input_error: Exception | None = None
@@ -159,7 +159,7 @@ class _Run:
 
     # -- stopping -----------------------------------------------------------------------------
 
-    def begin_stop(self, reason: str) -> None:
+    def begin_stop(self, reason: StopReason) -> None:
         if self.stopping is None:
             self.stopping = reason
             self.stats.stop_reason = reason
@@ -169,7 +169,7 @@ class _Run:
         """The planner failed: send nothing more, let the attempts in flight finish and be
         saved (they are paid for), then raise ``error``."""
         self.input_error = error
-        self.begin_stop("error")
+        self.begin_stop(StopReason.ERROR)
 
     def fail(self, error: BaseException) -> None:
         if self.fatal is None:
@@ -285,7 +285,7 @@ async def _reserve_budget(run: _Run, job: _Job) -> float | None:
         if reserved is not None:
             return reserved
         if run.stats.in_flight == 0 or not budget.fits_alone(job.request):
-            run.begin_stop("budget")
+            run.begin_stop(StopReason.BUDGET)
             return None
         await run.budget_released().wait()
     return None
@@ -333,7 +333,7 @@ def _settle(run: _Run, job: _Job, outcome: ChatResponse | RequestError) -> None:
 
 async def _watch(run: _Run, stop: asyncio.Event) -> None:
     await stop.wait()
-    run.begin_stop("interrupted")
+    run.begin_stop(StopReason.INTERRUPTED)
 
 
 async def _drain(run: _Run, stop: asyncio.Event | None, timeout_s: float) -> None:
@@ -342,7 +342,7 @@ async def _drain(run: _Run, stop: asyncio.Event | None, timeout_s: float) -> Non
     if run.stats.in_flight <= 0:
         return
     run.idle = idle = asyncio.Event()
-    if run.stopping in ("budget", "error"):
+    if run.stopping in (StopReason.BUDGET, StopReason.ERROR):
         if stop is None:
             await idle.wait()
             return
@@ -411,7 +411,7 @@ async def execute(
     tasks = []
     if stop is not None:
         if stop.is_set():
-            run.begin_stop("interrupted")
+            run.begin_stop(StopReason.INTERRUPTED)
         tasks.append(asyncio.create_task(_watch(run, stop)))
     tasks.append(asyncio.create_task(_feed(run, requests)))
     tasks += [asyncio.create_task(_work(run)) for _ in range(workers)]

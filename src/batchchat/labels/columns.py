@@ -20,6 +20,7 @@ import yaml
 
 from batchchat.labels.labelset import LabelMatch, LabelSet, first_key
 from batchchat.models import ChatResult, TokenLogprob
+from batchchat.results.layout import OutputLayout
 from batchchat.results.ledger import scan_results
 from batchchat.results.schema import ColumnGroup
 from batchchat.spec import JobSpec
@@ -213,7 +214,7 @@ def _mean(column: pl.Series | None) -> float | None:
 
 def output_label_set(out_dir: Path) -> tuple[LabelSet | None, int]:
     """The label set and samples per row of the job that wrote ``out_dir`` (from its job.yaml)."""
-    path = Path(out_dir) / "job.yaml"
+    path = OutputLayout(out_dir).job_yaml
     if not path.is_file():
         return None, 1
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}

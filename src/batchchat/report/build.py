@@ -16,9 +16,9 @@ import importlib.metadata
 import math
 from pathlib import Path
 
-import orjson
 import polars as pl
 
+from batchchat.errors import ResumeError
 from batchchat.labels.columns import output_label_set, read_label_report
 from batchchat.pricing import PriceTable
 from batchchat.report.html import render_html
@@ -34,7 +34,9 @@ from batchchat.report.stats import (
     timeline,
 )
 from batchchat.report.text import render_markdown
-from batchchat.results.ledger import RESULTS_DIR, has_repeated_keys, scan_results
+from batchchat.results.layout import OutputLayout, write_atomically
+from batchchat.results.ledger import has_repeated_keys, scan_results
+from batchchat.results.outdir import read_manifest
 from batchchat.results.runstats import load_input_issues, load_stats
 
 __all__ = ["RunReport", "build_report", "write_reports"]
@@ -75,7 +77,7 @@ def build_report(out_dir: Path, *, prices: PriceTable | None = None) -> RunRepor
         report.tokens_per_s = report.tokens.total / report.wall_time_s
     report.timeline = timeline(runs)
     label_set, report.samples = output_label_set(out_dir)  # from the job's job.yaml
-    if label_set is not None and (out_dir / RESULTS_DIR).is_dir():
+    if label_set is not None and OutputLayout(out_dir).results.is_dir():
         report.labels = read_label_report(out_dir, label_set, samples=report.samples)
     report.input_issues = load_input_issues(out_dir)
     if report.input_issues:
@@ -91,16 +93,10 @@ def build_report(out_dir: Path, *, prices: PriceTable | None = None) -> RunRepor
 
 def write_reports(out_dir: Path, report: RunReport) -> None:
     """Write ``report.json``, ``report.md`` and ``report.html`` into the output directory."""
-    out_dir = Path(out_dir)
-    _write_atomic(out_dir / "report.json", report.to_json() + b"\n")
-    _write_atomic(out_dir / "report.md", render_markdown(report).encode("utf-8"))
-    _write_atomic(out_dir / "report.html", render_html(report).encode("utf-8"))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    layout = OutputLayout(out_dir)
+    write_atomically(layout.report("json"), report.to_json() + b"\n")
+    write_atomically(layout.report("md"), render_markdown(report).encode("utf-8"))
+    write_atomically(layout.report("html"), render_html(report).encode("utf-8"))
 
 
 def _version() -> str:
@@ -136,10 +132,10 @@ _COLUMNS: dict[str, pl.DataType] = {
 def _read_manifest(out_dir: Path) -> tuple[str | None, str | None]:
     """The job name and the request fingerprint (the spec hash) from manifest.json, if any."""
     try:
-        data = orjson.loads((out_dir / "manifest.json").read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None, None
-    if not isinstance(data, dict):
+        data = read_manifest(out_dir)
+    except ResumeError:
+        return None, None  # the report of a damaged directory still shows its results
+    if data is None:
         return None, None
     return data.get("job"), data.get("fingerprint")
 
@@ -153,7 +149,7 @@ def _final_results(out_dir: Path) -> pl.LazyFrame:
     rows (an interrupted run's ledger) choosing the winners takes every key at once anyway:
     they are chosen once, into a frame the aggregations share.
     """
-    if not (out_dir / RESULTS_DIR).is_dir():
+    if not OutputLayout(out_dir).results.is_dir():
         return pl.LazyFrame(schema=_COLUMNS)
     keys_repeat = has_repeated_keys(out_dir)
     rows = scan_results(out_dir, keys_repeat=keys_repeat)

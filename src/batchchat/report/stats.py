@@ -63,7 +63,7 @@ def count_requests(report: RunReport, runs: list[ExecutionStats]) -> None:
     last = runs[-1]
     report.rows_skipped = last.skipped
     # a run that never wrote finished_at died (or still runs): its stats are its last save
-    report.stop_reason = last.stop_reason if last.finished_at else "unfinished"
+    report.stop_reason = last.stop_reason.value if last.finished_at else "unfinished"
     report.started_at = runs[0].started_at
     report.finished_at = last.finished_at or report.finished_at
     report.wall_time_s = sum(_run_seconds(run) for run in runs)

@@ -8,8 +8,6 @@ slices, so memory is bounded by a part, not by the job.
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -19,8 +17,8 @@ from typing import IO, Any
 import orjson
 import polars as pl
 
-from batchchat.errors import SinkError
 from batchchat.models import custom_id
+from batchchat.results.layout import write_atomically
 from batchchat.results.ledger import iter_results
 from batchchat.results.schema import STATUS_OK
 
@@ -56,19 +54,13 @@ def export_results(out_dir: Path | str, fmt: str, dest: IO[bytes]) -> int:
 
 def export_to_file(out_dir: Path | str, fmt: str, path: Path) -> int:
     """Like :func:`export_results`, into a file that appears only once complete."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    try:
-        with open(tmp, "wb") as handle:
-            rows = export_results(out_dir, fmt, handle)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise SinkError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    rows = 0
+
+    def write(handle: IO[bytes]) -> None:
+        nonlocal rows
+        rows = export_results(out_dir, fmt, handle)
+
+    write_atomically(path, write)
     return rows
 
 

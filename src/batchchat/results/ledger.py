@@ -16,10 +16,10 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from batchchat.errors import InputError, SinkError
+from batchchat.results.layout import OutputLayout, fsync_dir, part_paths
 from batchchat.results.schema import KEY, STATUS_OK
-from batchchat.results.sink import fsync_dir, part_paths, write_atomically
+from batchchat.results.sink import write_part
 
-RESULTS_DIR = "results"
 _ORDER = "__batchchat_order"
 #: added to an ok row's order so that any ok row outranks every error row
 _OK_BONUS = 1 << 50
@@ -28,11 +28,12 @@ _OK_BONUS = 1 << 50
 def results_dir_of(out_dir: Path | str) -> Path:
     """The results directory of an output directory (the results directory itself is fine too)."""
     path = Path(out_dir)
-    if (path / RESULTS_DIR).is_dir():
-        return path / RESULTS_DIR
-    if path.is_dir() and path.name == RESULTS_DIR:
+    results = OutputLayout(path).results
+    if results.is_dir():
+        return results
+    if path.is_dir() and path.name == results.name:
         return path
-    raise InputError(f"{path} is not a batchchat output directory (it has no {RESULTS_DIR}/)")
+    raise InputError(f"{path} is not a batchchat output directory (it has no {results.name}/)")
 
 
 def _winner(order: pl.Expr) -> pl.Expr:
@@ -215,7 +216,7 @@ def compact_parts(results_dir: Path) -> int:
             path.unlink()
             fsync_dir(path.parent)
         else:
-            write_atomically(path, pq.read_table(path).filter(mask.to_arrow()))
+            write_part(path, pq.read_table(path).filter(mask.to_arrow()))
     return dropped
 
 

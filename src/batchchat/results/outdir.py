@@ -1,27 +1,14 @@
-"""The output directory: lock, manifest, resume checks, starting over, and its status.
+"""Opening an output directory for a run: lock, manifest, resume checks, starting over.
 
-Layout::
-
-    out/job/
-      .lock                  flock'ed by the run writing here; holds its pid, host, run id
-      manifest.json          request fingerprint, batchchat version, times, run ids
-      job.yaml               the resolved spec of the latest run (secrets excluded)
-      results/part-NNNNN.parquet   the results, and the resume ledger
-      runs/<run_id>.json     counters of each run (written by the runner)
-      report.json, report.md the run report
-      superseded/<time>/     what --force moved aside; never deleted by batchchat
-
-The parts are the ledger: what is done is read from them (:mod:`batchchat.results.ledger`),
-so there is no second file that could disagree with the results.
+Its paths are :mod:`batchchat.results.layout`'s. The parts are the ledger: what is
+done is read from them (:mod:`batchchat.results.ledger`), so there is no second file
+that could disagree with the results.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
-import uuid
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -32,35 +19,13 @@ import orjson
 import yaml
 
 from batchchat._version import __version__
-from batchchat.errors import InputError, ResumeError, SinkError
-from batchchat.models import ExecutionStats
-from batchchat.results.ledger import (
-    RESULTS_DIR,
-    ResumeIndex,
-    build_index,
-    compact_parts,
-    read_results,
-    scan_results,
-)
-from batchchat.results.lock import LOCK, DirLock, LockInfo, live_holder
-from batchchat.results.sink import fsync_dir, part_paths, remove_temporaries
+from batchchat.errors import ResumeError, SinkError
+from batchchat.models import new_run_id
+from batchchat.results.layout import OutputLayout, fsync_dir, remove_temporaries, write_atomically
+from batchchat.results.ledger import ResumeIndex, build_index, compact_parts
+from batchchat.results.lock import DirLock, LockInfo
 from batchchat.spec import JobSpec
 
-__all__ = [
-    "LockInfo",
-    "OutputDir",
-    "ResumeIndex",
-    "RunStatus",
-    "describe_changes",
-    "open_output",
-    "read_results",
-    "read_status",
-    "scan_results",
-]
-
-MANIFEST = "manifest.json"
-JOB_YAML = "job.yaml"
-SUPERSEDED = "superseded"
 _FORMAT = 1
 #: runs remembered in the manifest (a daily job re-run for years must not grow it forever)
 _MAX_RUNS = 100
@@ -87,7 +52,8 @@ class OutputDir:
         took_over: LockInfo | None = None,
     ) -> None:
         self.path = path
-        self.results_dir = path / RESULTS_DIR
+        self.layout = OutputLayout(path)
+        self.results_dir = self.layout.results
         self.run_id = run_id
         #: where --force moved the previous results (None: nothing was moved)
         self.superseded = superseded
@@ -133,48 +99,49 @@ def open_output(
     reverse) (``force=True`` moves them aside and starts over).
     """
     path = Path(out_dir)
-    run_id = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+    layout = OutputLayout(path)
+    run_id = run_id or new_run_id()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SinkError(f"cannot create the output directory {path}: {exc.strerror}") from None
-    lock = DirLock(path / LOCK)
+    lock = DirLock(layout.lock)
     me = LockInfo(os.getpid(), socket.gethostname(), _now(), run_id)
     stale = lock.acquire(me)
     try:
-        superseded = _prepare(path, spec, force, dry_run)
-        _write_manifest(path, spec, me, reset=superseded is not None, dry_run=dry_run)
-        _write_atomically(path / JOB_YAML, _job_yaml(spec))
+        superseded = _prepare(layout, spec, force, dry_run)
+        _write_manifest(layout, spec, me, reset=superseded is not None, dry_run=dry_run)
+        write_atomically(layout.job_yaml, _job_yaml(spec))
     except BaseException:
         lock.release()
         raise
     return OutputDir(path, lock, run_id, superseded=superseded, took_over=stale)
 
 
-def _prepare(path: Path, spec: JobSpec, force: bool, dry_run: bool) -> Path | None:
+def _prepare(layout: OutputLayout, spec: JobSpec, force: bool, dry_run: bool) -> Path | None:
     """Check the directory may be resumed (or move it aside); returns where it was moved."""
-    manifest = _read_manifest(path)
-    results = path / RESULTS_DIR
-    has_parts = bool(part_paths(results))
+    manifest = read_manifest(layout.root)
+    has_parts = bool(layout.parts())
     superseded = None
     if force and (manifest is not None or has_parts):
-        superseded = _move_aside(path)
+        superseded = _move_aside(layout)
     elif manifest is None and has_parts:
         raise ResumeError(
-            f"{path} holds results but no {MANIFEST}, so which spec made them is unknown. "
-            f"Re-run with --new-output DIR to write elsewhere, or --force to start over here "
-            f"(the old results are moved to {path / SUPERSEDED}/, not deleted)."
+            f"{layout.root} holds results but no {layout.manifest.name}, so which spec made "
+            f"them is unknown. Re-run with --new-output DIR to write elsewhere, or --force to "
+            f"start over here (the old results are moved to {layout.superseded}/, not deleted)."
         )
     elif manifest is not None and manifest.get("fingerprint") != spec.request_fingerprint():
-        raise ResumeError(_changed_spec_message(path, manifest, spec))
+        raise ResumeError(_changed_spec_message(layout, manifest, spec))
     elif manifest is not None and has_parts and bool(manifest.get("dry_run")) != dry_run:
-        raise ResumeError(_mixed_dry_run_message(path, dry_run))
-    results.mkdir(exist_ok=True)
-    remove_temporaries(results)  # half-written parts of a crashed run; never results
+        raise ResumeError(_mixed_dry_run_message(layout, dry_run))
+    layout.results.mkdir(exist_ok=True)
+    remove_temporaries(layout.results)  # half-written parts of a crashed run; never results
+    remove_temporaries(layout.root)
     return superseded
 
 
-def _changed_spec_message(path: Path, manifest: dict[str, Any], spec: JobSpec) -> str:
+def _changed_spec_message(layout: OutputLayout, manifest: dict[str, Any], spec: JobSpec) -> str:
     changes = describe_changes(manifest.get("request") or {}, _identity(spec))
     if not changes:
         changes = ["(the change is in a value not shown here, such as a redacted URL)"]
@@ -182,67 +149,72 @@ def _changed_spec_message(path: Path, manifest: dict[str, Any], spec: JobSpec) -
     if len(changes) > len(shown):
         shown.append(f"... and {len(changes) - len(shown)} more")
     return (
-        f"{path} holds results of a different job spec; these settings change the requests:\n"
+        f"{layout.root} holds results of a different job spec; these settings change the "
+        "requests:\n"
         + "\n".join(f"  {line}" for line in shown)
         + "\nResuming would mix answers to different requests. Re-run with --new-output DIR "
         f"to write elsewhere, or with --force to start over here (the old results are moved "
-        f"to {path / SUPERSEDED}/, not deleted)."
+        f"to {layout.superseded}/, not deleted)."
     )
 
 
-def _mixed_dry_run_message(path: Path, dry_run: bool) -> str:
+def _mixed_dry_run_message(layout: OutputLayout, dry_run: bool) -> str:
     # a real run resuming a rehearsal would skip every row the simulator answered
     if dry_run:
         held, this = "real answers", "a --dry-run"
     else:
         held, this = "the simulator's answers (a --dry-run)", "a real run"
     return (
-        f"{path} holds {held}; {this} must not resume them. Write elsewhere with "
+        f"{layout.root} holds {held}; {this} must not resume them. Write elsewhere with "
         f"--new-output DIR, or start over here with --force (the old results are moved to "
-        f"{path / SUPERSEDED}/, not deleted)."
+        f"{layout.superseded}/, not deleted)."
     )
 
 
-def _move_aside(path: Path) -> Path:
+def _move_aside(layout: OutputLayout) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = path / SUPERSEDED / stamp
+    target = layout.superseded / stamp
     suffix = 1
     while target.exists():
         suffix += 1
-        target = path / SUPERSEDED / f"{stamp}-{suffix}"
+        target = layout.superseded / f"{stamp}-{suffix}"
     target.mkdir(parents=True)
-    entries = [e for e in path.iterdir() if e.name not in {LOCK, SUPERSEDED, MANIFEST}]
+    keep = {layout.lock.name, layout.superseded.name, layout.manifest.name}
+    entries = [e for e in layout.root.iterdir() if e.name not in keep]
     # the manifest goes last: a crash halfway leaves a manifest with fewer (or no) parts,
     # which resumes as a fresh start, never parts without their manifest
-    for entry in [*entries, path / MANIFEST]:
+    for entry in [*entries, layout.manifest]:
         if entry.exists():
             entry.rename(target / entry.name)
-    fsync_dir(path)
+    fsync_dir(layout.root)
     return target
 
 
 # -- manifest and job.yaml ----------------------------------------------------------------------
 
 
-def _read_manifest(path: Path) -> dict[str, Any] | None:
+def read_manifest(out_dir: Path) -> dict[str, Any] | None:
+    """The manifest of an output directory; None when there is none, ResumeError when it
+    cannot be read."""
+    path = OutputLayout(out_dir).manifest
     try:
-        data = orjson.loads((path / MANIFEST).read_bytes())
-    except FileNotFoundError:
+        data = orjson.loads(path.read_bytes())
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except (OSError, orjson.JSONDecodeError) as exc:
         raise ResumeError(
-            f"{path / MANIFEST} is unreadable ({exc}); use --force to start over "
+            f"{path} is unreadable ({exc}); use --force to start over "
             "(the old results are moved aside) or --new-output DIR"
         ) from None
     if not isinstance(data, dict):
-        raise ResumeError(f"{path / MANIFEST} is not a batchchat manifest")
+        raise ResumeError(f"{path} is not a batchchat manifest")
     return data
 
 
 def _write_manifest(
-    path: Path, spec: JobSpec, me: LockInfo, *, reset: bool, dry_run: bool = False
+    layout: OutputLayout, spec: JobSpec, me: LockInfo, *, reset: bool, dry_run: bool = False
 ) -> None:
-    old = None if reset else _read_manifest(path)
+    old = None if reset else read_manifest(layout.root)
     runs = [] if old is None else list(old.get("runs") or [])
     runs.append({"run_id": me.run_id, "started_at": me.started_at, "pid": me.pid, "host": me.host})
     manifest = {
@@ -256,7 +228,7 @@ def _write_manifest(
         "updated_at": me.started_at,
         "runs": runs[-_MAX_RUNS:],
     }
-    _write_atomically(path / MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    write_atomically(layout.manifest, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
 
 
 def _identity(spec: JobSpec) -> dict[str, Any]:
@@ -278,21 +250,6 @@ def _redact_url(url: str) -> str:
 def _job_yaml(spec: JobSpec) -> bytes:
     text = yaml.safe_dump(spec.redacted(), sort_keys=False, allow_unicode=True)
     return text.encode()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise SinkError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 # -- what changed -------------------------------------------------------------------------------
@@ -336,75 +293,3 @@ def _show(value: Any, other: Any, width: int = 60) -> str:
         return ("…" if start else "") + repr(excerpt) + ("…" if start + width < len(value) else "")
     text = repr(value)
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-# -- status -------------------------------------------------------------------------------------
-
-#: ``batchchat status`` exit codes by state (2 is "not an output directory")
-STATUS_EXIT_CODES = {"done": 0, "failed": 1, "partial": 4, "running": 5}
-
-
-@dataclass(frozen=True, slots=True)
-class RunStatus:
-    """Where an output directory stands: done, partial, running or failed, with counts."""
-
-    path: Path
-    state: str
-    #: (row_id, sample) keys with an ok row
-    ok: int
-    #: keys whose every row is an error
-    failed: int
-    #: the latest run, and why it stopped (None: no run finished or saved its counters)
-    run_id: str | None
-    stop_reason: str | None
-    updated_at: str | None
-    #: the process writing the directory now (state "running")
-    holder: LockInfo | None
-
-    @property
-    def exit_code(self) -> int:
-        return STATUS_EXIT_CODES[self.state]
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["path"] = str(self.path)
-        data["exit_code"] = self.exit_code
-        return data
-
-
-def read_status(out_dir: Path | str) -> RunStatus:
-    """The status of an output directory (InputError when it is not one)."""
-    from batchchat.results.runstats import load_stats  # the runner's counters; imported when needed
-
-    path = Path(out_dir)
-    manifest = _read_manifest(path) if path.is_dir() else None
-    if manifest is None:
-        raise InputError(f"{path} is not a batchchat output directory (no {MANIFEST})")
-    index = build_index(path / RESULTS_DIR)
-    holder = live_holder(path)
-    latest = (manifest.get("runs") or [{}])[-1]
-    stats = _stats_of(latest, load_stats(path))
-    run_id = stats.run_id if stats else latest.get("run_id")
-    stop_reason = stats.stop_reason if stats and stats.finished_at else None
-    if holder is not None:
-        state = "running"
-    elif stop_reason != "completed":
-        state = "partial"  # interrupted, stopped by the budget, or killed before it finished
-    else:
-        state = "failed" if index.failed else "done"
-    return RunStatus(
-        path, state, index.ok, index.failed, run_id, stop_reason, manifest.get("updated_at"), holder
-    )
-
-
-def _stats_of(run: dict[str, Any], saved: list[ExecutionStats]) -> ExecutionStats | None:
-    """The saved counters of the manifest's latest run: by run id, else the newest saved
-    since that run opened the directory."""
-    for stats in saved:
-        if stats.run_id == run.get("run_id"):
-            return stats
-    opened = run.get("started_at")
-    if not saved or not opened:
-        return None
-    newest = saved[-1]
-    return newest if newest.started_at >= datetime.fromisoformat(opened) else None

@@ -10,8 +10,6 @@ loads with the fields both know.
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -20,39 +18,21 @@ from typing import Any
 
 import orjson
 
-from batchchat.errors import SinkError
-from batchchat.models import ExecutionStats, TimelineBucket
+from batchchat.models import ExecutionStats, StopReason, TimelineBucket
 from batchchat.plan.reader import InputIssue
-
-RUNS_DIR = "runs"
-
-
-def stats_path(out_dir: Path, run_id: str) -> Path:
-    """Where the stats of one run live."""
-    return Path(out_dir) / RUNS_DIR / f"{run_id}.json"
+from batchchat.results.layout import OutputLayout, write_atomically
 
 
 def save_stats(out_dir: Path, stats: ExecutionStats) -> None:
     """Write the stats of a run atomically (temporary file + rename)."""
-    path = stats_path(out_dir, stats.run_id)
+    path = OutputLayout(out_dir).run_stats(stats.run_id)
     data = orjson.dumps(stats_to_dict(stats), option=orjson.OPT_INDENT_2)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise SinkError(f"cannot write run stats {path}: {exc.strerror or exc}") from None
+    write_atomically(path, data, what="run stats")
 
 
 def load_stats(out_dir: Path) -> list[ExecutionStats]:
     """The stats of every run in an output directory, oldest first (unreadable files skipped)."""
-    runs = Path(out_dir) / RUNS_DIR
+    runs = OutputLayout(out_dir).runs
     if not runs.is_dir():
         return []
     loaded = []
@@ -84,6 +64,8 @@ def stats_from_dict(data: dict[str, Any]) -> ExecutionStats:
     known = {field.name for field in dataclasses.fields(ExecutionStats)}
     values = {key: value for key, value in data.items() if key in known}
     values["started_at"] = datetime.fromisoformat(data["started_at"])
+    if "stop_reason" in values:
+        values["stop_reason"] = StopReason(values["stop_reason"])
     if values.get("finished_at"):
         values["finished_at"] = datetime.fromisoformat(values["finished_at"])
     values["status_counts"] = {
@@ -97,25 +79,18 @@ def stats_from_dict(data: dict[str, Any]) -> ExecutionStats:
     return ExecutionStats(**values)
 
 
-def issues_path(out_dir: Path, run_id: str) -> Path:
-    """Where the input lines a run skipped (``input.on_bad_line: skip``) are listed."""
-    return Path(out_dir) / RUNS_DIR / f"{run_id}.input-issues.jsonl"
-
-
 def save_input_issues(out_dir: Path, run_id: str, issues: Sequence[InputIssue]) -> None:
     """One JSON line per skipped input line: path, line, message."""
     if not issues:
         return
-    path = issues_path(out_dir, run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = (orjson.dumps(asdict(issue)) + b"\n" for issue in issues)
-    path.write_bytes(b"".join(lines))
+    write_atomically(OutputLayout(out_dir).input_issues(run_id), b"".join(lines))
 
 
 def load_input_issues(out_dir: Path) -> list[dict[str, Any]]:
     """The skipped input lines of the latest run that skipped any (each run reads the whole
     input again, so older runs' lists repeat the same lines)."""
-    files = sorted((Path(out_dir) / RUNS_DIR).glob("*.input-issues.jsonl"))
+    files = sorted(OutputLayout(out_dir).runs.glob("*.input-issues.jsonl"))
     if not files:
         return []
     return [orjson.loads(line) for line in files[-1].read_bytes().splitlines() if line.strip()]

@@ -9,9 +9,6 @@ which is what "the latest row" of a (row_id, sample) means.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,71 +19,14 @@ import pyarrow.parquet as pq
 from batchchat.errors import ResumeError, SinkError
 from batchchat.models import ChatResult
 from batchchat.results.encoder import ResultEncoder
+from batchchat.results.layout import part_number, part_path, part_paths, write_atomically
 
-_PART = re.compile(r"^part-(\d+)\.parquet$")
-#: temporary files of unfinished parts: hidden, so no glob or dataset reader picks them up
-TMP_PREFIX = ".tmp-"
 _COMPRESSION = "zstd"
 
 
-def part_name(number: int) -> str:
-    return f"part-{number:05d}.parquet"
-
-
-def part_paths(results_dir: Path) -> list[Path]:
-    """The finished parts of a results directory, in write order."""
-    if not results_dir.is_dir():
-        return []
-    numbered = [
-        (int(match.group(1)), entry.path)
-        for entry in os.scandir(results_dir)
-        if (match := _PART.match(entry.name))
-    ]
-    return [Path(path) for _, path in sorted(numbered)]
-
-
-def part_number(path: Path) -> int:
-    match = _PART.match(path.name)
-    if match is None:
-        raise ValueError(f"not a part file: {path}")
-    return int(match.group(1))
-
-
-def remove_temporaries(results_dir: Path) -> int:
-    """Delete the half-written temporaries a crash left behind; returns how many."""
-    if not results_dir.is_dir():
-        return 0
-    removed = 0
-    for entry in os.scandir(results_dir):
-        if entry.name.startswith(TMP_PREFIX):
-            Path(entry.path).unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-def write_atomically(path: Path, table: pa.Table) -> None:
-    """Write ``table`` to ``path`` via temp file + fsync + rename + directory fsync."""
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    try:
-        with open(tmp, "wb") as handle:
-            pq.write_table(table, handle, compression=_COMPRESSION)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise SinkError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename or unlink in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def write_part(path: Path, table: pa.Table) -> None:
+    """Write one Parquet part atomically (see :func:`batchchat.results.layout.write_atomically`)."""
+    write_atomically(path, lambda handle: pq.write_table(table, handle, compression=_COMPRESSION))
 
 
 class ParquetSink:
@@ -144,7 +84,7 @@ class ParquetSink:
             return
         table = self._encoder.take_table()
         self._oldest = None
-        write_atomically(self.results_dir / part_name(self._next), table)
+        write_part(part_path(self.results_dir, self._next), table)
         self._next += 1
         self.parts_written += 1
 

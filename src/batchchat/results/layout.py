@@ -1,0 +1,161 @@
+"""Every path of an output directory, and the one atomic, durable way to write a file there.
+
+Layout::
+
+    out/job/
+      .lock                  flock'ed by the run writing here; holds its pid, host, run id
+      manifest.json          request fingerprint, batchchat version, times, run ids
+      job.yaml               the resolved spec of the latest run (secrets excluded)
+      results/part-NNNNN.parquet   the results, and the resume ledger
+      runs/<run_id>.json     counters of each run
+      report.json, report.md, report.html   the run report
+      superseded/<time>/     what --force moved aside; never deleted by batchchat
+
+No other module spells these names: they ask an :class:`OutputLayout`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from batchchat.errors import SinkError
+
+#: temporary files of unfinished writes: hidden, so no glob or dataset reader picks them up
+TMP_PREFIX = ".tmp-"
+_PART = re.compile(r"^part-(\d+)\.parquet$")
+
+
+class OutputLayout:
+    """The paths of one output directory."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def job_yaml(self) -> Path:
+        return self.root / "job.yaml"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def superseded(self) -> Path:
+        return self.root / "superseded"
+
+    def report(self, suffix: str) -> Path:
+        """``report.json``, ``report.md`` or ``report.html``."""
+        return self.root / f"report.{suffix}"
+
+    def part(self, number: int) -> Path:
+        return part_path(self.results, number)
+
+    def run_stats(self, run_id: str) -> Path:
+        return self.runs / f"{run_id}.json"
+
+    def input_issues(self, run_id: str) -> Path:
+        """The input lines a run skipped (``input.on_bad_line: skip``)."""
+        return self.runs / f"{run_id}.input-issues.jsonl"
+
+    def is_output_dir(self) -> bool:
+        """Whether batchchat ever wrote here (a manifest, results or run counters)."""
+        return any(path.exists() for path in (self.manifest, self.results, self.runs))
+
+    def parts(self) -> list[Path]:
+        """The finished parts, in write order (part numbers only grow, across runs too)."""
+        return part_paths(self.results)
+
+
+def part_path(results_dir: Path, number: int) -> Path:
+    """Part ``number`` of a results directory."""
+    return results_dir / f"part-{number:05d}.parquet"
+
+
+def part_paths(results_dir: Path) -> list[Path]:
+    """The finished parts of a results directory, in write order."""
+    if not results_dir.is_dir():
+        return []
+    numbered = [
+        (int(match.group(1)), entry.path)
+        for entry in os.scandir(results_dir)
+        if (match := _PART.match(entry.name))
+    ]
+    return [Path(path) for _, path in sorted(numbered)]
+
+
+def part_number(path: Path) -> int:
+    match = _PART.match(path.name)
+    if match is None:
+        raise ValueError(f"not a part file: {path}")
+    return int(match.group(1))
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def write_atomically(
+    path: Path, content: bytes | Callable[[BinaryIO], None], *, what: str = ""
+) -> None:
+    """Replace ``path`` with ``content`` so that a crash at any instant leaves the old file or
+    the new one, never half of one: temporary file, fsync, rename, directory fsync.
+
+    ``content`` is the bytes, or a function that writes them to the open file; ``what``
+    names the file for the error message ("run stats").
+    """
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as handle:
+            if isinstance(content, bytes):
+                handle.write(content)
+            else:
+                content(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            named = f"{what} {path}" if what else str(path)
+            raise SinkError(f"cannot write {named}: {exc.strerror or exc}") from None
+        raise
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_temporaries(directory: Path) -> int:
+    """Delete the half-written temporaries a crash left in ``directory``; returns how many."""
+    if not directory.is_dir():
+        return 0
+    removed = 0
+    for entry in os.scandir(directory):
+        if entry.name.startswith(TMP_PREFIX):
+            Path(entry.path).unlink(missing_ok=True)
+            removed += 1
+    return removed
