@@ -85,26 +85,27 @@ def generate(path: Path, rows: int, chunk: int = 100_000) -> None:
 
 def child(spec_path: str) -> None:
     """Plan the spec three ways; print one JSON line of measurements."""
-    from batchchat.plan.planner import batch_line, iter_requests
+    from batchchat.planning.estimate import batch_line
+    from batchchat.planning.planner import compile_plan
     from batchchat.spec import load_spec
 
-    spec = load_spec(spec_path)
+    plan = compile_plan(load_spec(spec_path))
     baseline_kb = _peak_rss_kb()
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
-    skipped = sum(1 for _ in iter_requests(spec, skip=lambda ids, sample: ids.is_not_null()))
+    skipped = sum(1 for _ in plan.requests(skip=lambda ids, sample: ids.is_not_null()))
     timings["read_ids_only_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
     requests = tokens = 0
-    for request in iter_requests(spec):
+    for request in plan.requests():
         requests += 1
         tokens += request.est_prompt_tokens
     timings["plan_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    written = sum(len(batch_line(request)) for request in iter_requests(spec))
+    written = sum(len(batch_line(request)) for request in plan.requests())
     timings["plan_and_serialise_s"] = time.perf_counter() - started
 
     peak_kb = _peak_rss_kb()

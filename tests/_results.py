@@ -21,7 +21,7 @@ from batchchat.models import (
     Usage,
 )
 from batchchat.results.encoder import ResultEncoder
-from batchchat.results.schema import result_schema
+from batchchat.results.schema import result_columns
 from batchchat.results.sink import ParquetSink
 from batchchat.spec import JobSpec, load_spec
 
@@ -114,9 +114,13 @@ def write_parts(
     part_rows: int = 1000,
 ) -> None:
     """Write results through the real sink (one part per ``part_rows`` results)."""
-    schema = result_schema(spec, input_schema or {})
+    columns = result_columns(spec, input_schema or {})
     sink = ParquetSink(
-        results_dir, schema, ResultEncoder(spec, schema), part_rows=part_rows, part_seconds=1e9
+        results_dir,
+        columns.schema,
+        ResultEncoder(columns),
+        part_rows=part_rows,
+        part_seconds=1e9,
     )
     for result in results:
         sink.write(result)

@@ -395,7 +395,7 @@ async def test_a_malformed_line_mid_run_keeps_what_was_answered_and_says_partial
     lines = (tmp_path / "rows.jsonl").read_bytes().splitlines()
     lines[1_300] = b'{"id": "r1300", "text": '  # cut off mid-line
     (tmp_path / "rows.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    with pytest.raises(InputError, match=r"rows\.jsonl:1301: malformed JSON"):
+    with pytest.raises(InputError, match=r"rows\.jsonl:1301:\d+: malformed JSON"):
         await run_job(spec)
     first = batchchat.read_results(spec.output_dir)
     answered = sum(sim.stats()["answers"].values())

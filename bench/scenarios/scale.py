@@ -111,12 +111,12 @@ def _growth_mb(result: ProcResult) -> float:
 #: a child that plans every row of a job (``skip_all``: reads every row, renders none)
 _PLAN_CHILD = """
 import sys, time
-from batchchat.plan.planner import iter_requests
+from batchchat.planning.planner import compile_plan
 from batchchat.spec import load_spec
-spec = load_spec(sys.argv[1])
+plan = compile_plan(load_spec(sys.argv[1]))
 skip = (lambda row_ids, sample: row_ids.is_not_null()) if sys.argv[2] == "skip" else None
 started = time.perf_counter()
-count = sum(1 for _ in iter_requests(spec, skip=skip))
+count = sum(1 for _ in plan.requests(skip=skip))
 print(count, time.perf_counter() - started)
 """
 

@@ -16,25 +16,32 @@ from batchchat.spec import JobSpec, load_spec
 __all__ = [
     "BatchchatError",
     "JobSpec",
+    "PlanEstimate",
     "RunReport",
     "__version__",
     "load_spec",
+    "plan",
     "read_results",
     "run",
     "scan_results",
+    "validate",
 ]
 
 if TYPE_CHECKING:
-    from batchchat.api import read_results, run
+    from batchchat.api import plan, read_results, run, validate
+    from batchchat.planning.estimate import PlanEstimate
     from batchchat.report.build import RunReport
     from batchchat.results.ledger import scan_results
 
 # The engine (aiohttp, pyarrow, polars) loads on first use, so `import batchchat` stays cheap.
 _LAZY = {
     "run": "batchchat.api",
+    "validate": "batchchat.api",
+    "plan": "batchchat.api",
     "read_results": "batchchat.api",
     "scan_results": "batchchat.results.ledger",
     "RunReport": "batchchat.report.build",
+    "PlanEstimate": "batchchat.planning.estimate",
 }
 
 

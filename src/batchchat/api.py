@@ -1,7 +1,8 @@
-"""The Python API: ``run``, ``load_spec``, ``read_results`` — for notebooks and Airflow.
+"""The Python API: ``run``, ``validate``, ``plan``, ``read_results`` — for notebooks and Airflow.
 
 ``run`` is the one sync convenience wrapper over the async engine; it also works
 inside a running event loop (Jupyter), where it runs the job on a worker thread.
+``validate`` and ``plan`` give the same problems and the same estimate the CLI prints.
 """
 
 from __future__ import annotations
@@ -10,12 +11,18 @@ import asyncio
 import concurrent.futures
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from batchchat.errors import SpecError
+from batchchat.job import compile_job, job_problems
+from batchchat.labels.columns import add_label_summaries
+from batchchat.planning.estimate import PlanEstimate, estimate
 from batchchat.report.build import RunReport
+from batchchat.results.layout import write_atomically
+from batchchat.results.ledger import read_results as read_deduplicated
 from batchchat.runner import RunOptions, RunOutcome, run_job
 from batchchat.spec import JobSpec, load_spec
 
@@ -70,6 +77,47 @@ def run(
     return outcome.report
 
 
+def validate(
+    spec: JobSpec | str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    variables: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> list[str]:
+    """Every problem that would stop the job from running, as lines; empty when it is ready.
+
+    >>> batchchat.validate("jobs/quickstart.yaml")
+    []
+
+    A spec that cannot be read at all (invalid YAML, unknown keys) raises SpecError.
+    """
+    return job_problems(resolve_spec(spec, overrides, variables))
+
+
+def plan(
+    spec: JobSpec | str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    variables: Mapping[str, str] | None = None,
+    batch_file: str | os.PathLike[str] | None = None,
+    **overrides: Any,
+) -> PlanEstimate:
+    """Render every request without sending one: rows, requests, tokens and the cost range.
+
+    ``batch_file`` also writes each request as an OpenAI Batch API input line there.
+
+    >>> batchchat.plan("jobs/quickstart.yaml").requests
+    200
+    """
+    job = compile_job(resolve_spec(spec, overrides, variables), require_key=False)
+    if batch_file is None:
+        return estimate(job.plan, job.prices)
+    found: list[PlanEstimate] = []
+    write_atomically(
+        Path(batch_file),
+        lambda handle: found.append(estimate(job.plan, job.prices, batch_file=handle)),
+    )
+    return found[0]
+
+
 def rehearsal_spec(spec: JobSpec) -> JobSpec:
     """The spec of a dry run: its output goes beside the real one, ``<output>-dry-run``.
 
@@ -86,11 +134,6 @@ def read_results(out_dir: str | os.PathLike[str]) -> pl.DataFrame:
     For labeling jobs with ``samples > 1`` each line also carries its row's
     ``label_majority``, ``label_votes`` and ``label_agreement``.
     """
-    from pathlib import Path
-
-    from batchchat.labels.columns import add_label_summaries
-    from batchchat.results.ledger import read_results as read_deduplicated
-
     return add_label_summaries(read_deduplicated(Path(out_dir)), Path(out_dir))
 
 

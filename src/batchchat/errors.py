@@ -208,6 +208,16 @@ _NEVER_RETRYABLE: tuple[type[RequestError], ...] = (
 )
 
 
+#: Errors every other request of the run would repeat: the run stops at the first one.
+_FATAL: tuple[type[RequestError], ...] = (AuthenticationError, QuotaExceededError)
+
+
+def is_fatal(error: BaseException) -> bool:
+    """True when sending more requests would only repeat this failure (a rejected key, no
+    quota): a wrong key must not turn a million rows into a million error rows."""
+    return isinstance(error, _FATAL)
+
+
 def is_retryable(error: BaseException) -> bool:
     """True when another attempt of the same request may succeed; decided by type alone."""
     if isinstance(error, _NEVER_RETRYABLE):

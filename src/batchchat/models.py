@@ -216,8 +216,12 @@ class ExecutionStats:
     results_error: int = 0
     #: rows skipped because an earlier run finished them
     skipped: int = 0
+    #: the requests the job has in all (input rows × samples), done or not
+    planned: int | None = None
     #: why the run ended
     stop_reason: StopReason = StopReason.COMPLETED
+    #: what stopped the run early when every other request would fail the same way
+    fatal_error: str | None = None
     timeline: list[TimelineBucket] = field(default_factory=list)
     #: attempts sent and not answered yet (live)
     in_flight: int = 0

@@ -1,9 +1,9 @@
-"""One run of a job: spec → plan → execute → sink → report, with resume and clean shutdown.
+"""One run of a job: compile → plan → execute → sink → report, with resume and clean shutdown.
 
-This module only wires the stages together; each stage lives in its own module
+This module only wires the stages together; each stage lives in its own package
 and knows nothing of the others. The order of events of a run:
 
-1. check the spec against the input (every problem at once) — nothing sent yet;
+1. compile the job (every problem at once) — nothing sent or written yet;
 2. open the output directory: lock it, refuse a changed spec, learn what is done;
 3. stream planned requests (done ones skipped before rendering) into the executor;
 4. the executor hands each final result to the sink, which writes Parquet parts;
@@ -15,20 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
 
-from batchchat.errors import AuthenticationError, QuotaExceededError
 from batchchat.execute.budget import Budget
-from batchchat.execute.endpoint import open_target, resolve_headers
+from batchchat.execute.endpoint import open_target
 from batchchat.execute.executor import execute
 from batchchat.execute.transport import AiohttpTransport
-from batchchat.labels.columns import label_column_group
+from batchchat.job import CompiledJob, compile_job
 from batchchat.models import (
     ChatRequest,
     ChatResult,
@@ -39,19 +37,16 @@ from batchchat.models import (
     new_run_id,
     run_exit_code,
 )
-from batchchat.plan.planner import RowFailure, check_spec_against_input, iter_requests
-from batchchat.plan.reader import InputIssue, check_unique_ids, read_schema
+from batchchat.planning.planner import RowFailure
+from batchchat.planning.reader import InputIssue, count_rows
 from batchchat.pricing import PriceTable
 from batchchat.report.build import RunReport, build_report, write_reports
 from batchchat.results.encoder import ResultEncoder
 from batchchat.results.outdir import OutputDir, open_output
 from batchchat.results.runstats import save_input_issues, save_stats
-from batchchat.results.schema import ColumnGroup, result_schema
 from batchchat.results.sink import ParquetSink
-from batchchat.spec import JobSpec
+from batchchat.spec import BudgetSpec, JobSpec
 
-#: errors after which sending more requests only repeats the same failure
-_FATAL_ERRORS = (AuthenticationError, QuotaExceededError)
 #: how often the sink's time-based flush and the stats file are brought up to date
 _HOUSEKEEPING_S = 1.0
 
@@ -78,8 +73,11 @@ class RunOutcome:
     stats: ExecutionStats
     output_dir: Path
     issues: list[InputIssue] = field(default_factory=list)
-    #: why the run stopped early, for people (None when it ran to the end)
-    fatal_error: str | None = None
+
+    @property
+    def fatal_error(self) -> str | None:
+        """Why the run stopped early, for people (None when it ran to the end)."""
+        return self.stats.fatal_error
 
     @property
     def exit_code(self) -> ExitCode:
@@ -91,8 +89,7 @@ async def run_job(
 ) -> RunOutcome:
     """Run a job to its end (or until ``stop`` is set) and return its outcome."""
     options = options or RunOptions()
-    stop = stop or asyncio.Event()
-    prepared = prepare(spec, dry_run=options.dry_run)
+    job = compile_job(spec, require_key=not options.dry_run)
     with open_output(
         spec.output_dir,
         spec,
@@ -100,73 +97,29 @@ async def run_job(
         run_id=options.run_id,
         dry_run=options.dry_run,
     ) as out:
-        return await _run_in(out, spec, prepared, options, stop)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """What a run needs before it touches the output directory, all checked."""
-
-    prices: PriceTable
-    schema: pa.Schema
-    groups: list[ColumnGroup]
-
-
-def prepare(spec: JobSpec, *, dry_run: bool = False) -> Prepared:
-    """Every check a run can make before it opens (and so changes) its output directory.
-
-    A spec that does not fit its input, duplicate ids, a key that is not set, a bad price
-    entry, label or kept column: each fails here, with nothing written anywhere.
-    """
-    check_spec_against_input(spec)
-    check_unique_ids(spec)
-    if not (dry_run or spec.endpoint.is_simulator):
-        resolve_headers(spec.endpoint)  # raises when the key's variable is not set
-    prices = PriceTable.from_spec(spec)
-    schema, groups = output_schema(spec, read_schema(spec))
-    return Prepared(prices, schema, groups)
-
-
-def output_schema(
-    spec: JobSpec, input_schema: Mapping[str, pl.DataType]
-) -> tuple[pa.Schema, list[ColumnGroup]]:
-    """The results' Arrow schema and the extra column groups (labels) of a job.
-
-    Raises SpecError for labels that cannot be told apart and kept columns whose names
-    clash with result columns.
-    """
-    groups = [group for group in (label_column_group(spec),) if group is not None]
-    return result_schema(spec, input_schema, extra_groups=groups), groups
+        return await _run_in(out, job, options, stop or asyncio.Event())
 
 
 async def _run_in(
-    out: OutputDir,
-    spec: JobSpec,
-    prepared: Prepared,
-    options: RunOptions,
-    stop: asyncio.Event,
+    out: OutputDir, job: CompiledJob, options: RunOptions, stop: asyncio.Event
 ) -> RunOutcome:
-    prices, schema, groups = prepared.prices, prepared.schema, prepared.groups
+    spec = job.spec
     sink = ParquetSink(
         out.results_dir,
-        schema,
-        ResultEncoder(spec, schema, run_id=options.run_id, extra_groups=groups),
+        job.columns.schema,
+        ResultEncoder(job.columns, run_id=options.run_id),
         part_rows=spec.output.part_rows,
         part_seconds=spec.output.part_seconds,
     )
     stats = ExecutionStats(run_id=options.run_id, started_at=datetime.now(UTC))
+    stats.planned = count_rows(job.plan.source) * spec.samples
     issues: list[InputIssue] = []
-    fatal = _FatalWatch(stop)
-
-    def on_result(result: ChatResult) -> None:
-        sink.write(result)
-        fatal.observe(result)
 
     def on_failure(failure: RowFailure) -> None:
         stats.results_error += 1
-        on_result(_unsendable(failure))
+        sink.write(_unsendable(failure))
 
-    requests = _skipping(spec, out, options.retry_failed, stats, issues.append, on_failure)
+    requests = _skipping(job, out, options.retry_failed, stats, issues.append, on_failure)
 
     async with open_target(spec.endpoint, force_simulator=options.dry_run) as target:
         transport = AiohttpTransport(spec.endpoint, max_connections=spec.limits.max_concurrency)
@@ -174,14 +127,16 @@ async def _run_in(
         try:
             await execute(
                 requests,
-                spec=spec,
+                limits=spec.limits,
+                retry=spec.retry,
+                keep_raw=spec.output.keep_raw,
                 transport=transport,
                 url=target.url,
                 headers=target.headers,
-                on_result=on_result,
+                on_result=sink.write,
                 stats=stats,
-                budget=_budget(spec, prices, stats),
-                cost_of=_cost_of(prices),
+                budget=_budget(spec.budget, job.prices, stats),
+                cost_of=_cost_of(job.prices),
                 stop=stop,
                 drain_timeout_s=options.drain_timeout_s,
             )
@@ -197,21 +152,19 @@ async def _run_in(
             await transport.aclose()
             sink.close()
             stats.finished_at = datetime.now(UTC)
-            if fatal.message and stats.stop_reason == StopReason.INTERRUPTED:
-                stats.stop_reason = StopReason.FATAL
             save_stats(out.path, stats)
             save_input_issues(out.path, stats.run_id, issues)
             # the planner holds the resume index (every finished key): let it go before
             # compaction and the report, which read every result again
             del requests
     out.compact()
-    report = build_report(out.path, prices=prices)
+    report = build_report(out.path, prices=job.prices)
     write_reports(out.path, report)
-    return RunOutcome(report, stats, out.path, issues, fatal.message)
+    return RunOutcome(report, stats, out.path, issues)
 
 
 def _skipping(
-    spec: JobSpec,
+    job: CompiledJob,
     out: OutputDir,
     retry_failed: bool,
     stats: ExecutionStats,
@@ -226,9 +179,7 @@ def _skipping(
         stats.skipped += int(done.sum())
         return done
 
-    return iter_requests(
-        spec, skip=skip, on_issue=on_issue, on_failure=on_failure, ids_checked=True
-    )
+    return job.plan.requests(skip=skip, on_issue=on_issue, on_failure=on_failure, check_ids=False)
 
 
 def _unsendable(failure: RowFailure) -> ChatResult:
@@ -260,11 +211,11 @@ def _unsendable(failure: RowFailure) -> ChatResult:
     )
 
 
-def _budget(spec: JobSpec, prices: PriceTable, stats: ExecutionStats) -> Budget | None:
-    if spec.budget is None:
+def _budget(spec: BudgetSpec | None, prices: PriceTable, stats: ExecutionStats) -> Budget | None:
+    if spec is None:
         return None
     return Budget(
-        spec.budget.max_cost_usd,
+        spec.max_cost_usd,
         worst_case=prices.worst_case_usd,
         spent=lambda: stats.cost_usd,
     )
@@ -279,20 +230,6 @@ def _cost_of(prices: PriceTable) -> Callable[[ChatResult], float | None]:
         return prices.cost_usd(model, response.usage)
 
     return cost_of
-
-
-class _FatalWatch:
-    """Stops the run at the first error that every other request would repeat (bad key, no
-    quota): a wrong key must not turn a million rows into a million error rows."""
-
-    def __init__(self, stop: asyncio.Event) -> None:
-        self._stop = stop
-        self.message: str | None = None
-
-    def observe(self, result: ChatResult) -> None:
-        if self.message is None and isinstance(result.error, _FATAL_ERRORS):
-            self.message = f"{type(result.error).__name__}: {result.error}"
-            self._stop.set()
 
 
 async def _housekeep(

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from batchchat.cli import main
-from batchchat.plan.planner import iter_requests
+from batchchat.planning.planner import compile_plan
 from batchchat.pricing import PriceTable
 from batchchat.spec import load_spec
 
@@ -94,7 +94,7 @@ def test_validate_lists_every_problem_and_exits_2(job: Path) -> None:
     result = invoke("validate", job)
     assert result.exit_code == 2
     out = result.output
-    assert f"{job}: the job is not ready to run (5 problems):" in out
+    assert f"{job}: the job is not ready to run (4 problems):" in out
     assert "request.messages[1].content: column 'txt' does not exist in the input" in out
     assert "did you mean 'text'?" in out
     assert "output.keep_columns: column 'stars' does not exist" in out
@@ -142,12 +142,12 @@ def test_plan_shows_bodies_counts_tokens_and_cost(job: Path) -> None:
     assert "output tokens  ≤ 80" in out
     spec = load_spec(job, variables={"lang": "German"})
     prices = PriceTable.from_spec(spec)
-    bounds = [prices.request_cost_bounds(r) for r in iter_requests(spec)]
+    bounds = [prices.request_cost_bounds(r) for r in compile_plan(spec).requests()]
     low = sum(b[0] for b in bounds if b is not None)
     high = sum(b[1] for b in bounds if b is not None)
     assert 0 < low < high < 0.01
     assert f"cost           ${low:.6f} – ${high:.6f}" in out
-    tokens = sum(r.est_prompt_tokens for r in iter_requests(spec))
+    tokens = sum(r.est_prompt_tokens for r in compile_plan(spec).requests())
     assert f"prompt tokens  ~{tokens:,} (offline estimate)" in out
 
 
@@ -200,7 +200,7 @@ def test_plan_stops_on_a_bad_input_line_with_exit_2(job: Path) -> None:
     data.write_text(data.read_text() + "{broken\n")
     result = invoke("plan", job)
     assert result.exit_code == 2
-    assert f"{data}:6: malformed JSON" in result.output
+    assert f"{data}:6:2: malformed JSON" in result.output
 
 
 @pytest.mark.parametrize("path", JOBS, ids=[p.name for p in JOBS])

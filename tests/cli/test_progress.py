@@ -20,12 +20,14 @@ def stats(
     *,
     tokens: tuple[int, int] = (0, 0),
     cost_usd: float = 0.0,
+    planned: int | None = None,
 ) -> ExecutionStats:
     s = ExecutionStats(run_id="r1", started_at=datetime.now(UTC))
     s.results_ok, s.results_error, s.skipped = ok, error, skipped
     s.requests_sent = ok + error if sent is None else sent
     s.prompt_tokens, s.completion_tokens = tokens
     s.cost_usd = cost_usd
+    s.planned = planned
     return s
 
 
@@ -38,8 +40,8 @@ def test_format_duration(seconds: float, text: str) -> None:
 
 
 def test_snapshot_rates_and_eta() -> None:
-    done = stats(90, 10, sent=120, tokens=(800, 200), cost_usd=0.5)
-    snap = Snapshot.of(done, total=300, elapsed=10.0)
+    done = stats(90, 10, sent=120, tokens=(800, 200), cost_usd=0.5, planned=300)
+    snap = Snapshot.of(done, elapsed=10.0)
     assert snap.done == 100
     assert snap.requests_per_s == pytest.approx(12.0)
     assert snap.tokens_per_s == pytest.approx(100.0)
@@ -49,18 +51,18 @@ def test_snapshot_rates_and_eta() -> None:
 
 
 def test_skipped_rows_are_not_remaining_work() -> None:
-    snap = Snapshot.of(stats(10, skipped=80), total=100, elapsed=1.0)
+    snap = Snapshot.of(stats(10, skipped=80, planned=100), elapsed=1.0)
     assert snap.eta_s == pytest.approx(1.0)
 
 
 def test_unknown_total_has_no_eta() -> None:
-    assert Snapshot.of(stats(5), total=None, elapsed=1.0).eta_s is None
+    assert Snapshot.of(stats(5), elapsed=1.0).eta_s is None
 
 
 def test_plain_mode_prints_at_most_every_interval() -> None:
     now = [0.0]
     out = io.StringIO()
-    display = ProgressDisplay("plain", total=None, every_s=10, stream=out, clock=lambda: now[0])
+    display = ProgressDisplay("plain", every_s=10, stream=out, clock=lambda: now[0])
     with display:
         for t in (1.0, 5.0, 10.5, 12.0, 21.0):
             now[0] = t
@@ -75,7 +77,6 @@ def test_json_mode_writes_one_event_per_line_with_run_fields() -> None:
     out = io.StringIO()
     display = ProgressDisplay(
         "json",
-        total=10,
         stream=out,
         fields={"job": "j", "run_id": "r1"},
         clock=lambda: 1.0,
@@ -93,7 +94,7 @@ def test_json_mode_writes_one_event_per_line_with_run_fields() -> None:
 
 def test_quiet_mode_writes_nothing() -> None:
     out = io.StringIO()
-    with ProgressDisplay("quiet", total=None, stream=out) as display:
+    with ProgressDisplay("quiet", stream=out) as display:
         display.event("started")
         display.update(stats(3), final=True)
     assert out.getvalue() == ""

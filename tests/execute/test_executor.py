@@ -22,7 +22,7 @@ from batchchat.errors import (
 from batchchat.execute.budget import Budget
 from batchchat.execute.executor import execute
 from batchchat.execute.transport import HTTPRequest, HTTPResponse, MockTransport
-from batchchat.models import ChatRequest, ChatResult, ExecutionStats
+from batchchat.models import ChatRequest, ChatResult, ExecutionStats, StopReason
 from batchchat.spec import JobSpec
 from tests._fake_time import FakeTime
 
@@ -101,7 +101,9 @@ class Run:
     async def __call__(self, handler: Any, requests: Any, **kw: Any) -> ExecutionStats:
         return await execute(
             requests,
-            spec=self.spec,
+            limits=self.spec.limits,
+            retry=self.spec.retry,
+            keep_raw=self.spec.output.keep_raw,
             transport=MockTransport(handler),
             url=URL,
             headers={"authorization": "Bearer sk-test"},
@@ -261,10 +263,13 @@ async def test_non_retryable_errors_are_recorded_after_one_attempt() -> None:
     assert stats.results_error == 3 and stats.requests_sent == 3 and stats.retries == 0
 
 
-async def test_quota_errors_are_not_retried() -> None:
-    run = Run()
-    await run(no_quota, _requests(2))
-    assert [r.attempts for r in run.results] == [1, 1]
+async def test_quota_errors_are_not_retried_and_stop_the_run() -> None:
+    run = Run(limits={"max_concurrency": 1})
+    stats = await run(no_quota, _requests(3))
+    assert [r.attempts for r in run.results] == [1]
+    assert stats.requests_sent == 1  # every other request would repeat it: none is sent
+    assert stats.stop_reason == StopReason.FATAL
+    assert stats.fatal_error is not None and "QuotaExceededError" in stats.fatal_error
 
 
 async def test_a_length_finish_is_an_outcome_not_a_failure() -> None:
@@ -321,7 +326,9 @@ async def test_results_are_priced_before_the_sink_sees_them() -> None:
 
     await execute(
         _requests(3),
-        spec=run.spec,
+        limits=run.spec.limits,
+        retry=run.spec.retry,
+        keep_raw=run.spec.output.keep_raw,
         transport=MockTransport(ok_completion),
         url=URL,
         headers={},
@@ -503,7 +510,9 @@ async def test_a_failing_sink_ends_the_run_with_its_error() -> None:
     with pytest.raises(SinkError, match="disk full"):
         await execute(
             _requests(20),
-            spec=run.spec,
+            limits=run.spec.limits,
+            retry=run.spec.retry,
+            keep_raw=run.spec.output.keep_raw,
             transport=MockTransport(ok_completion),
             url=URL,
             headers={},

@@ -18,7 +18,7 @@ from batchchat.errors import AuthenticationError, RequestTooLargeError
 from batchchat.execute.executor import execute
 from batchchat.execute.transport import AiohttpTransport
 from batchchat.models import ChatRequest, ChatResult, ExecutionStats
-from batchchat.plan.tokens import estimate_prompt_tokens
+from batchchat.planning.tokens import estimate_prompt_tokens
 from batchchat.simulator import SimulatorServer, key_of
 from batchchat.spec import JobSpec
 from tests.conftest import SimulatorFactory
@@ -68,7 +68,9 @@ async def _run(
     try:
         await execute(
             requests,
-            spec=spec,
+            limits=spec.limits,
+            retry=spec.retry,
+            keep_raw=spec.output.keep_raw,
             transport=transport,
             url=sim.base_url + "/chat/completions",
             headers=kw.pop("headers", {}),
@@ -228,7 +230,9 @@ async def test_stop_mid_run_loses_nothing(simulator_factory: SimulatorFactory) -
     try:
         await execute(
             requests,
-            spec=spec,
+            limits=spec.limits,
+            retry=spec.retry,
+            keep_raw=spec.output.keep_raw,
             transport=transport,
             url=sim.base_url + "/chat/completions",
             headers={},

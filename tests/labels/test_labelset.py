@@ -21,7 +21,7 @@ from batchchat.errors import SpecError
 from batchchat.labels.columns import label_fields, label_report, label_values, with_votes
 from batchchat.labels.labelset import LabelMatch, LabelSet
 from batchchat.models import TokenLogprob, TopLogprob
-from batchchat.plan.tokens import _PIECE
+from batchchat.planning.tokens import _PIECE
 from batchchat.spec import load_spec
 
 SENTIMENT = LabelSet(["positive", "negative", "neutral"])

@@ -16,7 +16,7 @@ import pytest
 from batchchat.errors import SinkError, SpecError
 from batchchat.models import ChatResult, ToolCall
 from batchchat.results.encoder import ResultEncoder
-from batchchat.results.schema import ColumnGroup, result_schema, scrub
+from batchchat.results.schema import ColumnGroup, result_columns, scrub
 from tests._results import (
     T0,
     T1,
@@ -85,8 +85,9 @@ CONTRACT: dict[str, Any] = {
 def round_trip(
     tmp_path: Path, spec: Any, results: Sequence[ChatResult], input_schema: Any = None, **kw: Any
 ) -> pl.DataFrame:
-    schema = result_schema(spec, input_schema or {}, **kw)
-    encoder = ResultEncoder(spec, schema, run_id="run-1", **kw)
+    columns = result_columns(spec, input_schema or {}, **kw)
+    schema = columns.schema
+    encoder = ResultEncoder(columns, run_id="run-1")
     for result in results:
         encoder.add(result)
     table = encoder.take_table()
@@ -212,9 +213,9 @@ def test_n_greater_than_one_keeps_every_choice(tmp_path: Path) -> None:
 
 
 def test_choices_column_only_when_n_asks_for_more() -> None:
-    assert "choices" not in result_schema(make_spec(), {}).names
-    assert "choices" not in result_schema(make_spec(request={"n": 1}), {}).names
-    assert "choices" in result_schema(make_spec(request={"n": 2}), {}).names
+    assert "choices" not in result_columns(make_spec(), {}).schema.names
+    assert "choices" not in result_columns(make_spec(request={"n": 1}), {}).schema.names
+    assert "choices" in result_columns(make_spec(request={"n": 2}), {}).schema.names
 
 
 def test_keep_columns_keep_their_input_types(tmp_path: Path) -> None:
@@ -257,15 +258,14 @@ def test_keep_columns_keep_their_input_types(tmp_path: Path) -> None:
 
 def test_keep_column_problems_are_spec_errors() -> None:
     with pytest.raises(SpecError, match=r"keep_columns: the input has no column 'nope' \(text\)"):
-        result_schema(make_spec(output={"keep_columns": ["nope"]}), {"text": pl.String})
+        result_columns(make_spec(output={"keep_columns": ["nope"]}), {"text": pl.String})
     with pytest.raises(SpecError, match="'content' is also the name of a result column"):
-        result_schema(make_spec(output={"keep_columns": ["content"]}), {"content": pl.String})
+        result_columns(make_spec(output={"keep_columns": ["content"]}), {"content": pl.String})
 
 
 def test_a_value_that_does_not_fit_names_its_column_and_row() -> None:
     spec = make_spec(output={"keep_columns": ["n"]})
-    schema = result_schema(spec, {"n": pl.Int64})
-    encoder = ResultEncoder(spec, schema)
+    encoder = ResultEncoder(result_columns(spec, {"n": pl.Int64}))
     encoder.add(make_result("ok-row", keep={"n": 1}))
     encoder.add(make_result("bad-row", keep={"n": "seven"}))
     with pytest.raises(
@@ -276,8 +276,8 @@ def test_a_value_that_does_not_fit_names_its_column_and_row() -> None:
 
 def test_all_null_columns_keep_their_types(tmp_path: Path) -> None:
     spec = make_spec(request={"n": 2}, output={"parse": "json"})
-    schema = result_schema(spec, {})
-    encoder = ResultEncoder(spec, schema)
+    schema = result_columns(spec, {}).schema
+    encoder = ResultEncoder(result_columns(spec, {}))
     encoder.add(make_result("1", error=client_error()))  # every response column null
     first = encoder.take_table()
     encoder.add(make_result("2", choices=[make_choice('{"a": 1}', logprobs=logprobs_of("x"))]))
@@ -291,7 +291,7 @@ def test_all_null_columns_keep_their_types(tmp_path: Path) -> None:
 
 def test_take_table_clears_the_buffer() -> None:
     spec = make_spec()
-    encoder = ResultEncoder(spec, result_schema(spec, {}))
+    encoder = ResultEncoder(result_columns(spec, {}))
     encoder.add(make_result("1"))
     encoder.add(make_result("2"))
     assert len(encoder) == 2
@@ -303,7 +303,7 @@ def test_raw_response_is_kept_when_asked(tmp_path: Path) -> None:
     raw = '{"id": "chatcmpl-1", "object": "chat.completion", "extra": {"x": 1}}'
     frame = round_trip(tmp_path, make_spec(output={"keep_raw": True}), [make_result("1", raw=raw)])
     assert frame.columns[-1] == "raw_response" and frame.item(0, "raw_response") == raw
-    assert "raw_response" not in result_schema(make_spec(), {}).names
+    assert "raw_response" not in result_columns(make_spec(), {}).schema.names
 
 
 # -- structured output --------------------------------------------------------------------------
@@ -376,7 +376,7 @@ def test_missing_optional_fields_are_null(tmp_path: Path) -> None:
 
 
 def test_required_fields_are_not_nullable_in_the_arrow_type() -> None:
-    parsed = result_schema(schema_spec(), {}).field("parsed").type
+    parsed = result_columns(schema_spec(), {}).schema.field("parsed").type
     nullable = {field.name: field.nullable for field in parsed}
     assert nullable["sentiment"] is False and nullable["score"] is False
     assert nullable["stars"] is True and nullable["author"] is True
@@ -448,7 +448,7 @@ def test_without_a_schema_parsed_is_compact_json_text(tmp_path: Path) -> None:
 
 def test_an_invalid_json_schema_is_a_spec_error() -> None:
     with pytest.raises(SpecError, match="is not a valid JSON Schema"):
-        result_schema(schema_spec({"type": "object", "properties": {"a": {"type": "strnig"}}}), {})
+        result_columns(schema_spec({"type": "object", "properties": {"a": {"type": "strnig"}}}), {})
 
 
 # -- composability ------------------------------------------------------------------------------
@@ -473,9 +473,3 @@ def test_another_module_can_add_a_column_group(tmp_path: Path) -> None:
     assert frame.columns[-2:] == ["label", "label_error"]
     assert frame["label"].to_list() == ["yes", "maybe"]
     assert frame["label_error"].to_list() == [None, "no label matched"]
-
-
-def test_the_encoder_refuses_a_schema_of_other_columns() -> None:
-    spec = make_spec()
-    with pytest.raises(ValueError, match="are not this job's columns"):
-        ResultEncoder(spec, result_schema(spec, {}, extra_groups=[label_group()]))

@@ -17,7 +17,7 @@ import pytest
 from batchchat.errors import ResumeError, SinkError
 from batchchat.results.encoder import ResultEncoder
 from batchchat.results.layout import part_paths, remove_temporaries
-from batchchat.results.schema import result_schema
+from batchchat.results.schema import result_columns
 from batchchat.results.sink import ParquetSink
 from batchchat.spec import JobSpec
 from tests._results import make_result, make_spec
@@ -42,11 +42,12 @@ def make_sink(
     clock: FakeClock | None = None,
 ) -> ParquetSink:
     spec = spec or make_spec()
-    schema = result_schema(spec, {})
+    columns = result_columns(spec, {})
+    schema = columns.schema
     return ParquetSink(
         results_dir,
         schema,
-        ResultEncoder(spec, schema),
+        ResultEncoder(columns),
         part_rows=part_rows,
         part_seconds=part_seconds,
         clock=clock or FakeClock(),
@@ -144,15 +145,16 @@ WRITER = """
 import sys
 from pathlib import Path
 from batchchat.results.encoder import ResultEncoder
-from batchchat.results.schema import result_schema
+from batchchat.results.schema import result_columns
 from batchchat.results.layout import part_paths
 from batchchat.results.sink import ParquetSink
 from tests._results import logprobs_of, make_choice, make_result, make_spec
 
 results_dir, part_rows = Path(sys.argv[1]), int(sys.argv[2])
 spec = make_spec()
-schema = result_schema(spec, {})
-sink = ParquetSink(results_dir, schema, ResultEncoder(spec, schema),
+columns = result_columns(spec, {})
+schema = columns.schema
+sink = ParquetSink(results_dir, schema, ResultEncoder(columns),
                    part_rows=part_rows, part_seconds=1e9)
 row = len(part_paths(results_dir)) * part_rows
 print("ready", flush=True)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batchchat.plan.tokens import estimate_prompt_tokens, estimate_text_tokens
+from batchchat.planning.tokens import estimate_prompt_tokens, estimate_text_tokens
 from batchchat.simulator import SimulatorServer
 from batchchat.simulator.answers import find_labels, is_reasoning_model, split_tokens
 from batchchat.simulator.stats import CACHE_BLOCK

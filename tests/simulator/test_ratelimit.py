@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from batchchat.plan.tokens import estimate_prompt_tokens
+from batchchat.planning.tokens import estimate_prompt_tokens
 from batchchat.simulator import DEFAULT_CHARGED_COMPLETION_TOKENS
 from batchchat.simulator.ratelimit import SlidingWindow, format_duration, retry_headers
 from tests.conftest import ManualClock

@@ -17,7 +17,7 @@ from batchchat._version import __version__
 #: command name → "module:attribute" under batchchat.cli
 COMMANDS = {
     "run": "run:run",
-    "validate": "plan:validate",
+    "validate": "validate:validate",
     "plan": "plan:plan",
     "simulate": "simulate:simulate",
     "report": "report:report",

@@ -20,9 +20,8 @@ async def execute_run(
 ) -> int:
     """Run the job with signal handling and a progress display; return the exit code."""
     stop = asyncio.Event()
-    total = _expected_requests(spec)
     run_id = new_run_id()
-    display = ProgressDisplay(mode, total=total, fields={"run_id": run_id, "job": spec.name})
+    display = ProgressDisplay(mode, fields={"run_id": run_id, "job": spec.name})
     options = RunOptions(
         run_id=run_id,
         retry_failed=retry_failed,
@@ -45,14 +44,6 @@ async def execute_run(
         _remove_signal_handlers()
     _summarize(outcome, mode, display)
     return outcome.exit_code
-
-
-def _expected_requests(spec: JobSpec) -> int | None:
-    """Rows × samples when cheaply known (for the ETA); None otherwise."""
-    from batchchat.plan.reader import count_rows
-
-    rows = count_rows(spec)
-    return None if rows is None else rows * spec.samples
 
 
 def _install_signal_handlers(stop: asyncio.Event, task: asyncio.Task[int], *, quiet: bool) -> None:

@@ -33,10 +33,11 @@ class Snapshot:
     eta_s: float | None
 
     @classmethod
-    def of(cls, stats: ExecutionStats, total: int | None, elapsed: float) -> Snapshot:
+    def of(cls, stats: ExecutionStats, elapsed: float) -> Snapshot:
         done = stats.results_ok + stats.results_error
         elapsed = max(elapsed, 1e-9)
         rate = done / elapsed
+        total = stats.planned
         remaining = None if total is None else max(total - done - stats.skipped, 0)
         eta = remaining / rate if remaining is not None and rate > 0 else None
         return cls(
@@ -95,14 +96,12 @@ class ProgressDisplay:
         self,
         mode: str,
         *,
-        total: int | None,
         fields: dict[str, Any] | None = None,
         every_s: float = 10.0,
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._mode = mode
-        self._total = total
         self._fields = fields or {}  # run id and job name, for JSON events
         self._every_s = every_s
         self._stream = stream or (sys.stdout if mode == "json" else sys.stderr)
@@ -124,7 +123,7 @@ class ProgressDisplay:
 
     def update(self, stats: ExecutionStats, *, final: bool = False) -> None:
         now = self._clock()
-        snapshot = Snapshot.of(stats, self._total, now - self._started)
+        snapshot = Snapshot.of(stats, now - self._started)
         if self._live is not None:
             self._live.update(Text(snapshot.line()))
         elif self._mode == "plain" and (final or now - self._last_line >= self._every_s):

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from batchchat.errors import RequestError
+from batchchat.errors import RequestError, is_fatal
 from batchchat.execute.budget import Budget
 from batchchat.execute.limits import RateLimiter
 from batchchat.execute.parse import parse_response
@@ -33,7 +33,7 @@ from batchchat.execute.retry import RetryPolicy
 from batchchat.execute.stats import StatsRecorder
 from batchchat.execute.transport import HTTPRequest, HTTPResponse, Transport
 from batchchat.models import ChatRequest, ChatResponse, ChatResult, ExecutionStats, StopReason
-from batchchat.spec import JobSpec
+from batchchat.spec import LimitsSpec, RetrySpec
 
 Pricer = Callable[[ChatResult], float | None]
 
@@ -59,7 +59,9 @@ class _Run:
     def __init__(
         self,
         *,
-        spec: JobSpec,
+        limits: LimitsSpec,
+        retry: RetrySpec,
+        keep_raw: bool,
         transport: Transport,
         url: str,
         headers: Mapping[str, str],
@@ -74,7 +76,7 @@ class _Run:
         self.transport = transport
         self.url = url
         self.headers = {"content-type": "application/json", **headers}
-        self.keep_raw = spec.output.keep_raw
+        self.keep_raw = keep_raw
         self.on_result = on_result
         self.stats = stats
         self.recorder = StatsRecorder(stats, clock)
@@ -82,10 +84,8 @@ class _Run:
         self.cost_of = cost_of
         self.sleep = sleep
         self.clock = clock
-        self.limiter = RateLimiter(
-            spec.limits, max_pause_s=spec.retry.max_wait_s, clock=clock, sleep=sleep
-        )
-        self.policy = RetryPolicy(spec.retry)
+        self.limiter = RateLimiter(limits, max_pause_s=retry.max_wait_s, clock=clock, sleep=sleep)
+        self.policy = RetryPolicy(retry)
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         #: one per job pulled from the input and not finished yet
         self.slots = asyncio.Semaphore(max_pending)
@@ -164,6 +164,12 @@ class _Run:
             self.stopping = reason
             self.stats.stop_reason = reason
             self.ended.set()
+
+    def stop_on_fatal(self, error: RequestError) -> None:
+        """Every other request would fail like ``error``: send nothing more."""
+        if self.stats.fatal_error is None:
+            self.stats.fatal_error = f"{type(error).__name__}: {error}"
+        self.begin_stop(StopReason.FATAL)
 
     def stop_on_input_error(self, error: Exception) -> None:
         """The planner failed: send nothing more, let the attempts in flight finish and be
@@ -325,6 +331,8 @@ def _settle(run: _Run, job: _Job, outcome: ChatResponse | RequestError) -> None:
     wait_s = run.policy.next_wait(outcome, job.attempts)
     if wait_s is None:
         run.finish(job, None, outcome)
+        if is_fatal(outcome):
+            run.stop_on_fatal(outcome)
     elif run.stopping is not None:
         run.drop(job)
     else:
@@ -337,12 +345,12 @@ async def _watch(run: _Run, stop: asyncio.Event) -> None:
 
 
 async def _drain(run: _Run, stop: asyncio.Event | None, timeout_s: float) -> None:
-    """Wait for the attempts in flight: all of them after a budget stop or an input error
-    (unless interrupted meanwhile), at most ``timeout_s`` after an interrupt."""
+    """Wait for the attempts in flight: all of them after a budget, fatal or input-error
+    stop (unless interrupted meanwhile), at most ``timeout_s`` after an interrupt."""
     if run.stats.in_flight <= 0:
         return
     run.idle = idle = asyncio.Event()
-    if run.stopping in (StopReason.BUDGET, StopReason.ERROR):
+    if run.stopping in (StopReason.BUDGET, StopReason.ERROR, StopReason.FATAL):
         if stop is None:
             await idle.wait()
             return
@@ -368,7 +376,9 @@ async def _first_of(*waits: Awaitable[object]) -> None:
 async def execute(
     requests: Iterable[ChatRequest] | AsyncIterable[ChatRequest],
     *,
-    spec: JobSpec,
+    limits: LimitsSpec,
+    retry: RetrySpec,
+    keep_raw: bool = False,
     transport: Transport,
     url: str,
     headers: Mapping[str, str],
@@ -382,20 +392,24 @@ async def execute(
     clock: Callable[[], float] = time.monotonic,
     max_pending: int | None = None,
 ) -> ExecutionStats:
-    """Send every request, retrying per ``spec.retry`` within ``spec.limits``; one
+    """Send every request, retrying per ``retry`` within ``limits``; one
     :class:`ChatResult` per finished request goes to ``on_result``.
 
-    Stops sending when ``stop`` is set (``stats.stop_reason = "interrupted"``: in-flight
-    attempts get ``drain_timeout_s``, then are cancelled without a result) or when the
-    budget would be passed (``"budget"``: in-flight attempts finish), or when ``requests``
-    raises (``"error"``: in-flight attempts finish, then the error is raised).
+    Stops sending when ``stop`` is set (``stats.stop_reason`` ``INTERRUPTED``: in-flight
+    attempts get ``drain_timeout_s``, then are cancelled without a result), when the
+    budget would be passed (``BUDGET``: in-flight attempts finish), at an error every
+    request would repeat (``FATAL``, said in ``stats.fatal_error``: in-flight attempts
+    finish), or when ``requests`` raises (``ERROR``: in-flight attempts finish, then the
+    error is raised).
     ``cost_of`` prices each result (the budget reads what is spent from ``stats``).
     ``max_pending`` bounds the requests pulled from ``requests`` and not finished yet
     (default: 4 × max_concurrency, at least 1024).
     """
-    workers = spec.limits.max_concurrency
+    workers = limits.max_concurrency
     run = _Run(
-        spec=spec,
+        limits=limits,
+        retry=retry,
+        keep_raw=keep_raw,
         transport=transport,
         url=url,
         headers=headers,

@@ -15,28 +15,17 @@ import pyarrow as pa
 
 from batchchat.errors import SinkError
 from batchchat.models import ChatResult
-from batchchat.plan.reader import polars_type
-from batchchat.results.schema import ColumnGroup, column_groups
-from batchchat.spec import JobSpec
+from batchchat.planning.source import polars_type
+from batchchat.results.schema import ResultColumns
 
 
 class ResultEncoder:
     """Buffers results as rows of values and hands them out as Arrow tables (the hot path)."""
 
-    def __init__(
-        self,
-        spec: JobSpec,
-        schema: pa.Schema,
-        *,
-        run_id: str | None = None,
-        extra_groups: Sequence[ColumnGroup] = (),
-    ) -> None:
-        keep = {name: schema.field(name).type for name in spec.output.keep_columns}
-        groups = column_groups(spec, keep, run_id=run_id, extra_groups=extra_groups)
+    def __init__(self, columns: ResultColumns, *, run_id: str | None = None) -> None:
+        groups = columns.groups(run_id)
         names = [field.name for group in groups for field in group.fields]
-        if names != schema.names:
-            raise ValueError(f"schema columns {schema.names} are not this job's columns {names}")
-        self.schema = schema
+        self.schema = schema = columns.schema
         self._extracts = [group.extract for group in groups]
         self._polars_types = [_polars_type(field.type) for field in schema]
         #: one tuple per buffered result, in schema order; transposed in C by take_table

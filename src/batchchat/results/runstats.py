@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from batchchat.models import ExecutionStats, StopReason, TimelineBucket
-from batchchat.plan.reader import InputIssue
+from batchchat.planning.reader import InputIssue
 from batchchat.results.layout import OutputLayout, write_atomically
 
 

@@ -4,9 +4,8 @@ Columns come in groups that travel together — identity, outcome, response,
 choices (``n > 1``), usage, structured output (``output.parse``), raw
 (``output.keep_raw``) — each a :class:`ColumnGroup`: its Arrow fields plus one
 function from a result to their values. Another module adds its own columns
-(labels, say) by passing more groups as ``extra_groups`` to both
-:func:`result_schema` and :class:`batchchat.results.encoder.ResultEncoder`, which turns the
-values into Arrow tables.
+(labels, say) by passing more groups as ``extra_groups`` to :func:`result_columns`; the
+:class:`batchchat.results.encoder.ResultEncoder` turns the values into Arrow tables.
 
 Every part is written with the full explicit schema, so an all-null column has
 the same type in every part of every run. The schema depends only on the spec
@@ -100,16 +99,60 @@ class ColumnGroup:
     extract: Callable[[ChatResult], tuple[Any, ...]]
 
 
-def result_schema(
+@dataclass(frozen=True)
+class ResultColumns:
+    """What decides a job's result columns, resolved once from its spec and input."""
+
+    #: the kept input columns and their Arrow types
+    keep: Mapping[str, pa.DataType]
+    #: whether the ``choices`` column exists (the request may ask for ``n > 1``)
+    choices: bool
+    #: the parser of ``output.parse: json`` answers (None: no ``parsed`` column)
+    structured: StructuredOutput | None
+    #: whether ``raw_response`` is kept
+    raw: bool
+    #: groups another stage adds (labels)
+    extra: tuple[ColumnGroup, ...] = ()
+
+    def groups(self, run_id: str | None = None) -> list[ColumnGroup]:
+        """Every column group, in column order (``run_id`` fills the ``run_id`` column)."""
+        groups = [_identity(self.keep), _outcome(run_id), _response()]
+        if self.choices:
+            groups.append(_choices())
+        groups.append(_usage())
+        if self.structured is not None:
+            groups.append(_structured(self.structured))
+        if self.raw:
+            groups.append(_raw())
+        groups.extend(self.extra)
+        return groups
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The Arrow schema of the results (every part is written with exactly this)."""
+        return pa.schema([field for group in self.groups() for field in group.fields])
+
+
+def result_columns(
     spec: JobSpec,
     input_schema: Mapping[str, pl.DataType],
     *,
     extra_groups: Sequence[ColumnGroup] = (),
-) -> pa.Schema:
-    """The Arrow schema of this job's results (keep_columns take their input types)."""
+) -> ResultColumns:
+    """The result columns of a job (keep_columns take their input types).
+
+    Raises SpecError for kept columns the input lacks or whose names clash with result
+    columns, and for a JSON schema that cannot be stored.
+    """
     keep = keep_column_types(spec.output.keep_columns, input_schema)
-    groups = column_groups(spec, keep, extra_groups=extra_groups)
-    return pa.schema([field for group in groups for field in group.fields])
+    structured = None
+    if spec.output.parse == "json":
+        structured = StructuredOutput(response_json_schema(spec.request))
+    columns = ResultColumns(
+        keep, wants_choices(spec), structured, spec.output.keep_raw, tuple(extra_groups)
+    )
+    _check_unique(columns.groups(), keep)
+    return columns
 
 
 def keep_column_types(
@@ -149,27 +192,6 @@ def portable_type(arrow: pa.DataType) -> pa.DataType:
             [pa.field(f.name, portable_type(f.type), f.nullable) for f in arrow.fields]
         )
     return arrow
-
-
-def column_groups(
-    spec: JobSpec,
-    keep: Mapping[str, pa.DataType],
-    *,
-    run_id: str | None = None,
-    extra_groups: Sequence[ColumnGroup] = (),
-) -> list[ColumnGroup]:
-    """Every column group of this job, in column order; names must be unique."""
-    groups = [_identity(keep), _outcome(run_id), _response()]
-    if wants_choices(spec):
-        groups.append(_choices())
-    groups.append(_usage())
-    if spec.output.parse == "json":
-        groups.append(_structured(StructuredOutput(response_json_schema(spec.request))))
-    if spec.output.keep_raw:
-        groups.append(_raw())
-    groups.extend(extra_groups)
-    _check_unique(groups, keep)
-    return groups
 
 
 def wants_choices(spec: JobSpec) -> bool:

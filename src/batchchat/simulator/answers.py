@@ -9,7 +9,7 @@ row an answer belongs to and a re-run gives the same bytes:
 * a label line (``Answer with one of: a, b, c``; also ``Labels:`` and
   ``Categories:``) in a system, developer or user message makes the content
   exactly one of those labels;
-* tokens are the pieces of :mod:`batchchat.plan.tokens`' estimator, each carrying
+* tokens are the pieces of :mod:`batchchat.planning.tokens`' estimator, each carrying
   the whitespace before it (``" word"``), so usage agrees with the client's
   estimate and the logprob tokens concatenate to the content.
 """
@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from batchchat.plan.tokens import _PIECE
+from batchchat.planning.tokens import _PIECE
 
 # the estimator's own pattern with the preceding whitespace attached: counts agree by construction
 _TOKEN = re.compile(r"\s*(?:" + _PIECE.pattern + ")")

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from batchchat.plan.tokens import estimate_text_tokens
+from batchchat.planning.tokens import estimate_text_tokens
 from batchchat.simulator import answers
 from batchchat.simulator.schema import instance_of
 from batchchat.simulator.validate import SimRequest

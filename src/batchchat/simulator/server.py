@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from batchchat.plan.tokens import REPLY_PRIMING_TOKENS
+from batchchat.planning.tokens import REPLY_PRIMING_TOKENS
 from batchchat.simulator import replies, stream
 from batchchat.simulator.completion import build_completion, response_body
 from batchchat.simulator.faults import FaultPlan, LatencyModel

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from batchchat.plan.tokens import REPLY_PRIMING_TOKENS, estimate_prompt_tokens
+from batchchat.planning.tokens import REPLY_PRIMING_TOKENS, estimate_prompt_tokens
 
 CACHE_BLOCK = 64
 #: prefixes remembered before the cache starts afresh (bounds memory on huge runs)

@@ -6,6 +6,7 @@ builds one from YAML, with file, line and field in every error.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import re
@@ -36,6 +37,20 @@ class InputSpec(Strict):
     on_bad_line: Literal["error", "skip"] = "error"
     #: rows per batch read from the input; bounds memory
     batch_size: int = Field(default=10_000, gt=0)
+    #: the text encoding of CSV and JSONL files (Python's codec names: latin-1, cp1252, ...);
+    #: a byte that does not decode is an input error naming its file, line and column
+    encoding: str = "utf-8"
+
+    @field_validator("encoding")
+    @classmethod
+    def _is_a_codec(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(
+                f"unknown encoding {value!r} (for example utf-8, latin-1, cp1252)"
+            ) from None
+        return value
 
 
 class LatencySpec(Strict):

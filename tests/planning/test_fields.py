@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from batchchat.errors import TemplateError
-from batchchat.plan.fields import checked_body, field_problems
+from batchchat.planning.fields import checked_body, field_problems
 
 
 @pytest.mark.parametrize(

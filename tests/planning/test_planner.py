@@ -14,22 +14,22 @@ from hypothesis import strategies as st
 
 from batchchat.errors import SpecError, TemplateError
 from batchchat.models import ChatRequest
-from batchchat.plan.planner import (
+from batchchat.planning.estimate import batch_line
+from batchchat.planning.planner import (
     DEFAULT_MAX_OUTPUT_TOKENS,
-    batch_line,
-    check_spec_against_input,
+    compile_plan,
     derive_seed,
-    iter_requests,
     max_output_tokens,
     request_hash,
 )
-from batchchat.plan.tokens import (
+from batchchat.planning.tokens import (
     PER_MESSAGE_TOKENS,
     REPLY_PRIMING_TOKENS,
     estimate_prompt_tokens,
     estimate_text_tokens,
     text_counter,
 )
+from batchchat.planning.validate import check_plan
 from batchchat.spec import JobSpec, load_spec
 
 ROWS = [
@@ -59,7 +59,11 @@ def make_spec(
 
 
 def plan(spec: JobSpec, **kw: Any) -> list[ChatRequest]:
-    return list(iter_requests(spec, **kw))
+    return list(compile_plan(spec).requests(**kw))
+
+
+def check_spec_against_input(spec: JobSpec) -> None:
+    check_plan(compile_plan(spec))
 
 
 def test_requests_come_in_input_order_row_by_row(tmp_path: Path) -> None:
@@ -793,7 +797,7 @@ def test_templates_that_read_no_column_give_one_request_per_row(tmp_path: Path) 
             "request": {"model": "m", "messages": [{"role": "user", "content": "Say hi"}]},
         }
     )
-    requests = list(iter_requests(spec))
+    requests = list(compile_plan(spec).requests())
     assert [r.row_id for r in requests] == [f"r{i}" for i in range(5)]
     assert all(r.body["messages"] == [{"role": "user", "content": "Say hi"}] for r in requests)
 

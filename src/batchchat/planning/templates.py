@@ -35,7 +35,7 @@ from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from batchchat.errors import TemplateError
-from batchchat.plan.messages import PART_TYPES
+from batchchat.planning.messages import PART_TYPES
 
 #: names every template sees besides the row's columns
 BUILTIN_NAMES = frozenset({"row", "vars", "row_id", "sample"})

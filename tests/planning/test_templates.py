@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batchchat.errors import TemplateError
-from batchchat.plan.templates import compile_tree, data_url, make_environment
+from batchchat.planning.templates import compile_tree, data_url, make_environment
 
 ROW: dict[str, Any] = {
     "text": "Great mug",

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from batchchat.errors import TemplateError
-from batchchat.plan.messages import message_problems, show_value
+from batchchat.planning.messages import message_problems, show_value
 
 
 def _is_int(value: Any) -> bool:
@@ -93,7 +93,7 @@ def field_problems(key: str, value: Any) -> list[str]:
 def checked_body(body: dict[str, Any], dynamic: Iterable[str], row_id: str) -> dict[str, Any]:
     """Check (and parse, for numbers given as text) the templated fields of one body.
 
-    ``messages`` is left to :func:`batchchat.plan.messages.assemble_messages`.
+    ``messages`` is left to :func:`batchchat.planning.messages.assemble_messages`.
     """
     for key in dynamic:
         rule = FIELD_RULES.get(key)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from batchchat.errors import TemplateError
-from batchchat.plan.messages import MessageLayout, assemble_messages, splice_value
+from batchchat.planning.messages import MessageLayout, assemble_messages, splice_value
 
 SYSTEM = {"role": "system", "content": "Be brief."}
 USER = {"role": "user", "content": "Q"}

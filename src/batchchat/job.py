@@ -1,0 +1,122 @@
+"""A job compiled once: its input, request, prices and result columns, every check made.
+
+A run, ``batchchat validate``, ``batchchat plan`` and the Python API all compile a spec
+here, so a job is read and checked one way, and every problem is found at once, before
+anything is sent or written: a spec that does not fit its input, duplicate ids, labels
+that cannot be told apart, kept columns that clash with result columns, a bad price.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from batchchat.errors import BatchchatError, SpecError
+from batchchat.execute.endpoint import resolve_headers
+from batchchat.labels.columns import label_column_group
+from batchchat.planning.ids import check_unique_ids
+from batchchat.planning.planner import Plan, compile_plan
+from batchchat.planning.validate import plan_problems
+from batchchat.pricing import PriceTable
+from batchchat.results.schema import ResultColumns, result_columns
+from batchchat.spec import JobSpec
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CompiledJob:
+    """Everything a run needs before it opens its output directory, read and checked once."""
+
+    spec: JobSpec
+    plan: Plan
+    prices: PriceTable
+    columns: ResultColumns
+
+    @property
+    def output_dir(self) -> Path:
+        return self.spec.output_dir
+
+
+def compile_job(spec: JobSpec, *, require_key: bool = True) -> CompiledJob:
+    """Compile ``spec``; SpecError listing every problem when it is not ready to run.
+
+    ``require_key``: the endpoint's key variable must be set (a real run); ``validate``
+    and ``plan`` only mention a missing key.
+    """
+    problems = _Problems()
+    compiled = _compile(spec, problems, require_key=require_key)
+    if compiled is not None and not problems.lines:
+        return compiled
+    if len(problems.raised) == 1 and len(problems.lines) == 1:
+        raise problems.raised[0]  # one problem: its own error, of its own type
+    count = len(problems.lines)
+    raise SpecError(
+        f"job '{spec.name}' is not ready to run ({count} problem{'s' if count > 1 else ''}):",
+        problems.lines,
+    )
+
+
+def job_problems(spec: JobSpec) -> list[str]:
+    """Every problem :func:`compile_job` would raise (without requiring the key), as lines."""
+    problems = _Problems()
+    _compile(spec, problems, require_key=False)
+    return problems.lines
+
+
+def _compile(spec: JobSpec, problems: _Problems, *, require_key: bool) -> CompiledJob | None:
+    plan = problems.check(lambda: compile_plan(spec))
+    prices = problems.check(lambda: PriceTable.from_spec(spec))
+    if require_key and not spec.endpoint.is_simulator:
+        problems.check(lambda: resolve_headers(spec.endpoint))
+    if plan is None:
+        return None
+    problems.lines.extend(f"  {line}" for line in plan_problems(plan))
+    problems.check(lambda: check_unique_ids(plan.source))
+    columns = _result_columns(spec, plan, problems)
+    if prices is None or columns is None:
+        return None
+    return CompiledJob(spec, plan, prices, columns)
+
+
+def _result_columns(spec: JobSpec, plan: Plan, problems: _Problems) -> ResultColumns | None:
+    # kept columns missing from the input are plan problems already: not repeated here
+    schema = plan.source.schema
+    kept = [name for name in spec.output.keep_columns if name in schema]
+    output = spec.output.model_copy(update={"keep_columns": kept})
+    checked = spec.model_copy(update={"output": output})
+    labels = problems.check(lambda: label_column_group(checked))
+    if labels is None and spec.output.labels is not None:
+        problems.check(lambda: result_columns(checked, schema))  # the kept columns, alone
+        return None
+    extra = [labels] if labels is not None else []
+    columns = problems.check(lambda: result_columns(checked, schema, extra_groups=extra))
+    return columns if len(kept) == len(spec.output.keep_columns) else None
+
+
+class _Problems:
+    """Problems, collected from checks that raise: one indented entry per problem."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        #: the errors the checks raised
+        self.raised: list[BatchchatError] = []
+
+    def check(self, check: Callable[[], T]) -> T | None:
+        """Run ``check``; what it raises becomes problems (and None is returned)."""
+        try:
+            return check()
+        except SpecError as exc:
+            self.raised.append(exc)
+            found = exc.problems or [str(exc)]
+            self.lines.extend(line if line.startswith("  ") else _indented(line) for line in found)
+        except BatchchatError as exc:
+            self.raised.append(exc)
+            self.lines.append(_indented(str(exc)))
+        return None
+
+
+def _indented(text: str) -> str:
+    return "  " + text.replace("\n", "\n  ")

@@ -1,0 +1,1 @@
+"""Planning: read the input and render each row into the exact Chat Completions request to send."""
