@@ -7,10 +7,8 @@ such shapes in the wild. No body ever contains the API key a client sent.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from batchchat.simulator.ratelimit import Admission, format_duration
 from batchchat.simulator.validate import InvalidRequest
 
 SERVER_ERROR = "The server had an error while processing your request. Sorry about that!"
@@ -72,23 +70,3 @@ def unauthorized_body() -> dict[str, Any]:
 
 def not_found_body(method: str, path: str) -> dict[str, Any]:
     return error_body(f"Invalid URL ({method} {path})", "invalid_request_error", None, None)
-
-
-def rate_limited_body(model: str, admission: Admission) -> dict[str, Any]:
-    """A 429 of the RPM/TPM limits; "Request too large" when waiting can never help."""
-    kind = admission.limit_type or "requests"
-    name = "requests per min (RPM)" if kind == "requests" else "tokens per min (TPM)"
-    where = f"for {model} in organization org-simulator on {name}"
-    if math.isinf(admission.retry_after):
-        message = (
-            f"Request too large {where}: Limit {admission.limit}, Requested "
-            f"{admission.requested}. The input or output tokens must be reduced in order to "
-            "run successfully."
-        )
-    else:
-        message = (
-            f"Rate limit reached {where}: Limit {admission.limit}, Used {admission.used}, "
-            f"Requested {admission.requested}. "
-            f"Please try again in {format_duration(admission.retry_after)}."
-        )
-    return error_body(message, kind, None, "rate_limit_exceeded")
