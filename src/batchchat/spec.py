@@ -80,6 +80,8 @@ class SimulatorSpec(_Strict):
     faults: FaultSpec = FaultSpec()
     #: seconds between ``: keep-alive`` comment lines in slow streams
     keep_alive_s: float = Field(default=5.0, gt=0)
+    #: "openai": sliding 60 s windows; "gateway": LiteLLM's calendar-minute windows and headers
+    rate_limit_style: Literal["openai", "gateway"] = "openai"
 
 
 class EndpointSpec(_Strict):

@@ -22,6 +22,7 @@ from aiohttp import web
 from batchchat.simulator import replies, send, stream
 from batchchat.simulator.completion import Completion, build_completion, response_body
 from batchchat.simulator.faults import FaultPlan, LatencyModel
+from batchchat.simulator.gateway import GatewayLimiter
 from batchchat.simulator.ratelimit import Admission, Limiter, RateLimiter
 from batchchat.simulator.stats import (
     PrefixCache,
@@ -47,8 +48,10 @@ Sleep = Callable[[float], Awaitable[None]]
 class SimulatorServer:
     """A local OpenAI-compatible Chat Completions server, started in-process.
 
-    ``clock`` (monotonic seconds) drives the rate-limit windows and ``sleep``
-    every wait (latency, streaming pace, stalls), so tests control time.
+    ``clock`` (monotonic seconds) drives the sliding rate-limit windows,
+    ``wall_clock`` (epoch seconds) the gateway style's calendar minutes, and
+    ``sleep`` every wait (latency, streaming pace, stalls), so tests
+    control time.
 
     >>> async with SimulatorServer(SimulatorSpec(rpm=60)) as sim:
     ...     sim.base_url  # 'http://127.0.0.1:41234/v1'
@@ -59,12 +62,16 @@ class SimulatorServer:
         config: SimulatorSpec | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         sleep: Sleep | None = None,
     ) -> None:
         self.config = config or SimulatorSpec()
         config = self.config
-        self._limiter: Limiter = RateLimiter(config.rpm, config.tpm)
-        self._limit_clock = clock  # the time the rate limits are counted in
+        self._limiter: Limiter
+        if config.rate_limit_style == "gateway":
+            self._limiter, self._limit_clock = GatewayLimiter(config.rpm, config.tpm), wall_clock
+        else:
+            self._limiter, self._limit_clock = RateLimiter(config.rpm, config.tpm), clock
         self._faults = FaultPlan(config.faults)
         self._latency = LatencyModel(config.latency, config.faults.seed)
         self._pacer = send.Pacer(sleep, config.keep_alive_s)
