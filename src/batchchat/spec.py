@@ -82,6 +82,8 @@ class SimulatorSpec(_Strict):
     keep_alive_s: float = Field(default=5.0, gt=0)
     #: "openai": sliding 60 s windows; "gateway": LiteLLM's calendar-minute windows and headers
     rate_limit_style: Literal["openai", "gateway"] = "openai"
+    #: close a kept-alive connection after a streamed response, as llama.cpp's server does
+    close_after_stream: bool = False
 
 
 class EndpointSpec(_Strict):

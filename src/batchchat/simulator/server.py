@@ -21,6 +21,7 @@ from aiohttp import web
 
 from batchchat.simulator import replies, send, stream
 from batchchat.simulator.completion import Completion, build_completion, response_body
+from batchchat.simulator.connections import Connections
 from batchchat.simulator.faults import FaultPlan, LatencyModel
 from batchchat.simulator.gateway import GatewayLimiter
 from batchchat.simulator.ratelimit import Admission, Limiter, RateLimiter
@@ -77,6 +78,7 @@ class SimulatorServer:
         self._pacer = send.Pacer(sleep, config.keep_alive_s)
         self._cache = PrefixCache()
         self._stats = Stats()
+        self._connections = Connections()
         self._models: set[str] = set(LISTED_MODELS)  # every model asked for, for /v1/models
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
@@ -92,6 +94,8 @@ class SimulatorServer:
             self._app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await runner.setup()
+        assert runner.server is not None  # set up above
+        self._connections.watch(runner.server)
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
         self._runner = runner
@@ -129,17 +133,29 @@ class SimulatorServer:
 
     def stats(self) -> dict[str, Any]:
         """The counters of ``GET /stats``."""
-        return self._stats.snapshot()
+        connections = self._connections
+        return self._stats.snapshot(connections.open, connections.max_open)
+
+    async def wait_connections(self, at_most: int = 0) -> None:
+        """Return once no more than ``at_most`` TCP connections are open (wrap in a timeout).
+
+        A test that a client closes the connections it gave up on can await this.
+        """
+        await self._connections.wait_open(at_most)
 
     def reset_stats(self) -> None:
         """Zero the counters and forget cached prompt prefixes (``POST /stats/reset``)."""
         in_flight = self._stats.in_flight
         self._stats = Stats()
         self._stats.in_flight = in_flight
+        self._connections.reset_peak()
         self._cache.clear()
 
     def _app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)  # prompts may carry images
+        app = web.Application(
+            client_max_size=64 * 1024 * 1024,  # prompts may carry images
+            middlewares=[self._close_retired],
+        )
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._list_models)
@@ -149,6 +165,16 @@ class SimulatorServer:
         app.router.add_post("/stats/reset", self._reset_stats)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
+
+    @web.middleware
+    async def _close_retired(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """A request on a connection retired after a stream is closed without a byte."""
+        if self._connections.is_retired(request):
+            self._stats.closed_on_reuse += 1
+            return send.drop(request)
+        return await handler(request)
 
     # -- small routes ---------------------------------------------------------------------------
 
@@ -243,6 +269,8 @@ class SimulatorServer:
     def _answer_headers(self, completion: Completion) -> dict[str, str]:
         headers = self._limiter.headers(self._limit_clock())
         headers["x-request-id"] = "req_" + completion.id.removeprefix("chatcmpl-")
+        if self.config.close_after_stream:
+            headers["Keep-Alive"] = "timeout=5, max=100"  # what llama-server says, and breaks
         return headers
 
     async def _send_whole(
@@ -279,6 +307,8 @@ class SimulatorServer:
         )
         if complete:
             self._limiter.charge_usage(completion.usage["total_tokens"], self._limit_clock())
+            if self.config.close_after_stream:
+                self._connections.retire(request)
         return response, complete
 
     # -- error responses ------------------------------------------------------------------------
