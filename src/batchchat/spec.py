@@ -61,7 +61,17 @@ class FaultSpec(_Strict):
     truncate: float = Field(default=0.0, ge=0, le=1)  # body cut short
     stall: float = Field(default=0.0, ge=0, le=1)  # no bytes for stall_s
     stream_error: float = Field(default=0.0, ge=0, le=1)  # error event inside a 200 stream
+    #: with logprobs: the first content token was forced after its top_logprobs were taken
+    forced_token: float = Field(default=0.0, ge=0, le=1)
+    usage_as_strings: float = Field(default=0.0, ge=0, le=1)  # 200 with "prompt_tokens": "12"
+    usage_as_floats: float = Field(default=0.0, ge=0, le=1)  # 200 with "prompt_tokens": 12.0
+    empty_choices: float = Field(default=0.0, ge=0, le=1)  # 200 with "choices": []
+    no_message: float = Field(default=0.0, ge=0, le=1)  # 200 whose choices lack "message"
+    trickle: float = Field(default=0.0, ge=0, le=1)  # body sent a byte per trickle_interval_s
     stall_s: float = Field(default=3600.0, gt=0)
+    trickle_interval_s: float = Field(default=1.0, gt=0)
+    #: ``retry-after`` seconds on the injected 500/502/503 (None: no header)
+    retry_after_s: float | None = Field(default=None, ge=0)
     seed: int = 0
 
 

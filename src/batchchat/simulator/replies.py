@@ -70,3 +70,25 @@ def unauthorized_body() -> dict[str, Any]:
 
 def not_found_body(method: str, path: str) -> dict[str, Any]:
     return error_body(f"Invalid URL ({method} {path})", "invalid_request_error", None, None)
+
+
+def fault_reply(
+    fault: str, limit_headers: dict[str, str], retry_after_s: float | None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Status, body and headers of an injected error reply.
+
+    The 429 is the bare kind: no ``retry-after``, no rate-limit headers. The 5xx carry
+    the rate-limit headers, and ``retry-after`` when ``retry_after_s`` is set.
+    """
+    status, error = FAULT_REPLIES[fault]
+    if fault == "http_429":
+        return status, {"error": error}, {}
+    headers = dict(limit_headers)
+    if retry_after_s is not None:
+        headers["retry-after"] = seconds_text(retry_after_s)
+    return status, {"error": error}, headers
+
+
+def seconds_text(seconds: float) -> str:
+    """A ``retry-after`` value: whole seconds as an integer (``2``), else as given (``0.5``)."""
+    return str(int(seconds)) if seconds == int(seconds) else str(seconds)

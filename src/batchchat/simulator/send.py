@@ -1,7 +1,7 @@
-"""Writing an answer to the wire: paced as a stream, cut short, or not at all.
+"""Writing an answer to the wire: paced as a stream, trickled, cut short, or not at all.
 
 Every wait goes through a :class:`Pacer`, so tests control time with an injected
-``sleep`` and a stopping server ends the long waits (stalls) at once.
+``sleep`` and a stopping server ends the long waits (stalls, trickles) at once.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from aiohttp import web
 from batchchat.simulator import stream
 
 Sleep = Callable[[float], Awaitable[None]]
+#: bytes a trickled body sends per interval
+TRICKLE_BYTES = 1
 
 
 class Pacer:
@@ -31,6 +33,10 @@ class Pacer:
     def stop(self) -> None:
         if self._stopped is not None:
             self._stopped.set()
+
+    @property
+    def is_stopped(self) -> bool:
+        return self._stopped is not None and self._stopped.is_set()
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
@@ -90,6 +96,39 @@ async def send_stream(
             return response, False
         await response.write_eof()
     except ConnectionError:  # the client went away: not an answer
+        return response, False
+    return response, True
+
+
+async def send_trickled(
+    request: web.Request,
+    body: bytes,
+    headers: dict[str, str],
+    content_type: str,
+    pacer: Pacer,
+    interval: float,
+) -> tuple[web.StreamResponse, bool]:
+    """Send status and headers at once, then :data:`TRICKLE_BYTES` of ``body`` per ``interval``.
+
+    The connection is never idle for longer than ``interval``, so only a client's total
+    deadline ends it. A JSON body announces its length; a stream is chunked, as always.
+    Returns the response and whether the whole body was sent.
+    """
+    response = web.StreamResponse(headers=headers)
+    response.content_type = content_type
+    if content_type != stream.CONTENT_TYPE:
+        response.content_length = len(body)
+    await response.prepare(request)
+    try:
+        for start in range(0, len(body), TRICKLE_BYTES):
+            if start:
+                await pacer.wait(interval)
+            if pacer.is_stopped:
+                close(request)
+                return response, False
+            await response.write(body[start : start + TRICKLE_BYTES])
+        await response.write_eof()
+    except ConnectionError:  # the client gave up: not an answer
         return response, False
     return response, True
 

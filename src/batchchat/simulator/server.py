@@ -20,10 +20,16 @@ import orjson
 from aiohttp import web
 
 from batchchat.simulator import replies, send, stream
-from batchchat.simulator.completion import Completion, build_completion, response_body
+from batchchat.simulator.completion import (
+    Completion,
+    build_completion,
+    force_first_tokens,
+    response_body,
+)
 from batchchat.simulator.connections import Connections
 from batchchat.simulator.faults import FaultPlan, LatencyModel
 from batchchat.simulator.gateway import GatewayLimiter
+from batchchat.simulator.malformed import BODY_FAULTS, malform, malform_frames
 from batchchat.simulator.ratelimit import Admission, Limiter, RateLimiter
 from batchchat.simulator.stats import (
     PrefixCache,
@@ -41,6 +47,8 @@ from batchchat.tokens import REPLY_PRIMING_TOKENS
 DEFAULT_CHARGED_COMPLETION_TOKENS = 1024
 #: models listed by GET /v1/models besides those already asked for
 LISTED_MODELS = ("sim-small", "gpt-4o-mini", "o3-mini", "deepseek-reasoner")
+#: faults whose 200 still carries the whole answer: it counts once it is all sent
+_ANSWERING_FAULTS = frozenset({"forced_token", "usage_as_strings", "usage_as_floats", "trickle"})
 _JSON = "application/json"
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -51,7 +59,7 @@ class SimulatorServer:
 
     ``clock`` (monotonic seconds) drives the sliding rate-limit windows,
     ``wall_clock`` (epoch seconds) the gateway style's calendar minutes, and
-    ``sleep`` every wait (latency, streaming pace, stalls), so tests
+    ``sleep`` every wait (latency, streaming pace, stalls, trickles), so tests
     control time.
 
     >>> async with SimulatorServer(SimulatorSpec(rpm=60)) as sim:
@@ -107,7 +115,7 @@ class SimulatorServer:
         return self._base_url
 
     async def stop(self) -> None:
-        """Stop listening, end pending waits (stalls) and close connections."""
+        """Stop listening, end pending waits (stalls, trickles) and close connections."""
         self._pacer.stop()
         if self._runner is not None:
             runner, self._runner = self._runner, None
@@ -245,19 +253,25 @@ class SimulatorServer:
         completion = build_completion(
             sim, prompt_tokens, cached, id=_completion_id(), created=int(time.time())
         )
+        if fault == "forced_token":
+            if force_first_tokens(completion):
+                self._stats.faults[fault] += 1
+            else:  # no content token to force (a tool call): the request goes through
+                fault = None
         if sim.stream:
             response, complete = await self._send_stream(request, sim, completion, fault)
         else:
             response, complete = await self._send_whole(request, completion, fault)
-        if complete and fault is None:
+        if complete and (fault is None or fault in _ANSWERING_FAULTS):
             self._record_answer(key, completion.usage)
         return response
 
     def _draw_fault(self, key: str, sim: SimRequest) -> str | None:
         arrival = self._stats.arrivals[key]
         self._stats.arrivals[key] = arrival + 1
-        fault = self._faults.pick(key, arrival, sim.stream)
-        if fault is not None:
+        usage = not sim.stream or sim.include_usage
+        fault = self._faults.pick(key, arrival, sim.stream, logprobs=sim.logprobs, usage=usage)
+        if fault is not None and fault != "forced_token":  # that one counts once it applies
             self._stats.faults[fault] += 1
         return fault
 
@@ -276,35 +290,51 @@ class SimulatorServer:
     async def _send_whole(
         self, request: web.Request, completion: Completion, fault: str | None
     ) -> tuple[web.StreamResponse, bool]:
-        """A non-streamed answer; the truncate fault cuts it short."""
+        """A non-streamed answer; the truncate, trickle and body faults change how."""
         await self._pacer.sleep(self._latency.sample())
         # a gateway counts tokens once the answer is in, before it sends the headers
         self._limiter.charge_usage(completion.usage["total_tokens"], self._limit_clock())
         headers = self._answer_headers(completion)
-        payload = orjson.dumps(response_body(completion))
+        body = response_body(completion)
+        if fault in BODY_FAULTS:
+            body = malform(fault, body)
+        payload = orjson.dumps(body)
         if fault == "truncate":
             return await send.send_truncated(request, payload, headers, _JSON), False
+        if fault == "trickle":
+            interval = self.config.faults.trickle_interval_s
+            return await send.send_trickled(request, payload, headers, _JSON, self._pacer, interval)
         return web.Response(body=payload, content_type=_JSON, headers=headers), True
 
     async def _send_stream(
         self, request: web.Request, sim: SimRequest, completion: Completion, fault: str | None
     ) -> tuple[web.StreamResponse, bool]:
-        """A streamed answer; the stream faults change its events."""
+        """A streamed answer; the stream faults change its events or how they are sent."""
         headers = self._answer_headers(completion)
         frames = stream.stream_frames(completion, include_usage=sim.include_usage)
         if fault == "stream_error":
             frames = [*frames[: len(frames) // 2], (stream.error_event(replies.SERVER_ERROR), 0)]
         elif fault == "truncate":
             frames = frames[: len(frames) // 2]
-        response, complete = await send.send_stream(
-            request,
-            frames,
-            headers,
-            self._pacer,
-            latency=self._latency.sample(),
-            tokens_per_s=self.config.tokens_per_s,
-            cut=fault == "truncate",
-        )
+        elif fault in BODY_FAULTS:
+            frames = malform_frames(fault, frames)
+        if fault == "trickle":
+            await self._pacer.sleep(self._latency.sample())
+            body = b"".join(frame for frame, _ in frames)
+            interval = self.config.faults.trickle_interval_s
+            response, complete = await send.send_trickled(
+                request, body, headers, stream.CONTENT_TYPE, self._pacer, interval
+            )
+        else:
+            response, complete = await send.send_stream(
+                request,
+                frames,
+                headers,
+                self._pacer,
+                latency=self._latency.sample(),
+                tokens_per_s=self.config.tokens_per_s,
+                cut=fault == "truncate",
+            )
         if complete:
             self._limiter.charge_usage(completion.usage["total_tokens"], self._limit_clock())
             if self.config.close_after_stream:
@@ -334,10 +364,11 @@ class SimulatorServer:
         return _json(429, body, headers)
 
     def _fault_response(self, fault: str) -> web.Response:
-        status, error = replies.FAULT_REPLIES[fault]
-        # the injected 429 is the bare kind: no retry-after, no x-ratelimit headers
-        headers = {} if fault == "http_429" else self._limiter.error_headers(self._limit_clock())
-        return _json(status, {"error": error}, headers)
+        limit_headers = self._limiter.error_headers(self._limit_clock())
+        status, body, headers = replies.fault_reply(
+            fault, limit_headers, self.config.faults.retry_after_s
+        )
+        return _json(status, body, headers)
 
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> web.Response:
