@@ -94,6 +94,10 @@ class SimulatorSpec(_Strict):
     rate_limit_style: Literal["openai", "gateway"] = "openai"
     #: close a kept-alive connection after a streamed response, as llama.cpp's server does
     close_after_stream: bool = False
+    #: the context window in tokens (None: unlimited); larger requests get a 400
+    context_tokens: int | None = Field(default=None, gt=0)
+    #: how the context-overflow 400 is worded: like OpenAI or like llama.cpp's server
+    error_style: Literal["openai", "llamacpp"] = "openai"
 
 
 class EndpointSpec(_Strict):

@@ -1,14 +1,15 @@
 """The simulator's aiohttp server: routes, auth, admission, faults, and writing the answer.
 
 Each chat request goes through one chain: count it → check the key → parse
-and validate → admit against RPM/TPM → draw a fault → build the completion →
-wait the latency → send it (whole, or as a paced stream).
+and validate → fit the context → admit against RPM/TPM → draw a fault → build
+the completion → wait the latency → send it (whole, or as a paced stream).
 The answer itself is computed by the pure modules beside this one; the bytes
 are written by :mod:`send`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import os
 import time
@@ -19,7 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from batchchat.simulator import replies, send, stream
+from batchchat.simulator import context, replies, send, stream
 from batchchat.simulator.completion import (
     Completion,
     build_completion,
@@ -236,6 +237,12 @@ class SimulatorServer:
         self._models.add(sim.model)
         tokens = message_tokens(sim.messages)
         prompt_tokens = REPLY_PRIMING_TOKENS + sum(tokens)
+        if self.config.context_tokens is not None:
+            style, limit = self.config.error_style, self.config.context_tokens
+            budget, overflow = context.fit(style, limit, prompt_tokens, sim.max_tokens)
+            if overflow is not None:
+                return self._context_overflow(overflow)
+            sim = dataclasses.replace(sim, max_tokens=budget)
         charge = prompt_tokens + (sim.max_tokens or DEFAULT_CHARGED_COMPLETION_TOKENS) * sim.n
         admission = self._limiter.admit(prompt_tokens, charge, self._limit_clock())
         if not admission.admitted:
@@ -357,6 +364,15 @@ class SimulatorServer:
 
     def _invalid(self, body: dict[str, Any]) -> web.Response:
         return _json(400, body, self._limiter.error_headers(self._limit_clock()))
+
+    def _context_overflow(self, body: dict[str, Any]) -> web.Response:
+        if self.config.error_style != "llamacpp":
+            return self._invalid(body)
+        response = web.Response(
+            status=400, body=orjson.dumps(body), content_type=_JSON, charset="utf-8"
+        )
+        response.force_close()  # llama-server closes the connection after this error
+        return response
 
     def _rate_limited(self, sim: SimRequest, admission: Admission) -> web.Response:
         self._stats.rate_limited += 1
