@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from batchchat.cli import main
 from batchchat.cli.simulate import build_spec
-from batchchat.spec import FaultSpec, LatencySpec, SimulatorSpec
+from batchchat.spec import FaultSpec, LatencySpec, SimulatorSpec, load_spec
 
 
 def test_flags_map_onto_the_spec() -> None:
@@ -48,6 +48,82 @@ def test_flags_map_onto_the_spec() -> None:
         ),
         keep_alive_s=2,
     )
+
+
+def test_flags_for_real_servers_misbehaviour_map_onto_the_spec() -> None:
+    options = {
+        "rate_limit_style": "gateway",
+        "close_after_stream": True,
+        "context_tokens": 4096,
+        "error_style": "llamacpp",
+        "forced_token": 0.1,
+        "usage_as_strings": 0.2,
+        "usage_as_floats": 0.3,
+        "empty_choices": 0.04,
+        "no_message": 0.05,
+        "trickle": 0.06,
+        "trickle_interval_s": 0.5,
+        "retry_after_s": 2.0,
+    }
+    spec = build_spec(SimulatorSpec(faults=FaultSpec(http_503=0.5)), options)
+    assert spec == SimulatorSpec(
+        rate_limit_style="gateway",
+        close_after_stream=True,
+        context_tokens=4096,
+        error_style="llamacpp",
+        faults=FaultSpec(
+            http_503=0.5,
+            forced_token=0.1,
+            usage_as_strings=0.2,
+            usage_as_floats=0.3,
+            empty_choices=0.04,
+            no_message=0.05,
+            trickle=0.06,
+            trickle_interval_s=0.5,
+            retry_after_s=2,
+        ),
+    )
+    assert build_spec(spec, {}) == spec  # flags left out keep the base's values
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--rate-limit-style", "litellm"),
+        ("--error-style", "vllm"),
+        ("--context-tokens", "0"),
+        ("--trickle", "1.5"),
+        ("--trickle-interval-s", "0"),
+        ("--retry-after-s", "-1"),
+    ],
+)
+def test_bad_values_of_the_new_flags_are_usage_errors(flag: str, value: str) -> None:
+    result = CliRunner().invoke(main, ["simulate", flag, value])
+    assert result.exit_code == 2
+    assert flag in result.output
+
+
+def test_the_new_knobs_come_from_a_job_spec(tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "input: {path: rows.jsonl}\n"
+        "endpoint:\n"
+        "  base_url: simulator\n"
+        "  simulator:\n"
+        "    rate_limit_style: gateway\n"
+        "    close_after_stream: true\n"
+        "    context_tokens: 8192\n"
+        "    error_style: llamacpp\n"
+        "    faults: {usage_as_strings: 0.1, trickle: 0.01, trickle_interval_s: 2,"
+        " retry_after_s: 1}\n"
+        "request: {model: m, messages: []}\n"
+    )
+    simulator = load_spec(job).endpoint.simulator
+    assert simulator is not None
+    assert (simulator.rate_limit_style, simulator.error_style) == ("gateway", "llamacpp")
+    assert (simulator.close_after_stream, simulator.context_tokens) == (True, 8192)
+    assert simulator.faults.usage_as_strings == 0.1
+    assert (simulator.faults.trickle_interval_s, simulator.faults.retry_after_s) == (2, 1)
 
 
 def test_the_key_comes_from_the_named_variable(monkeypatch: pytest.MonkeyPatch) -> None:

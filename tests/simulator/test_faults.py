@@ -189,3 +189,105 @@ async def test_retrying_until_success_answers_every_row_exactly_once(
     assert stats["answers"] == {key_of(body): 1 for body in bodies}
     assert stats["requests"] == attempts > 40
     assert sum(stats["faults"].values()) == attempts - 40
+
+
+@pytest.mark.parametrize(("seconds", "header"), [(2.0, "2"), (0.5, "0.5"), (30, "30")])
+@pytest.mark.parametrize("kind", ["http_500", "http_502", "http_503"])
+async def test_server_errors_may_say_retry_after(
+    simulator_factory: Any, http: aiohttp.ClientSession, kind: str, seconds: float, header: str
+) -> None:
+    sim = await simulator_factory(**faults(**{kind: 1.0, "retry_after_s": seconds}))
+    reply = await chat(http, sim, user("x"))
+    assert reply.headers["retry-after"] == header
+    assert "retry-after-ms" not in reply.headers
+
+
+async def test_retry_after_is_off_by_default_and_never_on_the_bare_429(
+    simulator_factory: Any, http: aiohttp.ClientSession
+) -> None:
+    plain = await simulator_factory(**faults(http_503=1.0))
+    assert "retry-after" not in (await chat(http, plain, user("x"))).headers
+    bare = await simulator_factory(**faults(http_429=1.0, retry_after_s=5))
+    assert "retry-after" not in (await chat(http, bare, user("x"))).headers
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_trickle_sends_the_whole_answer_a_byte_per_interval(
+    simulator_factory: Any, http: aiohttp.ClientSession, stream: bool
+) -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    normal = await simulator_factory(sleep=sleep)
+    expected = await chat(http, normal, user("x", stream=stream, seed=1))
+    sim = await simulator_factory(sleep=sleep, **faults(trickle=1.0, trickle_interval_s=0.25))
+    slept.clear()
+    reply = await chat(http, sim, user("x", stream=stream, seed=1))
+    assert reply.status == 200
+    if stream:
+        assert reply.headers["transfer-encoding"] == "chunked"
+    else:
+        assert reply.headers["content-length"] == str(len(reply.raw))
+    assert reply.headers["content-type"] == expected.headers["content-type"]
+    # the same answer, but for the id and created
+    assert len(reply.raw) == len(expected.raw)
+    assert slept == [0.25] * (len(reply.raw) - 1)  # a byte at a time, never idle longer
+    stats = sim.stats()
+    assert stats["faults"] == {"trickle": 1}
+    assert stats["answers"] == {key_of(user("x", seed=1)): 1}
+
+
+async def test_a_trickle_outlasts_the_total_deadline_not_the_idle_timeout(
+    simulator_factory: Any,
+) -> None:
+    sim = await simulator_factory(**faults(trickle=1.0, trickle_interval_s=0.02))
+    timeout = aiohttp.ClientTimeout(total=0.3, sock_read=0.2)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        received = b""
+        with pytest.raises(TimeoutError):
+            async with session.post(sim.base_url + "/chat/completions", json=user("x")) as r:
+                assert r.status == 200  # status and headers came at once
+                async for piece in r.content.iter_any():
+                    received += piece
+        assert 0 < len(received) < int(r.headers["content-length"])
+        assert sim.stats()["connections_open"] == 1
+    # the client closed the timed-out connection; the server sees it go and gives up
+    await asyncio.wait_for(sim.wait_connections(0), timeout=5)
+    await sim.stop()
+    stats = sim.stats()
+    assert (stats["faults"], stats["answered"], stats["in_flight"]) == ({"trickle": 1}, 0, 0)
+
+
+async def test_stop_ends_a_trickle(simulator_factory: Any) -> None:
+    sim = await simulator_factory(**faults(trickle=1.0, trickle_interval_s=3600))
+    url = sim.base_url + "/chat/completions"
+    async with aiohttp.ClientSession() as session, session.post(url, json=user("x")) as r:
+        assert await r.content.read(1) == b"{"
+        await asyncio.wait_for(sim.stop(), timeout=5)
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await r.read()
+    assert sim.stats()["answered"] == 0
+
+
+def test_kinds_that_cannot_apply_let_the_request_through() -> None:
+    for kind, needs in [
+        ("stream_error", {"stream": False}),
+        ("forced_token", {"logprobs": False}),
+        ("usage_as_strings", {"usage": False}),
+        ("usage_as_floats", {"usage": False}),
+    ]:
+        plan = FaultPlan(FaultSpec(**{kind: 1.0}))
+        traits: dict[str, Any] = {"stream": True, "logprobs": True, "usage": True}
+        assert plan.pick("row", 0, **traits) == kind
+        assert plan.pick("row", 0, **{**traits, **needs}) is None
+
+
+def test_new_kinds_leave_the_older_draws_alone() -> None:
+    old = FaultPlan(FaultSpec(http_500=0.3, drop=0.2, seed=3))
+    new = FaultPlan(FaultSpec(http_500=0.3, drop=0.2, trickle=0.1, empty_choices=0.1, seed=3))
+    for i in range(500):
+        before = old.pick(f"r{i}", 0, stream=False)
+        if before is not None:
+            assert new.pick(f"r{i}", 0, stream=False) == before

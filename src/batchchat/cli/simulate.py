@@ -25,7 +25,28 @@ _FAULT_FLAGS = {
     "truncate": "truncate",
     "stall": "stall",
     "stream_error": "stream_error",
+    "forced_token": "forced_token",
+    "usage_as_strings": "usage_as_strings",
+    "usage_as_floats": "usage_as_floats",
+    "empty_choices": "empty_choices",
+    "no_message": "no_message",
+    "trickle": "trickle",
 }
+#: flags that set a SimulatorSpec field of the same name
+_TOP_FLAGS = (
+    "tokens_per_s",
+    "rpm",
+    "tpm",
+    "prefill",
+    "keep_alive_s",
+    "rate_limit_style",
+    "close_after_stream",
+    "context_tokens",
+    "error_style",
+)
+#: flags that set a FaultSpec field besides the probabilities
+_FAULT_KNOBS = {"stall_s": "stall_s", "trickle_interval_s": "trickle_interval_s"}
+_FAULT_KNOBS |= {"retry_after_s": "retry_after_s", "fault_seed": "seed"}
 _PROBABILITY = click.FloatRange(0, 1)
 
 
@@ -61,7 +82,9 @@ def _fault_option(flag: str, text: str) -> Callable[[Any], Any]:
     "--tokens-per-s", type=click.FloatRange(min=0), help="Streaming speed (0: all at once)."
 )
 @click.option(
-    "--rpm", type=click.IntRange(min=1), help="Requests per minute (sliding 60 s window)."
+    "--rpm",
+    type=click.IntRange(min=1),
+    help="Requests per minute (a sliding 60 s window; see --rate-limit-style).",
 )
 @click.option(
     "--tpm", type=click.IntRange(min=1), help="Tokens per minute (prompt + max_tokens × n)."
@@ -71,6 +94,28 @@ def _fault_option(flag: str, text: str) -> Callable[[Any], Any]:
     is_flag=True,
     default=None,
     help="Start with both windows full, as in the middle of a long job.",
+)
+@click.option(
+    "--rate-limit-style",
+    type=click.Choice(["openai", "gateway"]),
+    help="openai: sliding 60 s windows; gateway: LiteLLM's calendar minutes (rpm - 1 admitted), "
+    "headers and 429s.",
+)
+@click.option(
+    "--close-after-stream",
+    is_flag=True,
+    default=None,
+    help="Close the kept-alive connection after each streamed response, as llama-server does.",
+)
+@click.option(
+    "--context-tokens",
+    type=click.IntRange(min=1),
+    help="Context window in tokens; larger requests get a 400 (see --error-style).",
+)
+@click.option(
+    "--error-style",
+    type=click.Choice(["openai", "llamacpp"]),
+    help="Word the context-overflow 400 like OpenAI or like llama-server.",
 )
 @click.option(
     "--api-key-env",
@@ -85,7 +130,23 @@ def _fault_option(flag: str, text: str) -> Callable[[Any], Any]:
 @_fault_option("--truncate", "a body cut off halfway")
 @_fault_option("--stall", "sending nothing for --stall-s, then closing")
 @_fault_option("--stream-error", "an error event inside a 200 stream")
+@_fault_option("--forced-token", "a first token missing from its top_logprobs (with logprobs)")
+@_fault_option("--usage-as-strings", 'a 200 whose usage has "prompt_tokens": "12"')
+@_fault_option("--usage-as-floats", 'a 200 whose usage has "prompt_tokens": 12.0')
+@_fault_option("--empty-choices", 'a 200 with "choices": []')
+@_fault_option("--no-message", "a 200 whose choices lack message (streams: delta)")
+@_fault_option("--trickle", "a body sent a byte per --trickle-interval-s")
 @click.option("--stall-s", type=click.FloatRange(min=0, min_open=True), help="Length of a stall.")
+@click.option(
+    "--trickle-interval-s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Pause between the bytes of a trickled body.",
+)
+@click.option(
+    "--retry-after-s",
+    type=click.FloatRange(min=0),
+    help="Send 'retry-after: S' with the injected 500/502/503.",
+)
 @click.option("--fault-seed", type=int, help="Seed of the fault draws (same seed, same faults).")
 @click.option(
     "--keep-alive-s",
@@ -125,10 +186,10 @@ def build_spec(base: SimulatorSpec, options: dict[str, Any]) -> SimulatorSpec:
     ):
         if flag in given:
             latency[field] = given[flag]
-    for flag in ("tokens_per_s", "rpm", "tpm", "prefill", "keep_alive_s"):
+    for flag in _TOP_FLAGS:
         if flag in given:
             data[flag] = given[flag]
-    for flag, field in (*_FAULT_FLAGS.items(), ("stall_s", "stall_s"), ("fault_seed", "seed")):
+    for flag, field in (*_FAULT_FLAGS.items(), *_FAULT_KNOBS.items()):
         if flag in given:
             data["faults"][field] = given[flag]
     if "api_key_env" in given:

@@ -51,6 +51,8 @@ _CJK_WORDS = (
 )
 _EFFORT_WORDS = {"minimal": 4, "low": 12, "medium": 32, "high": 80}
 _ALTERNATIVES = ("the", "a", "and", "of", "to", "in", "is", "it", "that", "on", "for", "as")
+#: the probability of a token that constrained decoding forced after top_logprobs were taken
+FORCED_P = 0.0006
 
 
 def digest(*parts: object) -> bytes:
@@ -225,3 +227,24 @@ def _entry(
             {"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in candidates[:top]
         ],
     }
+
+
+def forced_entry(entry: dict[str, Any], key: bytes) -> dict[str, Any]:
+    """``entry`` as a server reports a token its grammar forced after taking ``top_logprobs``.
+
+    The token keeps its place but gets p = :data:`FORCED_P`, and its ``top_logprobs``
+    (as many as before) are the tokens the model preferred, without the chosen one;
+    for a label, the other labels come first.
+    """
+    token = entry["token"]
+    wanted = [c["token"] for c in entry["top_logprobs"] if c["token"] != token]
+    space = " " if token[:1].isspace() else ""
+    for j in range(len(_ALTERNATIVES)):
+        alternative = space + _ALTERNATIVES[(key[0] + j) % len(_ALTERNATIVES)]
+        if alternative != token and alternative not in wanted:
+            wanted.append(alternative)
+    top = [
+        {"token": t, "logprob": math.log(0.5 * 0.5**j), "bytes": list(t.encode())}
+        for j, t in enumerate(wanted[: len(entry["top_logprobs"])])
+    ]
+    return {**entry, "logprob": math.log(FORCED_P), "top_logprobs": top}

@@ -94,6 +94,18 @@ def response_body(completion: Completion) -> dict[str, Any]:
     }
 
 
+def force_first_tokens(completion: Completion) -> bool:
+    """Make each choice's first content token look forced by a grammar (see
+    :func:`answers.forced_entry`); False when no choice has a token with logprobs."""
+    forced = False
+    for choice in completion.choices:
+        if choice.logprobs and choice.content:
+            key = answers.digest(completion.model, choice.index, choice.tokens[0])
+            choice.logprobs[0] = answers.forced_entry(choice.logprobs[0], key)
+            forced = True
+    return forced
+
+
 def _message(choice: SimChoice) -> dict[str, Any]:
     message: dict[str, Any] = {
         "role": "assistant",

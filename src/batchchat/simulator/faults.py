@@ -14,7 +14,8 @@ import random
 
 from batchchat.spec import FaultSpec, LatencySpec
 
-#: the fault kinds, in the order their probabilities are stacked
+#: the fault kinds, in the order their probabilities are stacked (new kinds go last, so a
+#: seed keeps drawing the same faults of the older kinds)
 FAULT_KINDS = (
     "http_500",
     "http_502",
@@ -24,7 +25,20 @@ FAULT_KINDS = (
     "truncate",
     "stall",
     "stream_error",
+    "forced_token",
+    "usage_as_strings",
+    "usage_as_floats",
+    "empty_choices",
+    "no_message",
+    "trickle",
 )
+#: kinds that only make sense for some requests → what the request needs for them
+_NEEDS = {
+    "stream_error": "stream",  # an error event needs a stream to live in
+    "forced_token": "logprobs",
+    "usage_as_strings": "usage",  # a stream has usage only with include_usage
+    "usage_as_floats": "usage",
+}
 
 
 class FaultPlan:
@@ -39,16 +53,22 @@ class FaultPlan:
             self._stacked.append((total, kind))
         self.active = total > 0
 
-    def pick(self, key: str, arrival: int, stream: bool) -> str | None:
-        """The fault for the ``arrival``-th (0-based) arrival of request ``key``, or None."""
+    def pick(
+        self, key: str, arrival: int, stream: bool, *, logprobs: bool = False, usage: bool = True
+    ) -> str | None:
+        """The fault for the ``arrival``-th (0-based) arrival of request ``key``, or None.
+
+        A kind drawn for a request it cannot apply to (see ``_NEEDS``) lets it go through.
+        """
         if not self.active:
             return None
         seed = f"{self.spec.seed}\x1f{key}\x1f{arrival}".encode()
         draw = int.from_bytes(hashlib.blake2b(seed, digest_size=8).digest(), "big") / 2**64
+        has = {"stream": stream, "logprobs": logprobs, "usage": usage}
         for bound, kind in self._stacked:
             if draw < bound:
-                # an error event needs a stream to live in; a plain request goes through
-                return None if kind == "stream_error" and not stream else kind
+                need = _NEEDS.get(kind)
+                return kind if need is None or has[need] else None
         return None
 
 

@@ -1,9 +1,9 @@
-"""Sliding-window RPM/TPM limits and OpenAI's ``x-ratelimit-*`` headers. Pure: time is passed in.
+"""Sliding-window RPM/TPM limits, OpenAI's ``x-ratelimit-*`` headers and 429s. Pure.
 
-A request is admitted when, within the last 60 s, the requests so far plus one
-stay within RPM and the tokens so far plus its charge (prompt + max output
-tokens × n, as OpenAI charges at admission) stay within TPM. A rejected
-request is not charged. ``reset`` is the time until capacity starts to free
+Time is passed in. A request is admitted when, within the last 60 s, the
+requests so far plus one stay within RPM and the tokens so far plus its charge
+(prompt + max output tokens × n, as OpenAI charges at admission) stay within
+TPM. A rejected request is not charged. ``reset`` is the time until capacity starts to free
 (the oldest charge in the window expires); a 429's ``retry-after`` is the time
 until *this* request would fit.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 WINDOW_S = 60.0
 #: how many charges a prefilled token window is split into (evenly spread over the window)
@@ -83,8 +84,32 @@ class Admission:
     requested: int
 
 
+class Limiter(Protocol):
+    """What the server asks of a rate-limit style (OpenAI's here, a gateway's in ``gateway``)."""
+
+    def prefill(self, now: float) -> None:
+        """Start with the limits used up, as in the middle of a long job."""
+
+    def admit(self, prompt_tokens: int, charge: int, now: float) -> Admission:
+        """Count one request (``charge``: prompt + max output tokens × n) if there is room."""
+
+    def charge_usage(self, tokens: int, now: float) -> None:
+        """Count the usage ``total_tokens`` of an answer (styles that charge after the fact)."""
+
+    def headers(self, now: float) -> dict[str, str]:
+        """The rate-limit headers of an answer."""
+
+    def error_headers(self, now: float) -> dict[str, str]:
+        """The rate-limit headers of an error reply (not the limiter's own 429)."""
+
+    def refusal(
+        self, model: str, admission: Admission, now: float
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The body and headers of the 429 of a refused ``admission``."""
+
+
 class RateLimiter:
-    """RPM and TPM windows together; either may be absent."""
+    """OpenAI's style: RPM and TPM sliding windows together; either may be absent."""
 
     def __init__(self, rpm: int | None, tpm: int | None) -> None:
         self.requests = SlidingWindow(rpm) if rpm else None
@@ -95,9 +120,9 @@ class RateLimiter:
             if window is not None:
                 window.prefill(now)
 
-    def admit(self, tokens: int, now: float) -> Admission:
-        """Charge one request of ``tokens`` if both windows have room; say why not otherwise."""
-        checks = [(self.requests, 1, "requests"), (self.tokens, tokens, "tokens")]
+    def admit(self, prompt_tokens: int, charge: int, now: float) -> Admission:
+        """Charge one request of ``charge`` tokens if both windows have room; say why not."""
+        checks = [(self.requests, 1, "requests"), (self.tokens, charge, "tokens")]
         for window, amount, name in checks:
             if window is not None:
                 wait = window.wait_for(amount, now)
@@ -106,7 +131,7 @@ class RateLimiter:
         for window, amount, _ in checks:
             if window is not None:
                 window.charge(amount, now)
-        return Admission(True, 0.0, None, 0, 0, tokens)
+        return Admission(True, 0.0, None, 0, 0, charge)
 
     def headers(self, now: float) -> dict[str, str]:
         """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` for the configured limits."""
@@ -119,6 +144,41 @@ class RateLimiter:
                 )
                 headers[f"x-ratelimit-reset-{name}"] = format_duration(window.reset_after(now))
         return headers
+
+    def charge_usage(self, tokens: int, now: float) -> None:
+        pass  # OpenAI charges at admission only
+
+    def error_headers(self, now: float) -> dict[str, str]:
+        return self.headers(now)  # OpenAI sends them on every reply
+
+    def refusal(
+        self, model: str, admission: Admission, now: float
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        headers = self.headers(now)
+        if not math.isinf(admission.retry_after):  # waiting cannot help a request too large
+            headers.update(retry_headers(admission.retry_after))
+        return rate_limited_body(model, admission), headers
+
+
+def rate_limited_body(model: str, admission: Admission) -> dict[str, Any]:
+    """A 429 of the RPM/TPM limits; "Request too large" when waiting can never help."""
+    kind = admission.limit_type or "requests"
+    name = "requests per min (RPM)" if kind == "requests" else "tokens per min (TPM)"
+    where = f"for {model} in organization org-simulator on {name}"
+    if math.isinf(admission.retry_after):
+        message = (
+            f"Request too large {where}: Limit {admission.limit}, Requested "
+            f"{admission.requested}. The input or output tokens must be reduced in order to "
+            "run successfully."
+        )
+    else:
+        message = (
+            f"Rate limit reached {where}: Limit {admission.limit}, Used {admission.used}, "
+            f"Requested {admission.requested}. "
+            f"Please try again in {format_duration(admission.retry_after)}."
+        )
+    error = {"message": message, "type": kind, "param": None, "code": "rate_limit_exceeded"}
+    return {"error": error}
 
 
 def retry_headers(wait: float) -> dict[str, str]:

@@ -7,10 +7,8 @@ such shapes in the wild. No body ever contains the API key a client sent.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from batchchat.simulator.ratelimit import Admission, format_duration
 from batchchat.simulator.validate import InvalidRequest
 
 SERVER_ERROR = "The server had an error while processing your request. Sorry about that!"
@@ -74,21 +72,23 @@ def not_found_body(method: str, path: str) -> dict[str, Any]:
     return error_body(f"Invalid URL ({method} {path})", "invalid_request_error", None, None)
 
 
-def rate_limited_body(model: str, admission: Admission) -> dict[str, Any]:
-    """A 429 of the RPM/TPM limits; "Request too large" when waiting can never help."""
-    kind = admission.limit_type or "requests"
-    name = "requests per min (RPM)" if kind == "requests" else "tokens per min (TPM)"
-    where = f"for {model} in organization org-simulator on {name}"
-    if math.isinf(admission.retry_after):
-        message = (
-            f"Request too large {where}: Limit {admission.limit}, Requested "
-            f"{admission.requested}. The input or output tokens must be reduced in order to "
-            "run successfully."
-        )
-    else:
-        message = (
-            f"Rate limit reached {where}: Limit {admission.limit}, Used {admission.used}, "
-            f"Requested {admission.requested}. "
-            f"Please try again in {format_duration(admission.retry_after)}."
-        )
-    return error_body(message, kind, None, "rate_limit_exceeded")
+def fault_reply(
+    fault: str, limit_headers: dict[str, str], retry_after_s: float | None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Status, body and headers of an injected error reply.
+
+    The 429 is the bare kind: no ``retry-after``, no rate-limit headers. The 5xx carry
+    the rate-limit headers, and ``retry-after`` when ``retry_after_s`` is set.
+    """
+    status, error = FAULT_REPLIES[fault]
+    if fault == "http_429":
+        return status, {"error": error}, {}
+    headers = dict(limit_headers)
+    if retry_after_s is not None:
+        headers["retry-after"] = seconds_text(retry_after_s)
+    return status, {"error": error}, headers
+
+
+def seconds_text(seconds: float) -> str:
+    """A ``retry-after`` value: whole seconds as an integer (``2``), else as given (``0.5``)."""
+    return str(int(seconds)) if seconds == int(seconds) else str(seconds)

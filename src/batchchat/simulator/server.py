@@ -1,16 +1,16 @@
 """The simulator's aiohttp server: routes, auth, admission, faults, and writing the answer.
 
 Each chat request goes through one chain: count it → check the key → parse
-and validate → admit against RPM/TPM → draw a fault → build the completion →
-wait the latency → send it (whole, or as a paced stream). The answer itself
-is computed by the pure modules beside this one.
+and validate → fit the context → admit against RPM/TPM → draw a fault → build
+the completion → wait the latency → send it (whole, or as a paced stream).
+The answer itself is computed by the pure modules beside this one; the bytes
+are written by :mod:`send`.
 """
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import hmac
-import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -21,10 +21,18 @@ import orjson
 from aiohttp import web
 
 from batchchat.planning.tokens import REPLY_PRIMING_TOKENS
-from batchchat.simulator import replies, stream
-from batchchat.simulator.completion import build_completion, response_body
+from batchchat.simulator import context, replies, send, stream
+from batchchat.simulator.completion import (
+    Completion,
+    build_completion,
+    force_first_tokens,
+    response_body,
+)
+from batchchat.simulator.connections import Connections
 from batchchat.simulator.faults import FaultPlan, LatencyModel
-from batchchat.simulator.ratelimit import Admission, RateLimiter, retry_headers
+from batchchat.simulator.gateway import GatewayLimiter
+from batchchat.simulator.malformed import BODY_FAULTS, malform, malform_frames
+from batchchat.simulator.ratelimit import Admission, Limiter, RateLimiter
 from batchchat.simulator.stats import (
     PrefixCache,
     Stats,
@@ -40,6 +48,8 @@ from batchchat.spec import SimulatorSpec
 DEFAULT_CHARGED_COMPLETION_TOKENS = 1024
 #: models listed by GET /v1/models besides those already asked for
 LISTED_MODELS = ("sim-small", "gpt-4o-mini", "o3-mini", "deepseek-reasoner")
+#: faults whose 200 still carries the whole answer: it counts once it is all sent
+_ANSWERING_FAULTS = frozenset({"forced_token", "usage_as_strings", "usage_as_floats", "trickle"})
 _JSON = "application/json"
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -48,8 +58,10 @@ Sleep = Callable[[float], Awaitable[None]]
 class SimulatorServer:
     """A local OpenAI-compatible Chat Completions server, started in-process.
 
-    ``clock`` (monotonic seconds) drives the rate-limit windows and ``sleep``
-    every wait (latency, streaming pace, stalls), so tests control time.
+    ``clock`` (monotonic seconds) drives the sliding rate-limit windows,
+    ``wall_clock`` (epoch seconds) the gateway style's calendar minutes, and
+    ``sleep`` every wait (latency, streaming pace, stalls, trickles), so tests
+    control time.
 
     >>> async with SimulatorServer(SimulatorSpec(rpm=60)) as sim:
     ...     sim.base_url  # 'http://127.0.0.1:41234/v1'
@@ -60,19 +72,24 @@ class SimulatorServer:
         config: SimulatorSpec | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         sleep: Sleep | None = None,
     ) -> None:
         self.config = config or SimulatorSpec()
-        self._clock = clock
-        self._custom_sleep = sleep
-        self._limiter = RateLimiter(self.config.rpm, self.config.tpm)
-        self._faults = FaultPlan(self.config.faults)
-        self._latency = LatencyModel(self.config.latency, self.config.faults.seed)
+        config = self.config
+        self._limiter: Limiter
+        if config.rate_limit_style == "gateway":
+            self._limiter, self._limit_clock = GatewayLimiter(config.rpm, config.tpm), wall_clock
+        else:
+            self._limiter, self._limit_clock = RateLimiter(config.rpm, config.tpm), clock
+        self._faults = FaultPlan(config.faults)
+        self._latency = LatencyModel(config.latency, config.faults.seed)
+        self._pacer = send.Pacer(sleep, config.keep_alive_s)
         self._cache = PrefixCache()
         self._stats = Stats()
+        self._connections = Connections()
         self._models: set[str] = set(LISTED_MODELS)  # every model asked for, for /v1/models
         self._runner: web.AppRunner | None = None
-        self._closed: asyncio.Future[None] | None = None  # resolved by stop(): ends every wait
         self._base_url: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -81,25 +98,26 @@ class SimulatorServer:
         """Listen on ``host:port`` (0: an ephemeral port); return the base URL (``…/v1``)."""
         if self._runner is not None:
             raise RuntimeError("the simulator is already running")
-        self._closed = asyncio.get_running_loop().create_future()
+        self._pacer.start()
         runner = web.AppRunner(
             self._app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await runner.setup()
+        assert runner.server is not None  # set up above
+        self._connections.watch(runner.server)
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
         self._runner = runner
         bound = runner.addresses[0][1]
         if self.config.prefill:
-            self._limiter.prefill(self._clock())
+            self._limiter.prefill(self._limit_clock())
         shown = f"[{host}]" if ":" in host else host
         self._base_url = f"http://{shown}:{bound}/v1"
         return self._base_url
 
     async def stop(self) -> None:
-        """Stop listening, end pending waits (stalls, slow streams) and close connections."""
-        if self._closed is not None and not self._closed.done():
-            self._closed.set_result(None)
+        """Stop listening, end pending waits (stalls, trickles) and close connections."""
+        self._pacer.stop()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -124,17 +142,29 @@ class SimulatorServer:
 
     def stats(self) -> dict[str, Any]:
         """The counters of ``GET /stats``."""
-        return self._stats.snapshot()
+        connections = self._connections
+        return self._stats.snapshot(connections.open, connections.max_open)
+
+    async def wait_connections(self, at_most: int = 0) -> None:
+        """Return once no more than ``at_most`` TCP connections are open (wrap in a timeout).
+
+        A test that a client closes the connections it gave up on can await this.
+        """
+        await self._connections.wait_open(at_most)
 
     def reset_stats(self) -> None:
         """Zero the counters and forget cached prompt prefixes (``POST /stats/reset``)."""
         in_flight = self._stats.in_flight
         self._stats = Stats()
         self._stats.in_flight = in_flight
+        self._connections.reset_peak()
         self._cache.clear()
 
     def _app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)  # prompts may carry images
+        app = web.Application(
+            client_max_size=64 * 1024 * 1024,  # prompts may carry images
+            middlewares=[self._close_retired],
+        )
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._list_models)
@@ -144,6 +174,16 @@ class SimulatorServer:
         app.router.add_post("/stats/reset", self._reset_stats)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
+
+    @web.middleware
+    async def _close_retired(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """A request on a connection retired after a stream is closed without a byte."""
+        if self._connections.is_retired(request):
+            self._stats.closed_on_reuse += 1
+            return send.drop(request)
+        return await handler(request)
 
     # -- small routes ---------------------------------------------------------------------------
 
@@ -197,45 +237,48 @@ class SimulatorServer:
         self._models.add(sim.model)
         tokens = message_tokens(sim.messages)
         prompt_tokens = REPLY_PRIMING_TOKENS + sum(tokens)
+        if self.config.context_tokens is not None:
+            style, limit = self.config.error_style, self.config.context_tokens
+            budget, overflow = context.fit(style, limit, prompt_tokens, sim.max_tokens)
+            if overflow is not None:
+                return self._context_overflow(overflow)
+            sim = dataclasses.replace(sim, max_tokens=budget)
         charge = prompt_tokens + (sim.max_tokens or DEFAULT_CHARGED_COMPLETION_TOKENS) * sim.n
-        now = self._clock()
-        admission = self._limiter.admit(charge, now)
+        admission = self._limiter.admit(prompt_tokens, charge, self._limit_clock())
         if not admission.admitted:
             return self._rate_limited(sim, admission)
         encoded = encode_messages(sim.messages)
         key = request_key(sim.model, sim.seed, encoded)
-        fault = self._draw_fault(key, sim.stream)
+        fault = self._draw_fault(key, sim)
         if fault in replies.FAULT_REPLIES:
             return self._fault_response(fault)
         if fault in {"drop", "stall"}:
             if fault == "stall":
-                await self._stall(self.config.faults.stall_s)
-            return _drop(request)
+                await self._pacer.wait(self.config.faults.stall_s)
+            return send.drop(request)
         cached = self._cache.cached_tokens(sim.model, encoded, tokens)
         completion = build_completion(
             sim, prompt_tokens, cached, id=_completion_id(), created=int(time.time())
         )
-        headers = self._limiter.headers(self._clock())
-        headers["x-request-id"] = "req_" + completion.id.removeprefix("chatcmpl-")
+        if fault == "forced_token":
+            if force_first_tokens(completion):
+                self._stats.faults[fault] += 1
+            else:  # no content token to force (a tool call): the request goes through
+                fault = None
         if sim.stream:
-            frames = stream.stream_frames(completion, include_usage=sim.include_usage)
-            response, complete = await self._send_stream(request, frames, headers, fault)
+            response, complete = await self._send_stream(request, sim, completion, fault)
         else:
-            await self._sleep(self._latency.sample())
-            payload = orjson.dumps(response_body(completion))
-            if fault == "truncate":
-                return await _send_truncated(request, payload, headers)
-            response = web.Response(body=payload, content_type=_JSON, headers=headers)
-            complete = True
-        if fault is None and complete:
+            response, complete = await self._send_whole(request, completion, fault)
+        if complete and (fault is None or fault in _ANSWERING_FAULTS):
             self._record_answer(key, completion.usage)
         return response
 
-    def _draw_fault(self, key: str, is_stream: bool) -> str | None:
+    def _draw_fault(self, key: str, sim: SimRequest) -> str | None:
         arrival = self._stats.arrivals[key]
         self._stats.arrivals[key] = arrival + 1
-        fault = self._faults.pick(key, arrival, is_stream)
-        if fault is not None:
+        usage = not sim.stream or sim.include_usage
+        fault = self._faults.pick(key, arrival, sim.stream, logprobs=sim.logprobs, usage=usage)
+        if fault is not None and fault != "forced_token":  # that one counts once it applies
             self._stats.faults[fault] += 1
         return fault
 
@@ -244,64 +287,66 @@ class SimulatorServer:
         self._stats.prompt_tokens += usage["prompt_tokens"]
         self._stats.completion_tokens += usage["completion_tokens"]
 
-    async def _send_stream(
-        self,
-        request: web.Request,
-        frames: list[stream.Frame],
-        headers: dict[str, str],
-        fault: str | None,
+    def _answer_headers(self, completion: Completion) -> dict[str, str]:
+        headers = self._limiter.headers(self._limit_clock())
+        headers["x-request-id"] = "req_" + completion.id.removeprefix("chatcmpl-")
+        if self.config.close_after_stream:
+            headers["Keep-Alive"] = "timeout=5, max=100"  # what llama-server says, and breaks
+        return headers
+
+    async def _send_whole(
+        self, request: web.Request, completion: Completion, fault: str | None
     ) -> tuple[web.StreamResponse, bool]:
-        """Write the events, paced by ``tokens_per_s`` with keep-alives; faults cut it short."""
-        response = web.StreamResponse(headers=headers)
-        response.content_type = "text/event-stream"
-        response.headers["cache-control"] = "no-cache"
-        await response.prepare(request)
+        """A non-streamed answer; the truncate, trickle and body faults change how."""
+        await self._pacer.sleep(self._latency.sample())
+        # a gateway counts tokens once the answer is in, before it sends the headers
+        self._limiter.charge_usage(completion.usage["total_tokens"], self._limit_clock())
+        headers = self._answer_headers(completion)
+        body = response_body(completion)
+        if fault in BODY_FAULTS:
+            body = malform(fault, body)
+        payload = orjson.dumps(body)
+        if fault == "truncate":
+            return await send.send_truncated(request, payload, headers, _JSON), False
+        if fault == "trickle":
+            interval = self.config.faults.trickle_interval_s
+            return await send.send_trickled(request, payload, headers, _JSON, self._pacer, interval)
+        return web.Response(body=payload, content_type=_JSON, headers=headers), True
+
+    async def _send_stream(
+        self, request: web.Request, sim: SimRequest, completion: Completion, fault: str | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """A streamed answer; the stream faults change its events or how they are sent."""
+        headers = self._answer_headers(completion)
+        frames = stream.stream_frames(completion, include_usage=sim.include_usage)
         if fault == "stream_error":
-            error = stream.error_event(replies.SERVER_ERROR)
-            frames = [*frames[: len(frames) // 2], (error, 0)]
+            frames = [*frames[: len(frames) // 2], (stream.error_event(replies.SERVER_ERROR), 0)]
         elif fault == "truncate":
             frames = frames[: len(frames) // 2]
-        try:
-            await self._pause(response, self._latency.sample())
-            rate = self.config.tokens_per_s
-            if rate <= 0:
-                await response.write(b"".join(frame for frame, _ in frames))
-            else:
-                for frame, tokens in frames:
-                    await self._pause(response, tokens / rate)
-                    await response.write(frame)
-            if fault == "truncate":
-                if request.transport is not None:
-                    request.transport.close()
-                return response, False
-            await response.write_eof()
-        except ConnectionError:  # the client went away: not an answer
-            return response, False
-        return response, True
-
-    async def _pause(self, response: web.StreamResponse, seconds: float) -> None:
-        """Wait ``seconds``, sending a ``: keep-alive`` comment every ``keep_alive_s``."""
-        every = self.config.keep_alive_s
-        while seconds > every:
-            await self._sleep(every)
-            seconds -= every
-            await response.write(stream.KEEP_ALIVE)
-        await self._sleep(seconds)
-
-    async def _sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            return
-        if self._custom_sleep is not None:
-            await self._custom_sleep(seconds)
+        elif fault in BODY_FAULTS:
+            frames = malform_frames(fault, frames)
+        if fault == "trickle":
+            await self._pacer.sleep(self._latency.sample())
+            body = b"".join(frame for frame, _ in frames)
+            interval = self.config.faults.trickle_interval_s
+            response, complete = await send.send_trickled(
+                request, body, headers, stream.CONTENT_TYPE, self._pacer, interval
+            )
         else:
-            await asyncio.sleep(seconds)
-
-    async def _stall(self, seconds: float) -> None:
-        """Wait ``seconds`` or until stop(), whichever comes first."""
-        if self._custom_sleep is not None:
-            await self._custom_sleep(seconds)
-        elif self._closed is not None:
-            await asyncio.wait({self._closed}, timeout=seconds)
+            response, complete = await send.send_stream(
+                request,
+                frames,
+                headers,
+                self._pacer,
+                latency=self._latency.sample(),
+                tokens_per_s=self.config.tokens_per_s,
+                cut=fault == "truncate",
+            )
+        if complete:
+            self._limiter.charge_usage(completion.usage["total_tokens"], self._limit_clock())
+            if self.config.close_after_stream:
+                self._connections.retire(request)
+        return response, complete
 
     # -- error responses ------------------------------------------------------------------------
 
@@ -314,23 +359,32 @@ class SimulatorServer:
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), expected)
 
     def _unauthorized(self) -> web.Response:
-        return _json(401, replies.unauthorized_body(), self._limiter.headers(self._clock()))
+        headers = self._limiter.error_headers(self._limit_clock())
+        return _json(401, replies.unauthorized_body(), headers)
 
     def _invalid(self, body: dict[str, Any]) -> web.Response:
-        return _json(400, body, self._limiter.headers(self._clock()))
+        return _json(400, body, self._limiter.error_headers(self._limit_clock()))
+
+    def _context_overflow(self, body: dict[str, Any]) -> web.Response:
+        if self.config.error_style != "llamacpp":
+            return self._invalid(body)
+        response = web.Response(
+            status=400, body=orjson.dumps(body), content_type=_JSON, charset="utf-8"
+        )
+        response.force_close()  # llama-server closes the connection after this error
+        return response
 
     def _rate_limited(self, sim: SimRequest, admission: Admission) -> web.Response:
         self._stats.rate_limited += 1
-        headers = self._limiter.headers(self._clock())
-        if not math.isinf(admission.retry_after):  # waiting cannot help a request too large
-            headers.update(retry_headers(admission.retry_after))
-        return _json(429, replies.rate_limited_body(sim.model, admission), headers)
+        body, headers = self._limiter.refusal(sim.model, admission, self._limit_clock())
+        return _json(429, body, headers)
 
     def _fault_response(self, fault: str) -> web.Response:
-        status, error = replies.FAULT_REPLIES[fault]
-        # the injected 429 is the bare kind: no retry-after, no x-ratelimit headers
-        headers = {} if fault == "http_429" else self._limiter.headers(self._clock())
-        return _json(status, {"error": error}, headers)
+        limit_headers = self._limiter.error_headers(self._limit_clock())
+        status, body, headers = replies.fault_reply(
+            fault, limit_headers, self.config.faults.retry_after_s
+        )
+        return _json(status, body, headers)
 
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> web.Response:
@@ -341,26 +395,3 @@ def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> w
 
 def _completion_id() -> str:
     return "chatcmpl-sim" + os.urandom(10).hex()
-
-
-def _drop(request: web.Request) -> web.StreamResponse:
-    """Close the connection without a response (aiohttp then skips writing the one returned)."""
-    if request.transport is not None:
-        request.transport.close()
-    response = web.StreamResponse()
-    response["dropped"] = True
-    return response
-
-
-async def _send_truncated(
-    request: web.Request, payload: bytes, headers: dict[str, str]
-) -> web.StreamResponse:
-    """Announce the whole body's length, send half of it, and close the connection."""
-    response = web.StreamResponse(headers=headers)
-    response.content_type = _JSON
-    response.content_length = len(payload)
-    await response.prepare(request)
-    await response.write(payload[: len(payload) // 2])
-    if request.transport is not None:
-        request.transport.close()
-    return response

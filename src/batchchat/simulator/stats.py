@@ -86,6 +86,7 @@ class Stats:
         self.by_status: Counter[int] = Counter()  # status line sent → count
         self.faults: Counter[str] = Counter()  # fault kind → injected count
         self.rate_limited = 0  # 429s from the RPM/TPM limits (not injected ones)
+        self.closed_on_reuse = 0  # requests closed unanswered: their connection was retired
         self.in_flight = 0
         self.max_in_flight = 0
         self.prompt_tokens = 0  # of answered requests
@@ -93,14 +94,18 @@ class Stats:
         self.answers: Counter[str] = Counter()  # request key → complete successful answers
         self.arrivals: Counter[str] = Counter()  # request key → times received (drives faults)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, connections_open: int = 0, max_connections_open: int = 0) -> dict[str, Any]:
+        """The counters as plain data, with the open TCP connections counted elsewhere."""
         return {
             "requests": self.requests,
             "by_status": {str(status): count for status, count in sorted(self.by_status.items())},
             "faults": dict(self.faults),
             "rate_limited": self.rate_limited,
+            "closed_on_reuse": self.closed_on_reuse,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "connections_open": connections_open,
+            "max_connections_open": max_connections_open,
             "answered": sum(self.answers.values()),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,

@@ -19,6 +19,7 @@ import orjson
 from batchchat.simulator.answers import split_tokens
 from batchchat.simulator.completion import Completion, SimChoice
 
+CONTENT_TYPE = "text/event-stream"
 DONE = b"data: [DONE]\n\n"
 KEEP_ALIVE = b": keep-alive\n\n"
 

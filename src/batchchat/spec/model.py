@@ -73,7 +73,17 @@ class FaultSpec(Strict):
     truncate: float = Field(default=0.0, ge=0, le=1)  # body cut short
     stall: float = Field(default=0.0, ge=0, le=1)  # no bytes for stall_s
     stream_error: float = Field(default=0.0, ge=0, le=1)  # error event inside a 200 stream
+    #: with logprobs: the first content token was forced after its top_logprobs were taken
+    forced_token: float = Field(default=0.0, ge=0, le=1)
+    usage_as_strings: float = Field(default=0.0, ge=0, le=1)  # 200 with "prompt_tokens": "12"
+    usage_as_floats: float = Field(default=0.0, ge=0, le=1)  # 200 with "prompt_tokens": 12.0
+    empty_choices: float = Field(default=0.0, ge=0, le=1)  # 200 with "choices": []
+    no_message: float = Field(default=0.0, ge=0, le=1)  # 200 whose choices lack "message"
+    trickle: float = Field(default=0.0, ge=0, le=1)  # body sent a byte per trickle_interval_s
     stall_s: float = Field(default=3600.0, gt=0)
+    trickle_interval_s: float = Field(default=1.0, gt=0)
+    #: ``retry-after`` seconds on the injected 500/502/503 (None: no header)
+    retry_after_s: float | None = Field(default=None, ge=0)
     seed: int = 0
 
 
@@ -92,6 +102,14 @@ class SimulatorSpec(Strict):
     faults: FaultSpec = FaultSpec()
     #: seconds between ``: keep-alive`` comment lines in slow streams
     keep_alive_s: float = Field(default=5.0, gt=0)
+    #: "openai": sliding 60 s windows; "gateway": LiteLLM's calendar-minute windows and headers
+    rate_limit_style: Literal["openai", "gateway"] = "openai"
+    #: close a kept-alive connection after a streamed response, as llama.cpp's server does
+    close_after_stream: bool = False
+    #: the context window in tokens (None: unlimited); larger requests get a 400
+    context_tokens: int | None = Field(default=None, gt=0)
+    #: how the context-overflow 400 is worded: like OpenAI or like llama.cpp's server
+    error_style: Literal["openai", "llamacpp"] = "openai"
 
 
 class EndpointSpec(Strict):
