@@ -43,6 +43,18 @@ def raw_view(raw: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
     }
 
 
-def assert_same(got: dict[str, Any], want: dict[str, Any]) -> None:
+def differences(got: dict[str, Any], want: dict[str, Any]) -> str:
+    """'' when ``got`` has every value of ``want``; else how many differ, with examples."""
     diff = {k: (got.get(k), want[k]) for k in want if got.get(k) != want[k]}
-    assert not diff, f"{len(diff)}/{len(want)} differ (batchchat, raw): {list(diff.items())[:3]}"
+    if not diff:
+        return ""
+    return f"{len(diff)}/{len(want)} differ (batchchat, raw): {list(diff.items())[:3]}"
+
+
+def assert_same(got: dict[str, Any], want: dict[str, Any]) -> None:
+    assert not (found := differences(got, want)), found
+
+
+def split(view: dict[str, tuple[Any, ...]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A result or raw view as (content and finish_reason, usage)."""
+    return {k: v[:2] for k, v in view.items()}, {k: v[2] for k, v in view.items()}
