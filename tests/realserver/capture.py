@@ -21,6 +21,7 @@ from tests.realserver._servers import LITELLM, LITELLM_KEY, LLAMA, Server, is_up
 
 HERE = Path(__file__).parent / "captures"
 PATH = "/v1/chat/completions"
+LONG = "weather report "
 MESSAGES = [{"role": "user", "content": "Say something about the weather."}]
 
 
@@ -82,8 +83,9 @@ def llama_stream() -> dict[str, Any]:
 
 
 def llama_context_overflow() -> dict[str, Any]:
-    long = "weather report " * 6000
-    return once(LLAMA, {"model": "tiny", "messages": [{"role": "user", "content": long}]})
+    got = once(LLAMA, {"model": "tiny", "messages": [{"role": "user", "content": LONG * 6000}]})
+    got["request"]["body"]["messages"][0]["content"] = f"{LONG!r} * 6000"  # keep the file small
+    return got
 
 
 def llama_response_format_jinja() -> dict[str, Any]:
