@@ -69,10 +69,11 @@ def test_kill_after_2s_then_resume_sends_each_row_about_once(tmp_path: Path, lla
     with ServedRequests(llama, body) as served:
         killed = jobs.run_and_kill(tmp_path, spec, after_s=2.0)
         run = jobs.run(tmp_path, spec)
-    print(f"killed: exit {killed}; resumed: exit {run.code}; server handled {served.count:.0f}")
     assert killed == -9, "the run ended before the kill: make it longer"
     assert run.code == 0, run.out[-2000:]
     ok = jobs.results(tmp_path).filter(pl.col("status") == "ok")
+    kept = ok.group_by("run_id").len().sort("len")["len"].to_list()
+    print(f"killed, then resumed: ok rows per run {kept}; server handled {served.count:.0f}")
     per_id = ok.group_by("row_id").len()
     assert per_id.height == 500 and (per_id["len"] == 1).all()
     thrown_away = served.count - 500
