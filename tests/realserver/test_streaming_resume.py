@@ -34,10 +34,8 @@ def test_streamed_results_equal_the_raw_non_streamed_answers(tmp_path: Path, lla
     assert run.code == 0, run.out[-2000:]
     df = jobs.results(tmp_path)
     assert (df["status"] == "ok").all()
-    (got_text, got_usage), (raw_text, raw_usage) = (
-        split(result_view(df)),
-        split(raw_view(raw_by_id(llama, bodies, stream=False))),
-    )
+    got_text, got_usage = split(result_view(df))
+    raw_text, raw_usage = split(raw_view(raw_by_id(llama, bodies, stream=False)))
     text, usage = differences(got_text, raw_text), differences(got_usage, raw_usage)
     assert not (text or usage), (
         f"content, finish_reason: {text or 'same'}\nusage: {usage or 'same'}"
