@@ -9,7 +9,8 @@
     ├── RequestError              one attempt of one request failed
     │   ├── TransportError        nothing usable came back
     │   │   ├── RequestTimeout    ConnectTimeout, FirstByteTimeout, IdleTimeout, DeadlineExceeded
-    │   │   └── NetworkError      connection refused, reset, dropped mid-body
+    │   │   └── NetworkError      connection reset, dropped mid-body
+    │   │       └── ConnectError  refused, no such host, unreachable
     │   ├── APIStatusError        the server answered with an error status (status, body, code)
     │   │   ├── RateLimitError    429 (retry_after from the headers)
     │   │   │   ├── QuotaExceededError    insufficient_quota: never retried, stops the run
@@ -34,7 +35,6 @@ Whether a request error is worth retrying is decided here, by type, in
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from batchchat.models import ExitCode
 
@@ -99,6 +99,10 @@ class NetworkError(TransportError):
     """The connection failed: refused, reset, or dropped before the body ended."""
 
 
+class ConnectError(NetworkError):
+    """No connection could be made: refused, no such host, unreachable."""
+
+
 class APIStatusError(RequestError):
     """The server answered with an error status."""
 
@@ -111,6 +115,7 @@ class APIStatusError(RequestError):
         error_type: str | None = None,
         body: bytes = b"",
         headers: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.http_status = status
@@ -118,14 +123,12 @@ class APIStatusError(RequestError):
         self.error_type = error_type
         self.body = body
         self.headers = dict(headers or {})
+        #: the server's advice in seconds before trying again (any status may carry it)
+        self.retry_after = retry_after
 
 
 class RateLimitError(APIStatusError):
     """429: slow down. ``retry_after`` is the server's advice in seconds, if it gave one."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
 
 
 class QuotaExceededError(RateLimitError):

@@ -207,6 +207,9 @@ class ExecutionStats:
     #: HTTP attempts made (first tries + retries)
     requests_sent: int = 0
     retries: int = 0
+    #: requests sent again at once, on a fresh connection, because the server had closed
+    #: the pooled one before answering (not attempts: nothing reached the server)
+    resent: int = 0
     #: attempts answered 429
     rate_limited: int = 0
     #: attempts by HTTP status (0 = no response: timeout or network error)

@@ -137,6 +137,7 @@ async def _run_in(
                 stats=stats,
                 budget=_budget(spec.budget, job.prices, stats),
                 cost_of=_cost_of(job.prices),
+                endpoint=target.display,
                 stop=stop,
                 drain_timeout_s=options.drain_timeout_s,
             )
@@ -150,6 +151,7 @@ async def _run_in(
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
             await transport.aclose()
+            stats.resent = transport.stale_retries
             sink.close()
             stats.finished_at = datetime.now(UTC)
             save_stats(out.path, stats)

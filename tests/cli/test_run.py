@@ -139,10 +139,12 @@ def test_a_scheduled_rerun_sends_nothing_and_status_follows_each_date(tmp_path: 
         0,
         f"{tmp_path / 'out' / '2026-11-21'}: done — 30 ok, 0 failed\n",
     )
-    # a date whose requests fail: exit 1 and status 1, until a re-run sends the failed rows again
+    # a date whose requests fail: exit 1, and the run stops once its first 20 requests all
+    # failed alike; status says partial until a re-run sends the failed rows again
     assert run("2026-11-22", "-q", faulty=True).exit_code == 1
     code, text = status("2026-11-22")
-    assert code == 1 and "failed — 0 ok, 30 failed" in text
+    assert code == 4 and "partial — 0 ok, 20 failed" in text
+    assert "stopped early: the first 20 requests all failed with ServerError (HTTP 500)" in text
     assert run("2026-11-22", "-q").exit_code == 0
     assert status("2026-11-22")[0] == 0
     assert (

@@ -383,19 +383,19 @@ async def test_a_storm_of_429s_does_not_exhaust_retries() -> None:
     assert stats.rate_limited <= 8  # only the first wave of in-flight requests was refused
 
 
-async def test_adaptive_concurrency_shrinks_on_overload() -> None:
+async def test_adaptive_concurrency_shrinks_when_the_server_says_it_is_overloaded() -> None:
     run = Run(limits={"max_concurrency": 8})
     in_flight = {"now": 0}
-    after_503: list[tuple[int, int]] = []  # (in flight, stats.concurrency) at each later send
+    after_503: list[tuple[int, int]] = []  # (in flight, stats.concurrency) after the 529
 
     async def overloaded_once(request: HTTPRequest) -> HTTPResponse:
         in_flight["now"] += 1
-        if run.stats.status_counts.get(503):
+        if run.stats.status_counts.get(529):
             after_503.append((in_flight["now"], run.stats.concurrency))
         await asyncio.sleep(0)
         in_flight["now"] -= 1
-        if not run.stats.status_counts.get(503) and _row(request) == 0:
-            return _error(503)
+        if not run.stats.status_counts.get(529) and _row(request) == 0:
+            return _error(529)  # "overloaded": a congestion signal by itself
         return ok_completion(request)
 
     await run(overloaded_once, _requests(30))

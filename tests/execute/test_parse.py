@@ -21,7 +21,8 @@ from batchchat.errors import (
     StreamError,
     is_retryable,
 )
-from batchchat.execute.parse import parse_response, retry_after_s, status_error
+from batchchat.execute.headers import retry_after_s
+from batchchat.execute.parse import parse_response, status_error
 from batchchat.execute.transport import HTTPResponse
 from batchchat.models import ChatResponse, Choice, TokenLogprob, ToolCall, TopLogprob, Usage
 

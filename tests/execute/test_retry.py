@@ -17,7 +17,7 @@ from batchchat.errors import (
     StreamError,
 )
 from batchchat.execute.parse import status_error
-from batchchat.execute.retry import RETRY_AFTER_JITTER, RetryPolicy
+from batchchat.execute.retry import QUICK_RETRY_S, RETRY_AFTER_JITTER, RetryPolicy
 from batchchat.spec import RetrySpec
 
 
@@ -86,7 +86,8 @@ def test_backoff_is_full_jitter_within_the_exponential_window_and_the_cap(attemp
     spec = RetrySpec(max_attempts=20, initial_wait_s=0.5, max_wait_s=10.0)
     policy = RetryPolicy(spec)
     window = min(spec.max_wait_s, spec.initial_wait_s * 2 ** (attempt - 1))
-    waits = [policy.next_wait(_status(503), attempt) for _ in range(400)]
+    # while the server shows load, a 503 backs off exponentially
+    waits = [policy.next_wait(_status(503), attempt, congested=True) for _ in range(400)]
     assert all(w is not None and 0.0 <= w <= window for w in waits)
     # full jitter: spread over the whole window, not bunched at its top
     assert min(w for w in waits if w is not None) < 0.2 * window
@@ -100,11 +101,29 @@ def test_the_servers_retry_after_wins_over_backoff() -> None:
     assert all(w is not None and 0.25 <= w <= 0.25 * (1 + RETRY_AFTER_JITTER) for w in waits)
 
 
-def test_retry_after_applies_to_any_error_carrying_it() -> None:
-    error = status_error(503, {"retry-after": "2"}, b"")
-    # a 503 is not a RateLimitError: no retry_after attribute, plain backoff
-    wait = RetryPolicy(RetrySpec(initial_wait_s=0.01, max_wait_s=0.02)).next_wait(error, 1)
-    assert wait is not None and wait <= 0.02
+def test_retry_after_applies_to_any_status_carrying_it() -> None:
+    policy = RetryPolicy(RetrySpec(initial_wait_s=0.01, max_wait_s=120.0))
+    wait = policy.next_wait(status_error(503, {"retry-after": "2"}, b""), 1)
+    assert wait is not None and 2.0 <= wait <= 2.0 * (1 + RETRY_AFTER_JITTER)
+    # a day is longer than anyone waits: the row fails at once, not three times later
+    assert policy.next_wait(status_error(503, {"retry-after": "86400"}, b""), 1) is None
+
+
+def test_independent_faults_come_back_at_once_unless_the_server_shows_load() -> None:
+    policy = RetryPolicy(RetrySpec(initial_wait_s=5.0, max_wait_s=60.0))
+    quick = [policy.next_wait(_status(500), 3) for _ in range(200)]
+    assert all(w is not None and 0.0 <= w <= QUICK_RETRY_S for w in quick)
+    slow = [policy.next_wait(_status(500), 3, congested=True) for _ in range(200)]
+    assert max(w for w in slow if w is not None) > QUICK_RETRY_S
+
+
+def test_rate_limits_do_not_spend_attempts_but_patience_runs_out() -> None:
+    policy = RetryPolicy(RetrySpec(max_attempts=2, rate_limit_patience_s=600.0))
+    error = RateLimitError("429", status=429)
+    # rate-limited attempts are not counted: the counted attempt number stays where it is
+    assert policy.next_wait(error, 0, limited_for_s=10.0) is not None
+    assert policy.next_wait(error, 1, limited_for_s=599.0) is not None
+    assert policy.next_wait(error, 1, limited_for_s=601.0) is None
 
 
 def test_a_retry_after_longer_than_max_wait_gives_up() -> None:

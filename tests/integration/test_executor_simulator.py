@@ -80,6 +80,7 @@ async def _run(
         )
     finally:
         await transport.aclose()
+        stats.resent = transport.stale_retries
     return results, stats
 
 
@@ -116,7 +117,9 @@ async def test_every_fault_type_is_recovered_without_loss_or_duplicates(
     _assert_each_answered_once(sim, requests)
     injected = sim.stats()["faults"]
     assert set(injected) >= {"http_500", "http_502", "http_503", "drop", "truncate"}
-    assert stats.retries == sum(injected.values())  # one retry per injected fault
+    # one retry per injected fault; a connection dropped at once after it was reused looks
+    # like one the server had closed, and is sent again without counting an attempt
+    assert stats.retries + stats.resent == sum(injected.values())
     assert stats.status_counts[0] >= injected.get("drop", 0)
 
 

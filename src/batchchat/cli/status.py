@@ -30,7 +30,8 @@ def status(directory: Path, as_json: bool) -> None:
       0 done      the last run completed and every row is ok
       1 failed    the last run completed, some rows failed (re-run to retry them)
       2           DIRECTORY is not a batchchat output directory
-      4 partial   the last run did not finish (interrupted, killed, budget); re-run it
+      4 partial   the last run did not finish (interrupted, killed, budget, or stopped
+                  early because every request failed the same way); re-run it
       5 running   a batchchat run is writing DIRECTORY now
     """
     state = read_status(directory)
@@ -48,6 +49,8 @@ def describe(state: RunStatus) -> str:
         return f"{state.path}: running — {counts} so far ({state.holder.describe()})"
     if state.state == "partial":
         why = _STOPPED.get(state.stop_reason or "", "did not finish (killed or still starting)")
+        if state.fatal_error:
+            why = f"stopped early: {state.fatal_error}"
         return (
             f"{state.path}: partial — {counts}; the last run ({state.run_id}) {why}.\n"
             "Run the same job again to finish it: finished rows are skipped."

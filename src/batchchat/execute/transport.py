@@ -9,14 +9,17 @@ to batchchat's error types at exactly this boundary.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Protocol
 
 import aiohttp
 
 from batchchat.errors import (
+    ConnectError,
     ConnectTimeout,
     DeadlineExceeded,
     FirstByteTimeout,
@@ -81,13 +84,28 @@ class MockTransport:
 # -- the real network ---------------------------------------------------------------------------
 
 
+class _Attempt(SimpleNamespace):
+    """What aiohttp's trace hooks tell about one try of a request."""
+
+    #: the connection came out of the pool (it may have been closed by the server since)
+    reused: bool = False
+    #: the first-byte deadline, started once the request is on the wire
+    first_byte: asyncio.Timeout | None = None
+
+
 class AiohttpTransport:
     """The real network: one aiohttp session per run, opened lazily inside the running loop.
 
     Timeouts of one attempt: ``connect_timeout_s`` for the TCP/TLS handshake,
-    ``first_byte_timeout_s`` until the response headers, ``idle_timeout_s`` between two
-    body reads (stream keep-alive comments count as bytes), and ``timeout_s`` for the whole
-    attempt. Unset ones are bounded by ``timeout_s`` alone, so an attempt never hangs.
+    ``first_byte_timeout_s`` from the request sent to the response headers,
+    ``idle_timeout_s`` between two body reads (stream keep-alive comments count as bytes),
+    and ``timeout_s`` for the whole attempt. Unset ones are bounded by ``timeout_s`` alone,
+    so an attempt never hangs. An attempt that ends early closes its connection, so a
+    stalled one never holds a socket past its deadline.
+
+    A pooled connection the server closed since (llama-server closes after a stream while
+    saying keep-alive) fails before a byte of the response: the request is sent again at
+    once on another connection, as httpx and urllib3 do, and it is not a failed attempt.
     """
 
     def __init__(self, endpoint: EndpointSpec, *, max_connections: int) -> None:
@@ -98,6 +116,8 @@ class AiohttpTransport:
         self._total_s = endpoint.timeout_s
         #: the run's session; None until the first request, and again after aclose()
         self._session: aiohttp.ClientSession | None = None
+        #: requests sent again because their pooled connection was dead (not attempts)
+        self.stale_retries = 0
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -106,62 +126,132 @@ class AiohttpTransport:
             ttl_dns_cache=300,
             keepalive_timeout=60,
         )
-        timeout = aiohttp.ClientTimeout(
-            total=self._total_s, sock_connect=self._connect_s, sock_read=self._first_byte_s
-        )
+        tracing = aiohttp.TraceConfig()
+        tracing.on_connection_reuseconn.append(_on_reused)
+        if self._first_byte_s is not None:
+            tracing.on_request_headers_sent.append(self._on_request_sent)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=timeout,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_s),
             cookie_jar=aiohttp.DummyCookieJar(),  # an API client keeps no cookies: less work
             trust_env=False,
+            trace_configs=[tracing],
         )
         return self._session
 
     async def send(self, request: HTTPRequest) -> HTTPResponse:
         session = self._session or self._open()
-        got_headers = False
+        # every pooled connection may be dead: one more try than there can be of them
+        for _ in range(self._max_connections + 1):
+            attempt = _Attempt()
+            try:
+                async with asyncio.timeout(self._total_s):
+                    return await self._send_once(session, request, attempt)
+            except _StaleConnection:
+                self.stale_retries += 1
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"the attempt ran past its {self._total_s:g}s deadline"
+                ) from None
+        raise NetworkError("every pooled connection was closed by the server")
+
+    async def _send_once(
+        self, session: aiohttp.ClientSession, request: HTTPRequest, attempt: _Attempt
+    ) -> HTTPResponse:
         try:
-            async with session.post(
-                request.url, data=request.body, headers=request.headers, allow_redirects=False
-            ) as response:
-                got_headers = True
-                if self._idle_s != self._first_byte_s:
-                    self._switch_to_idle_timeout(response)
-                body = await response.read()
-                headers = {name.lower(): value for name, value in response.headers.items()}
-                return HTTPResponse(response.status, headers, body)
+            async with asyncio.timeout(None) as first_byte:
+                attempt.first_byte = first_byte
+                response = await session.post(
+                    request.url,
+                    data=request.body,
+                    headers=request.headers,
+                    allow_redirects=False,
+                    trace_request_ctx=attempt,
+                )
         except Exception as exc:
-            error = self._convert(exc, got_headers)
-            if error is None:
-                raise
-            raise error from None
+            if first_byte.expired():
+                raise FirstByteTimeout(
+                    f"no response headers within {self._first_byte_s:g}s"
+                ) from None
+            if attempt.reused and _is_disconnect(exc):
+                raise _StaleConnection from None
+            raise self._convert(exc) from None
+        try:
+            async with asyncio.timeout(None) as idle:
+                body = await self._read_body(response, idle)
+            headers = {name.lower(): value for name, value in response.headers.items()}
+            return HTTPResponse(response.status, headers, body)
+        except Exception as exc:
+            response.close()  # a half-read connection is never reused
+            if idle.expired():
+                raise IdleTimeout(f"the response stalled for {self._idle_s:g}s") from None
+            raise self._convert(exc, got_headers=True) from None
+        except BaseException:
+            response.close()  # cancelled (the total deadline): the connection is not reused
+            raise
+        finally:
+            response.release()
 
-    def _switch_to_idle_timeout(self, response: aiohttp.ClientResponse) -> None:
-        """From here on, aiohttp's read timeout measures silence between body bytes."""
-        connection = response.connection
-        # once the body is complete aiohttp no longer drops its read timer: leave it alone
-        if connection is None or connection.protocol is None or response.content.is_eof():
-            return
-        connection.protocol.read_timeout = self._idle_s
-        connection.protocol.start_timeout()
+    async def _read_body(self, response: aiohttp.ClientResponse, idle: asyncio.Timeout) -> bytes:
+        """The whole body; with an idle timeout, no silence longer than it between reads."""
+        if self._idle_s is None:
+            return await response.read()
+        loop = asyncio.get_running_loop()
+        chunks: list[bytes] = []
+        while True:
+            idle.reschedule(loop.time() + self._idle_s)
+            chunk = await response.content.readany()
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
 
-    def _convert(self, exc: Exception, got_headers: bool) -> TransportError | None:
-        """The batchchat error for an aiohttp/asyncio exception (None: not a network problem)."""
+    async def _on_request_sent(
+        self,
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestHeadersSentParams,
+    ) -> None:
+        """The request is on the wire: its first-byte deadline starts now."""
+        attempt = context.trace_request_ctx
+        if isinstance(attempt, _Attempt) and attempt.first_byte is not None:
+            assert self._first_byte_s is not None
+            attempt.first_byte.reschedule(asyncio.get_running_loop().time() + self._first_byte_s)
+
+    def _convert(self, exc: Exception, *, got_headers: bool = False) -> TransportError:
+        """The batchchat error for an aiohttp/asyncio exception."""
         if isinstance(exc, aiohttp.ConnectionTimeoutError):
             return ConnectTimeout(f"no connection within {self._connect_s:g}s")
-        if isinstance(exc, aiohttp.SocketTimeoutError):
-            if got_headers:
-                return IdleTimeout(f"the response stalled for {self._idle_s}s")
-            return FirstByteTimeout(f"no response headers within {self._first_byte_s}s")
-        if isinstance(exc, TimeoutError):
-            return DeadlineExceeded(f"the attempt ran past its {self._total_s:g}s deadline")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return ConnectError(f"cannot connect to {exc.host}:{exc.port}: {exc.os_error}")
         if isinstance(exc, aiohttp.ClientPayloadError):
             return NetworkError(f"the connection dropped mid-body: {exc}")
         if isinstance(exc, aiohttp.ClientError | OSError):
-            return NetworkError(f"{type(exc).__name__}: {exc}")
-        return None
+            where = "mid-body" if got_headers else "before the response"
+            return NetworkError(f"{type(exc).__name__} {where}: {exc}")
+        return NetworkError(f"{type(exc).__name__}: {exc}")
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+class _StaleConnection(Exception):
+    """A pooled connection turned out to be closed before a byte of the response arrived."""
+
+
+async def _on_reused(
+    session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    params: aiohttp.TraceConnectionReuseconnParams,
+) -> None:
+    attempt = context.trace_request_ctx
+    if isinstance(attempt, _Attempt):
+        attempt.reused = True
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    """The server closed or reset the connection (not a timeout, not a refusal)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return False
+    return isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)

@@ -40,6 +40,8 @@ class RunStatus:
     updated_at: str | None
     #: the process writing the directory now (state "running")
     holder: LockInfo | None
+    #: what stopped the latest run early, when every other request would have failed too
+    fatal_error: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -72,7 +74,15 @@ def read_status(out_dir: Path | str) -> RunStatus:
     else:
         state = "failed" if index.failed else "done"
     return RunStatus(
-        path, state, index.ok, index.failed, run_id, stop_reason, manifest.get("updated_at"), holder
+        path,
+        state,
+        index.ok,
+        index.failed,
+        run_id,
+        stop_reason,
+        manifest.get("updated_at"),
+        holder,
+        stats.fatal_error if stats else None,
     )
 
 

@@ -160,9 +160,14 @@ class LimitsSpec(Strict):
 
 
 class RetrySpec(Strict):
+    #: attempts of one request before it fails for good; rate-limited ones do not count
     max_attempts: int = Field(default=6, gt=0)
+    #: the longest wait between attempts; a server asking for longer (a daily quota) fails
     max_wait_s: float = Field(default=120.0, gt=0)
+    #: the first backoff while the server shows load (it doubles, with jitter)
     initial_wait_s: float = Field(default=1.0, gt=0)
+    #: how long a row may keep being refused by rate limits (429s) before it fails
+    rate_limit_patience_s: float = Field(default=900.0, gt=0)
 
 
 class OutputSpec(Strict):

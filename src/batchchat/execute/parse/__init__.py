@@ -13,14 +13,14 @@ import orjson
 
 from batchchat.errors import ResponseFormatError
 from batchchat.execute.parse._text import load_object
-from batchchat.execute.parse.errors import error_in_ok_body, retry_after_s, status_error
+from batchchat.execute.parse.errors import error_in_ok_body, status_error
 from batchchat.execute.parse.sse import assemble_stream
 from batchchat.models import ChatResponse, Choice, TokenLogprob, ToolCall, TopLogprob, Usage
 
 if TYPE_CHECKING:  # the transport module imports aiohttp; parsing stays free of it
     from batchchat.execute.transport import HTTPResponse
 
-__all__ = ["assemble_stream", "build_response", "parse_response", "retry_after_s", "status_error"]
+__all__ = ["assemble_stream", "build_response", "parse_response", "status_error"]
 
 
 def parse_response(response: HTTPResponse, *, stream: bool, keep_raw: bool) -> ChatResponse:

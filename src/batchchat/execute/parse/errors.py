@@ -7,9 +7,7 @@ where a provider signals a case in nothing else, in one small table below.
 
 from __future__ import annotations
 
-import email.utils
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +25,7 @@ from batchchat.errors import (
     ResponseFormatError,
     ServerError,
 )
+from batchchat.execute.headers import retry_after_s
 from batchchat.execute.parse._text import clip
 
 #: error ``code`` / ``type`` values that decide the error class whatever the status
@@ -36,6 +35,7 @@ _CODE_CLASSES: dict[str, type[APIStatusError]] = {
     "billing_hard_limit_reached": QuotaExceededError,
     "insufficient_user_quota": QuotaExceededError,  # new-api / one-api gateways
     "context_length_exceeded": ContextLengthError,
+    "exceed_context_size_error": ContextLengthError,  # llama.cpp's llama-server
 }
 
 #: The only free-text matching in batchchat: providers that signal these cases solely in
@@ -45,6 +45,8 @@ _MESSAGE_SIGNALS: tuple[tuple[frozenset[int], str, type[APIStatusError]], ...] =
     (frozenset({429}), "request too large", RequestTooLargeError),
     # vLLM and older OpenAI models send context overflows without a code
     (frozenset({400, 413, 422}), "maximum context length", ContextLengthError),
+    # llama.cpp's wording, for builds whose error type says nothing
+    (frozenset({400, 413, 422}), "exceeds the available context size", ContextLengthError),
 )
 
 _HTML_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
@@ -54,13 +56,18 @@ def status_error(status: int, headers: Mapping[str, str], body: bytes) -> APISta
     """The typed error for an error status, its details read from whatever the body holds."""
     message, code, error_type = _error_details(body)
     cls = _error_class(status, code, error_type, message)
-    text = f"HTTP {status}" + (f" {code or error_type}" if code or error_type else "")
-    text += f": {message}" if message else ""
-    kw: dict[str, Any] = {"status": status, "code": code, "error_type": error_type}
-    kw.update(body=body, headers=headers)
-    if issubclass(cls, RateLimitError):
-        return cls(text, retry_after=retry_after_s(headers), **kw)
-    return cls(text, **kw)
+    # gateways repeat the status as the code ("code": "400"): the type says more then
+    named = code if code is not None and not code.isdigit() else error_type
+    text = f"HTTP {status}" + (f" {named}" if named else "") + (f": {message}" if message else "")
+    return cls(
+        text,
+        status=status,
+        code=code,
+        error_type=error_type,
+        body=body,
+        headers=headers,
+        retry_after=retry_after_s(headers),
+    )
 
 
 def _error_class(
@@ -117,28 +124,6 @@ def error_in_ok_body(
     if type(typed) is APIStatusError:
         return ResponseFormatError(f"HTTP {status} with an error body: {typed}")
     return typed
-
-
-def retry_after_s(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """The server's advice in seconds: ``retry-after-ms``, else ``retry-after`` (secs or date)."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _text_of(body: bytes) -> str:

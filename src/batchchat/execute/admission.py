@@ -1,0 +1,202 @@
+"""Admission control of one run: when may the next attempt go, and what the answers teach.
+
+Every attempt passes four gates, cheapest first; each waits on one timer or future,
+never in a polling loop:
+
+1. the run-wide **hold**, set by the server: a 429's retry-after (in any spelling), a
+   429 without advice (a pause that grows while 429s go on: the window may be a whole
+   minute), or ``x-ratelimit-*`` headers saying the window is spent until its reset;
+2. the **concurrency gate**: AIMD on congestion when ``limits.adaptive``, and one probe
+   at a time while a server that counts requests without saying when it resets (a
+   LiteLLM gateway's calendar minute) has none left;
+3. the **RPM** bucket and 4. the **TPM** bucket: the spec's limits, lowered to any lower
+   limit a 429 announces; charged with the planner's estimate at admission and
+   corrected with the real usage afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+from batchchat.errors import (
+    APIStatusError,
+    RateLimitError,
+    RequestError,
+    ServerError,
+    is_retryable,
+)
+from batchchat.execute.concurrency import ConcurrencyGate, FailureShare
+from batchchat.execute.headers import has_rate_limit_headers, read_quota, wait_for_room_s
+from batchchat.execute.pacing import Pacer, slower
+from batchchat.spec import LimitsSpec
+
+#: the first pause after a 429 that gives no advice; it doubles while 429s go on
+FIRST_QUIET_PAUSE_S = 1.0
+#: the longest such pause: a gateway's window may be a whole calendar minute
+LONGEST_QUIET_PAUSE_S = 60.0
+#: statuses that say "overloaded" whatever their headers
+_OVERLOADED = frozenset({529})
+
+
+class Admission:
+    """Admission control for one run: the server's hold, concurrency, RPM and TPM."""
+
+    def __init__(
+        self,
+        spec: LimitsSpec,
+        *,
+        max_pause_s: float = math.inf,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self.rpm = self._pacer(spec.rpm) if spec.rpm else None
+        self.tpm = self._pacer(spec.tpm) if spec.tpm else None
+        self.concurrency = ConcurrencyGate(spec.max_concurrency, adaptive=spec.adaptive)
+        #: which recent attempts failed: congestion is a share of them, not one
+        self.failures = FailureShare()
+        #: the longest hold one piece of server advice can impose (retry.max_wait_s)
+        self._max_pause_s = max_pause_s
+        #: no attempt starts before this clock time
+        self.paused_until = -math.inf
+        #: when the current hold began: 429s of attempts sent before it are old news
+        self._pause_began = -math.inf
+        #: the next pause after a 429 without advice, and whether one got through since
+        self._quiet_pause_s = FIRST_QUIET_PAUSE_S
+        self._answered_since_pause = True
+        #: attempts sent so far: a response's remaining count is as of its own send
+        self.sends = 0
+        #: True once any response carried x-ratelimit headers
+        self.saw_rate_headers = False
+
+    def _pacer(self, per_minute: float) -> Pacer:
+        return Pacer(per_minute, clock=self._clock, sleep=self._sleep)
+
+    # -- admission ------------------------------------------------------------------------
+
+    async def admit(self, tokens: int) -> int:
+        """Wait until one attempt charging ``tokens`` against TPM may start; returns its
+        send number (for :meth:`on_response`)."""
+        if self.paused_until > self._clock():
+            await self._hold()
+        await self.concurrency.acquire()
+        try:
+            if self.rpm is not None:
+                await self.rpm.acquire(1)
+            if self.tpm is not None:
+                await self.tpm.acquire(tokens)
+            # a 429 may have arrived while this attempt waited for the buckets
+            if self.paused_until > self._clock():
+                await self._hold()
+        except BaseException:
+            self.release()
+            raise
+        self.sends += 1
+        return self.sends
+
+    def release(self) -> None:
+        """The attempt admitted last by this caller has ended."""
+        self.concurrency.release()
+
+    async def _hold(self) -> None:
+        # re-checked after each sleep: another 429 may have extended the hold meanwhile
+        while (left := self.paused_until - self._clock()) > 0:
+            await self._sleep(left)
+
+    def hold_until(self, when: float) -> None:
+        """No attempt of the run may start before clock time ``when``."""
+        when = min(when, self._clock() + self._max_pause_s)
+        if when > self.paused_until:
+            if self.paused_until <= self._clock():
+                self._pause_began = self._clock()
+                self._answered_since_pause = False
+            self.paused_until = when
+
+    @property
+    def congested(self) -> bool:
+        """Whether the server shows load now: retries then back off instead of coming back."""
+        return self.paused_until > self._clock() or self.failures.is_congested()
+
+    # -- feedback -------------------------------------------------------------------------
+
+    def on_response(
+        self, headers: Mapping[str, str], *, sent_at: float, send: int, charged: int
+    ) -> None:
+        """Any HTTP answer: learn from its rate-limit headers what is left of the window."""
+        if not has_rate_limit_headers(headers):
+            return
+        self.saw_rate_headers = True
+        wait = wait_for_room_s(headers, tokens_needed=charged)
+        if wait > 0:
+            # the server counted this attempt on arrival, about when it was sent
+            self.hold_until(sent_at + wait)
+        requests = read_quota(headers, "requests")
+        if requests.remaining is not None and requests.reset_s is None:
+            # no reset to wait for: while the window is spent, one probe at a time learns
+            # when it starts again (a 429's advice, or a count that went up). Attempts sent
+            # after this one reached the server later, so its count misses them; and a
+            # gateway may refuse while announcing one left, so that one is not counted on.
+            left = requests.remaining - 1 - (self.sends - send)
+            self.concurrency.set_cap(1 if left <= 0 else None)
+
+    def on_success(self, *, charged: int, counted: int | None = None) -> None:
+        """A completion arrived: grow concurrency, correct the TPM charge.
+
+        ``counted`` is what the server charged at admission as far as the usage tells:
+        the real prompt tokens plus the same output allowance (servers charge max_tokens
+        up front and keep it), so only the prompt estimate's error is corrected.
+        """
+        self._answered_since_pause = True
+        self._quiet_pause_s = FIRST_QUIET_PAUSE_S
+        self.failures.record(False)
+        self.concurrency.increase()
+        if counted is not None and self.tpm is not None and counted != charged:
+            self.tpm.adjust(counted - charged)
+
+    def on_failure(self, error: RequestError, *, sent_at: float) -> None:
+        """An attempt failed: hold the run on 429, shrink concurrency on congestion."""
+        if isinstance(error, RateLimitError):
+            if is_retryable(error):  # no quota, or a request above the limit: waiting cannot help
+                self._on_rate_limited(error, sent_at)
+            return
+        self.failures.record(True)
+        advice = error.retry_after if isinstance(error, APIStatusError) else None
+        if advice is not None:
+            self.hold_until(self._clock() + advice)  # a 503's retry-after is heeded too
+        overloaded = isinstance(error, ServerError) and (
+            error.http_status in _OVERLOADED or advice is not None
+        )
+        if overloaded or self.failures.is_congested():
+            self.concurrency.decrease(self._clock())
+
+    def _on_rate_limited(self, error: RateLimitError, sent_at: float) -> None:
+        now = self._clock()
+        if error.retry_after is not None:
+            self.hold_until(now + error.retry_after)  # the server's word, always heeded
+        elif sent_at >= self._pause_began:
+            # (attempts sent before the current hold began are the same storm: ignored)
+            self.hold_until(now + self._next_quiet_pause())
+        self._adopt_announced_limits(error.headers)
+        if not has_rate_limit_headers(error.headers):
+            self.concurrency.decrease(now)
+
+    def _next_quiet_pause(self) -> float:
+        """1 s, then twice as long while no attempt got through in between, up to a minute."""
+        if self._answered_since_pause:
+            self._quiet_pause_s = FIRST_QUIET_PAUSE_S
+        pause = self._quiet_pause_s
+        self._quiet_pause_s = min(LONGEST_QUIET_PAUSE_S, pause * 2)
+        return pause
+
+    def _adopt_announced_limits(self, headers: Mapping[str, str]) -> None:
+        """Pace by the limits a 429 announces when they are lower than ours (or ours are unset).
+
+        Only a 429 is taken as proof that the announced numbers are this minute's limit:
+        a 200's are taken for what is left in the window (see :meth:`on_response`).
+        """
+        self.rpm = slower(self.rpm, read_quota(headers, "requests").limit, self._pacer)
+        self.tpm = slower(self.tpm, read_quota(headers, "tokens").limit, self._pacer)

@@ -1,0 +1,251 @@
+"""What one execution shares: its settings, admission, policy, counters and job queue.
+
+:mod:`batchchat.execute.executor` runs the steps; this module holds the state they
+share and the bookkeeping of each transition: a job enters, an attempt goes out and
+ends, a job is retried later, finished (its result handed over) or dropped, and the
+run stops sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+
+from batchchat.errors import RateLimitError, RequestError
+from batchchat.execute.admission import Admission
+from batchchat.execute.budget import Budget
+from batchchat.execute.failfast import FailFast
+from batchchat.execute.retry import RetryPolicy
+from batchchat.execute.stats import StatsRecorder
+from batchchat.execute.transport import HTTPRequest, Transport
+from batchchat.models import ChatRequest, ChatResponse, ChatResult, ExecutionStats, StopReason
+from batchchat.spec import LimitsSpec, RetrySpec
+
+Pricer = Callable[[ChatResult], float | None]
+
+
+class Job:
+    """One request on its way: the encoded HTTP request and what its attempts did."""
+
+    __slots__ = ("attempts", "counted", "first_sent", "http", "limited_since", "request", "status")
+
+    def __init__(self, request: ChatRequest, http: HTTPRequest) -> None:
+        self.request = request
+        self.http = http
+        #: attempts sent
+        self.attempts = 0
+        #: attempts that count against retry.max_attempts (rate-limited ones do not)
+        self.counted = 0
+        #: clock time of the first send
+        self.first_sent = 0.0
+        #: HTTP status of the last attempt (0: no response)
+        self.status = 0
+        #: clock time of the first 429 of the current run of them (inf: none)
+        self.limited_since = math.inf
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What an execution is told: where to send, how, and what to do with results."""
+
+    limits: LimitsSpec
+    retry: RetrySpec
+    keep_raw: bool
+    transport: Transport
+    url: str
+    headers: Mapping[str, str]
+    on_result: Callable[[ChatResult], None]
+    #: the endpoint as people know it (no credentials), for messages
+    endpoint: str
+    budget: Budget | None = None
+    cost_of: Pricer | None = None
+
+
+class Execution:
+    """The shared state of one execution."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stats: ExecutionStats,
+        *,
+        sleep: Callable[[float], Awaitable[None]],
+        clock: Callable[[], float],
+        max_pending: int,
+    ) -> None:
+        self.settings = settings
+        self.transport = settings.transport
+        self.headers = {"content-type": "application/json", **settings.headers}
+        self.stats = stats
+        self.recorder = StatsRecorder(stats, clock)
+        self.budget = settings.budget
+        self.sleep = sleep
+        self.clock = clock
+        retry = settings.retry
+        self.admission = Admission(
+            settings.limits, max_pause_s=retry.max_wait_s, clock=clock, sleep=sleep
+        )
+        self.policy = RetryPolicy(retry)
+        self.failfast = FailFast(settings.endpoint, clock)
+        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        #: one per job pulled from the input and not finished yet
+        self.slots = asyncio.Semaphore(max_pending)
+        self.pending = 0
+        self.feeding = True
+        #: set when every job is finished, a stop began, or something broke
+        self.ended = asyncio.Event()
+        #: why the run stopped sending (None while it sends)
+        self.stopping: StopReason | None = None
+        self.fatal: BaseException | None = None
+        #: what the planner raised (a malformed input line): raised after the drain
+        self.input_error: Exception | None = None
+        #: tasks waiting out a retry's backoff
+        self.timers: set[asyncio.Task[None]] = set()
+        #: set when nothing is in flight any more (created by the drain)
+        self.idle: asyncio.Event | None = None
+        #: set when a budget reservation is given back (created by a waiting attempt)
+        self._budget_waiter: asyncio.Event | None = None
+        #: the clock and the wall time at the start: result timestamps are derived from both
+        self.t0 = clock()
+        self.wall0 = time.time()
+
+    # -- jobs in and out --------------------------------------------------------------------
+
+    def enqueue(self, request: ChatRequest) -> None:
+        body = orjson.dumps(request.body)
+        http = HTTPRequest(self.settings.url, body, self.headers, bool(request.body.get("stream")))
+        self.pending += 1
+        self.queue.put_nowait(Job(request, http))
+
+    def drop(self, job: Job) -> None:
+        """Forget a job without a result (the run stopped): a re-run sends it again."""
+        self._release_slot()
+
+    def retry_later(self, job: Job, wait_s: float) -> None:
+        if wait_s <= 0:
+            self.queue.put_nowait(job)
+            return
+        task = asyncio.create_task(self._requeue(job, wait_s))
+        self.timers.add(task)
+        task.add_done_callback(self.timers.discard)
+
+    async def _requeue(self, job: Job, wait_s: float) -> None:
+        await self.sleep(wait_s)
+        self.queue.put_nowait(job)
+
+    def finish(self, job: Job, response: ChatResponse | None, error: RequestError | None) -> None:
+        """Build the job's final result, price it, count it and hand it to the sink."""
+        now = self.clock()
+        result = ChatResult(
+            request=job.request,
+            response=response,
+            error=error,
+            http_status=job.status or None,
+            attempts=job.attempts,
+            latency_ms=(now - job.first_sent) * 1000.0,
+            started_at=self._wall(job.first_sent),
+            finished_at=self._wall(now),
+        )
+        cost_of = self.settings.cost_of
+        if cost_of is not None:
+            result.cost_usd = cost_of(result)
+        self.recorder.result(result, now)
+        self.settings.on_result(result)
+        self._release_slot()
+        self.failfast.finished(error)
+        self._stop_if_hopeless()
+
+    def _release_slot(self) -> None:
+        self.pending -= 1
+        self.slots.release()
+        if self.pending == 0 and not self.feeding:
+            self.ended.set()
+
+    def _wall(self, at: float) -> datetime:
+        return datetime.fromtimestamp(self.wall0 + (at - self.t0), UTC)
+
+    # -- attempts ---------------------------------------------------------------------------
+
+    def sent(self, job: Job) -> float:
+        """Count one attempt of ``job`` going out; returns its clock time."""
+        job.attempts += 1
+        now = self.recorder.attempt_sent(retry=job.attempts > 1)
+        if job.attempts == 1:
+            job.first_sent = now
+        return now
+
+    def answered(self, job: Job, status: int) -> None:
+        """Count the end of one attempt (status 0: no response)."""
+        job.status = status
+        self.recorder.attempt_ended(status)
+        if status:
+            self.failfast.answered()
+        if self.idle is not None and self.stats.in_flight == 0:
+            self.idle.set()
+
+    def failed(self, job: Job, error: RequestError) -> None:
+        """One attempt of ``job`` failed with ``error`` (before its retry is decided)."""
+        if isinstance(error, RateLimitError):
+            job.limited_since = min(job.limited_since, self.clock())
+        else:
+            job.counted += 1
+            job.limited_since = math.inf
+        self.failfast.attempt_failed(error)
+        self._stop_if_hopeless()
+
+    def next_wait(self, job: Job, error: RequestError) -> float | None:
+        """Seconds before ``job`` is tried again after ``error``; None: it failed for good."""
+        limited_for = self.clock() - job.limited_since if math.isfinite(job.limited_since) else 0.0
+        return self.policy.next_wait(
+            error,
+            job.counted,
+            congested=self.admission.congested,
+            limited_for_s=limited_for,
+        )
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def begin_stop(self, reason: StopReason) -> None:
+        if self.stopping is None:
+            self.stopping = reason
+            self.stats.stop_reason = reason
+            self.ended.set()
+
+    def _stop_if_hopeless(self) -> None:
+        """Every other request would fail like the ones so far: send nothing more."""
+        verdict = self.failfast.verdict
+        if verdict is not None and self.stopping is None:
+            self.stats.fatal_error = verdict
+            self.begin_stop(StopReason.FATAL)
+
+    def stop_on_input_error(self, error: Exception) -> None:
+        """The planner failed: send nothing more, let the attempts in flight finish and be
+        saved (they are paid for), then raise ``error``."""
+        self.input_error = error
+        self.begin_stop(StopReason.ERROR)
+
+    def fail(self, error: BaseException) -> None:
+        if self.fatal is None:
+            self.fatal = error
+        self.ended.set()
+
+    # -- the budget -------------------------------------------------------------------------
+
+    def budget_released(self) -> asyncio.Event:
+        """Set the next time an attempt gives its budget reservation back."""
+        if self._budget_waiter is None:
+            self._budget_waiter = asyncio.Event()
+        return self._budget_waiter
+
+    def release_budget(self, reserved: float) -> None:
+        if self.budget is not None:
+            self.budget.release(reserved)
+            if self._budget_waiter is not None:
+                self._budget_waiter.set()
+                self._budget_waiter = None

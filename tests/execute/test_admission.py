@@ -1,0 +1,251 @@
+"""Admission control: the server's hold, what 200s and 429s teach, and congestion."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from batchchat.errors import (
+    ClientError,
+    DeadlineExceeded,
+    NetworkError,
+    QuotaExceededError,
+    RateLimitError,
+    RequestTooLargeError,
+    ServerError,
+)
+from batchchat.execute.admission import FIRST_QUIET_PAUSE_S, LONGEST_QUIET_PAUSE_S, Admission
+from batchchat.spec import LimitsSpec
+from tests._fake_time import FakeTime
+
+
+def _admission(time: FakeTime, **limits: object) -> Admission:
+    return Admission(LimitsSpec.model_validate(limits), clock=time.clock, sleep=time.sleep)
+
+
+def _rl(**values: str) -> dict[str, str]:
+    return {f"x-ratelimit-{key.replace('_', '-')}": value for key, value in values.items()}
+
+
+def _429(retry_after: float | None = None, headers: dict[str, str] | None = None) -> RateLimitError:
+    return RateLimitError("429", retry_after=retry_after, status=429, headers=headers)
+
+
+# -- holds --------------------------------------------------------------------------------------
+
+
+async def test_a_429_holds_every_new_attempt_for_its_retry_after() -> None:
+    time = FakeTime()
+    admission = _admission(time)
+    admission.on_failure(_429(retry_after=2.5), sent_at=time.now)
+    start = time.now
+    await admission.admit(10)
+    assert time.now - start == pytest.approx(2.5)
+    admission.release()
+    await admission.admit(10)  # the hold is over: no more waiting
+    assert time.sleeps == [pytest.approx(2.5)]
+
+
+async def test_a_429_without_advice_holds_longer_while_429s_go_on() -> None:
+    time = FakeTime()
+    admission = _admission(time)
+    pauses = []
+    for _ in range(8):  # one storm after another, nothing got through in between
+        sent = time.now
+        time.now += 0.01
+        admission.on_failure(_429(), sent_at=sent)
+        pauses.append(round(admission.paused_until - time.now, 6))
+        time.now = admission.paused_until
+    assert pauses == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert (FIRST_QUIET_PAUSE_S, LONGEST_QUIET_PAUSE_S) == (1.0, 60.0)
+    admission.on_success(charged=1)  # one got through: the window has room again
+    admission.on_failure(_429(), sent_at=time.now)
+    assert admission.paused_until - time.now == pytest.approx(1.0)
+
+
+async def test_a_storm_of_429s_sent_before_the_hold_does_not_extend_it() -> None:
+    time = FakeTime()
+    admission = _admission(time)
+    sent = time.now
+    time.now += 0.01
+    admission.on_failure(_429(), sent_at=sent)
+    held = admission.paused_until
+    time.now += 0.2
+    admission.on_failure(_429(), sent_at=sent)  # sent before the hold: the same storm
+    assert admission.paused_until == held
+    admission.on_failure(_429(retry_after=3.0), sent_at=sent)  # explicit advice always counts
+    assert admission.paused_until == pytest.approx(time.now + 3.0)
+
+
+@pytest.mark.parametrize("kind", [QuotaExceededError, RequestTooLargeError])
+async def test_429s_that_waiting_cannot_fix_do_not_hold_the_run(kind: type[Exception]) -> None:
+    time = FakeTime()
+    admission = _admission(time)
+    admission.on_failure(kind("cannot pass", retry_after=60.0, status=429), sent_at=time.now)
+    await admission.admit(1)
+    assert time.sleeps == []
+    assert admission.concurrency.limit == admission.concurrency.maximum
+
+
+async def test_a_503_retry_after_holds_the_run_too() -> None:
+    time = FakeTime()
+    admission = _admission(time)
+    admission.on_failure(ServerError("busy", status=503, retry_after=2.0), sent_at=time.now)
+    assert admission.paused_until == pytest.approx(time.now + 2.0)
+    assert admission.congested
+
+
+async def test_one_piece_of_advice_cannot_hold_the_run_past_max_pause() -> None:
+    time = FakeTime()
+    admission = Admission(LimitsSpec(), max_pause_s=5.0, clock=time.clock, sleep=time.sleep)
+    admission.on_failure(_429(retry_after=3600.0), sent_at=time.now)
+    assert admission.paused_until == pytest.approx(time.now + 5.0)
+
+
+# -- what the headers of any answer teach -------------------------------------------------------
+
+
+async def test_headers_saying_no_room_hold_the_run_from_when_the_attempt_was_sent() -> None:
+    time = FakeTime()
+    admission = _admission(time)
+    headers = _rl(remaining_requests="0", reset_requests="1s", limit_requests="600")
+    admission.on_response(headers, sent_at=time.now - 0.05, send=1, charged=10)
+    assert admission.saw_rate_headers
+    assert admission.paused_until == pytest.approx(time.now + 0.05)
+    await admission.admit(10)
+    assert sum(time.sleeps) == pytest.approx(0.05)
+
+
+async def test_headers_with_room_change_nothing() -> None:
+    time = FakeTime()
+    admission = _admission(time)
+    admission.on_response(
+        _rl(remaining_requests="100", reset_requests="1s"), sent_at=0, send=1, charged=1
+    )
+    assert admission.paused_until < time.now
+    assert admission.concurrency.cap is None
+
+
+async def test_a_spent_window_without_a_reset_lets_one_probe_through_at_a_time() -> None:
+    # a LiteLLM gateway: limit and remaining on its 200s, no reset, calendar-minute windows
+    time = FakeTime()
+    admission = _admission(time, max_concurrency=8)
+    sends = [await admission.admit(1) for _ in range(3)]
+    # the first answer says 3 were left when it arrived; two more went out after it
+    admission.on_response(
+        _rl(limit_requests="60", remaining_requests="3"), sent_at=0, send=sends[0], charged=1
+    )
+    assert admission.concurrency.cap == 1
+    for _ in sends:
+        admission.release()
+    probe = await admission.admit(1)
+    waiting = asyncio.create_task(admission.admit(1))
+    await asyncio.sleep(0)
+    assert not waiting.done()  # one probe at a time
+    # the probe's answer shows a new window: everyone goes again
+    admission.on_response(
+        _rl(limit_requests="60", remaining_requests="58"), sent_at=0, send=probe, charged=1
+    )
+    await asyncio.wait_for(waiting, 1)
+    assert admission.concurrency.cap is None
+
+
+async def test_limits_announced_on_200s_are_not_taken_for_pacing() -> None:
+    # a 200's numbers say what is left of this window; pacing smoothly at a gateway's
+    # limit would spread a window's burst over a minute, and a daily limit means nothing
+    time = FakeTime()
+    admission = _admission(time, rpm=600)
+    headers = _rl(limit_requests="100", remaining_requests="99", limit_tokens="5000")
+    admission.on_response(headers, sent_at=time.now, send=1, charged=1)
+    assert admission.rpm is not None and admission.rpm.per_minute == 600
+    assert admission.tpm is None
+
+
+async def test_a_429_announcing_a_lower_limit_is_adopted_for_pacing() -> None:
+    time = FakeTime()
+    admission = _admission(time, rpm=6000)
+    announced = _rl(limit_requests="1200", limit_tokens="90000", remaining_requests="0")
+    admission.on_failure(_429(retry_after=0.1, headers=announced), sent_at=time.now)
+    assert admission.rpm is not None and admission.rpm.per_minute == 1200
+    assert admission.tpm is not None and admission.tpm.per_minute == 90000
+
+
+async def test_a_429_announcing_a_higher_limit_than_ours_is_ignored() -> None:
+    time = FakeTime()
+    admission = _admission(time, rpm=600)
+    headers = _rl(limit_requests="14400", remaining_requests="0")
+    admission.on_failure(_429(retry_after=0.1, headers=headers), sent_at=time.now)
+    assert admission.rpm is not None and admission.rpm.per_minute == 600
+
+
+async def test_success_corrects_the_tpm_charge_by_the_real_prompt_count() -> None:
+    admission = _admission(FakeTime(), tpm=6_000_000)  # capacity 10,000 tokens
+    assert admission.tpm is not None
+    assert not admission.tpm.has_capacity(5_000)
+    admission.on_success(charged=9_000, counted=3_000)  # the prompt was overestimated
+    assert admission.tpm.has_capacity(5_000)
+
+
+# -- congestion ---------------------------------------------------------------------------------
+
+CONGESTION_CASES = [
+    (_429(), True),  # no rate-limit headers: AIMD is all we have
+    (_429(headers={"x-ratelimit-remaining-requests": "0"}), False),
+    (ServerError("503", status=503, retry_after=1.0), True),  # overloaded, and says so
+    (ServerError("529", status=529), True),
+    (ServerError("503", status=503), False),  # one plain 503 alone: bad luck, not load
+    (ServerError("500", status=500), False),
+    (DeadlineExceeded("slow"), False),
+    (NetworkError("reset"), False),
+    (ClientError("bad", status=400), False),
+]
+
+
+@pytest.mark.parametrize(("error", "shrinks"), CONGESTION_CASES)
+async def test_which_single_failures_shrink_concurrency(error: Exception, shrinks: bool) -> None:
+    time = FakeTime()
+    admission = _admission(time, max_concurrency=64)
+    admission.on_failure(error, sent_at=time.now)  # type: ignore[arg-type]
+    assert admission.concurrency.limit == (32 if shrinks else 64)
+
+
+def _answers(admission: Admission, count: int) -> None:
+    for _ in range(count):
+        admission.on_success(charged=10)
+
+
+async def test_independent_faults_never_shrink_concurrency() -> None:
+    # 15 % of attempts fail at random (5xx, dropped connections, stalls): not congestion
+    time = FakeTime()
+    admission = _admission(time, max_concurrency=64)
+    faults = [ServerError("500", status=500), NetworkError("drop"), DeadlineExceeded("stall")]
+    for i in range(2_000):
+        if i % 7 == 3:
+            admission.on_failure(faults[i % 3], sent_at=time.now)  # type: ignore[arg-type]
+        else:
+            admission.on_success(charged=10)
+        time.now += 0.01
+    assert admission.concurrency.limit == pytest.approx(64)
+    assert not admission.congested
+
+
+async def test_a_server_failing_most_requests_shrinks_concurrency() -> None:
+    time = FakeTime()
+    admission = _admission(time, max_concurrency=64)
+    _answers(admission, 100)
+    for _ in range(60):  # overloaded: it drops or times out most of what it is sent
+        admission.on_failure(DeadlineExceeded("slow"), sent_at=time.now)
+        _answers(admission, 1)
+    assert 32 <= admission.concurrency.limit < 34  # halved once (a success adds a little)
+    assert admission.congested
+    time.now += 1.0
+    admission.on_failure(NetworkError("reset"), sent_at=time.now)  # still failing
+    assert 16 <= admission.concurrency.limit < 17
+
+
+async def test_not_adaptive_means_a_fixed_limit() -> None:
+    admission = _admission(FakeTime(), adaptive=False)
+    admission.on_failure(ServerError("529", status=529), sent_at=0.0)
+    assert admission.concurrency.limit == admission.concurrency.maximum
+    await admission.admit(1)
