@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -143,7 +144,8 @@ def test_a_scheduled_rerun_sends_nothing_and_status_follows_each_date(tmp_path: 
     # failed alike; status says partial until a re-run sends the failed rows again
     assert run("2026-11-22", "-q", faulty=True).exit_code == 1
     code, text = status("2026-11-22")
-    assert code == 4 and "partial — 0 ok, 20 failed" in text
+    # (those in flight when it stopped finish too, so 20 or more have failed)
+    assert code == 4 and re.search(r"partial — 0 ok, (2\d|30) failed", text), text
     assert "stopped early: the first 20 requests all failed with ServerError (HTTP 500)" in text
     assert run("2026-11-22", "-q").exit_code == 0
     assert status("2026-11-22")[0] == 0

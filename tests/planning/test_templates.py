@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batchchat.errors import TemplateError
-from batchchat.planning.templates import compile_tree, data_url, make_environment
+from batchchat.planning.media import data_url
+from batchchat.planning.templates import compile_tree, make_environment
 
 ROW: dict[str, Any] = {
     "text": "Great mug",

@@ -15,8 +15,9 @@ import pytest
 
 from batchchat.errors import SinkError, SpecError
 from batchchat.models import ChatResult, ToolCall
+from batchchat.results.columns import ColumnGroup, scrub
 from batchchat.results.encoder import ResultEncoder
-from batchchat.results.schema import ColumnGroup, result_columns, scrub
+from batchchat.results.schema import result_columns
 from tests._results import (
     T0,
     T1,

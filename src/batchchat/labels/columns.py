@@ -20,9 +20,9 @@ import yaml
 
 from batchchat.labels.labelset import LabelMatch, LabelSet, first_key
 from batchchat.models import ChatResult, TokenLogprob
+from batchchat.results.columns import ColumnGroup
 from batchchat.results.layout import OutputLayout
 from batchchat.results.ledger import scan_results
-from batchchat.results.schema import ColumnGroup
 from batchchat.spec import JobSpec
 
 

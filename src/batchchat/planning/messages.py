@@ -17,12 +17,7 @@ from typing import Any
 import orjson
 
 from batchchat.errors import TemplateError
-
-MESSAGE_ROLES = frozenset({"developer", "system", "user", "assistant", "tool", "function"})
-#: content part types of the Chat Completions API
-PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "video_url", "refusal"})
-#: roles whose message must carry content
-_NEEDS_CONTENT = frozenset({"developer", "system", "user", "tool"})
+from batchchat.planning.rules import MESSAGE_ROLES, Finding, message_findings
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,60 +190,38 @@ def is_plain_message(message: Any) -> bool:
 
 
 def _one_message_problems(message: Any, where: str) -> list[str]:
-    if not isinstance(message, dict):
-        return [f"{where}: a message is a mapping with role and content, got {show_value(message)}"]
-    role = message.get("role")
-    if role not in MESSAGE_ROLES:
+    return [_worded(finding, message) for finding in message_findings(message, where)]
+
+
+def _worded(finding: Finding, message: Any) -> str:
+    """A broken rule in the words of a job spec."""
+    at, key, where, got = finding.at, finding.field, finding.where, show_value(finding.value)
+    if key is None and isinstance(message, dict):
+        return f"{at}: a content part is a mapping with a string 'type', got {got}"
+    if key is None:
+        return f"{at}: a message is a mapping with role and content, got {got}"
+    if key == "role":
         roles = ", ".join(sorted(MESSAGE_ROLES))
-        return [f"{where}.role: must be one of {roles}, got {show_value(role)}"]
-    content = message.get("content")
-    problems = _content_problems(role, message, where)
-    for index, part in enumerate(content if isinstance(content, list) else ()):
-        problems.extend(_part_problems(part, f"{where}.content[{index}]"))
-    for key in ("name", "tool_call_id"):
-        if key in message and not isinstance(message[key], str):
-            problems.append(f"{where}.{key}: must be a string, got {show_value(message[key])}")
-    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
-        problems.append(f"{where}: a tool message needs tool_call_id")
-    if "tool_calls" in message and not isinstance(message["tool_calls"], list):
-        problems.append(
-            f"{where}.tool_calls: must be a list, got {show_value(message['tool_calls'])}"
-        )
-    return problems
-
-
-def _content_problems(role: str, message: dict[str, Any], where: str) -> list[str]:
-    content = message.get("content")
-    if content is None:
-        if role in _NEEDS_CONTENT:
-            return [f"{where}: a {role} message needs content"]
-        if role == "assistant" and not message.get("tool_calls"):
-            return [f"{where}: an assistant message needs content or tool_calls"]
-        return []
-    if not isinstance(content, str | list):
-        return [
-            f"{where}.content: must be a string, null or a list of parts, got {show_value(content)}"
-        ]
-    if isinstance(content, list) and not content:
-        return [f"{where}.content: an empty list of parts (give text or at least one part)"]
-    return []
-
-
-def _part_problems(part: Any, where: str) -> list[str]:
-    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-        return [
-            f"{where}: a content part is a mapping with a string 'type', got {show_value(part)}"
-        ]
-    kind = part["type"]
-    if kind == "text" and not isinstance(part.get("text"), str):
-        return [f"{where}.text: must be a string, got {show_value(part.get('text'))}"]
-    if kind == "image_url":
-        image = part.get("image_url")
-        if not (isinstance(image, dict) and isinstance(image.get("url"), str)):
-            return [
-                f"{where}.image_url: must be a mapping with a string url, got {show_value(image)}"
-            ]
-    return []
+        return f"{where}: must be one of {roles}, got {got}"
+    if key == "content" and finding.kind == "missing":
+        role = message.get("role")
+        if role == "assistant":
+            return f"{at}: an assistant message needs content or tool_calls"
+        return f"{at}: a {role} message needs content"
+    if key == "content" and finding.kind == "empty":
+        return f"{where}: an empty list of parts (give text or at least one part)"
+    if key == "content":
+        return f"{where}: must be a string, null or a list of parts, got {got}"
+    if key == "tool_call_id" and finding.kind == "missing":
+        return f"{at}: a tool message needs tool_call_id"
+    if key == "type" and not isinstance(finding.value, str):
+        return f"{at}: a content part is a mapping with a string 'type', got {got}"
+    if finding.kind == "not_one_of":
+        return f"{where}: must be one of {', '.join(finding.expected)}, got {got}"
+    if finding.kind == "missing":
+        return f"{at}: a {key} part needs its {key} field"
+    expected = finding.expected if isinstance(finding.expected, str) else "valid"
+    return f"{where}: must be {expected}, got {got}"
 
 
 def _raise_first(problems: list[str], row_id: str) -> None:

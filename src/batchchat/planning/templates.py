@@ -20,13 +20,11 @@ from __future__ import annotations
 import base64
 import difflib
 import functools
-import mimetypes
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -35,7 +33,8 @@ from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from batchchat.errors import TemplateError
-from batchchat.planning.messages import PART_TYPES
+from batchchat.planning.media import data_url, image_parts
+from batchchat.planning.rules import PART_TYPES
 
 #: names every template sees besides the row's columns
 BUILTIN_NAMES = frozenset({"row", "vars", "row_id", "sample"})
@@ -54,10 +53,6 @@ DATA_TEXT_FIELDS = frozenset(
     {"content", "text", "arguments", "description", "reasoning_content", "refusal"}
 )
 
-#: values data_url and image_parts send as they are: URLs, not local files
-_URL_PREFIXES = ("http://", "https://", "data:")
-#: media types the data_url filter will read; anything else (keys, configs) is refused
-_MEDIA_PREFIXES = ("image/", "audio/", "video/", "application/pdf")
 _TEMPLATE_MARKERS = ("{{", "{%", "{#")
 _SINGLE_EXPRESSION = re.compile(r"^\{\{-?(.*?)-?\}\}$", re.DOTALL)
 
@@ -122,78 +117,6 @@ def _finalize(value: Any) -> Any:
 
 def _to_json(value: Any) -> str:
     return orjson.dumps(jsonable(value), option=orjson.OPT_NON_STR_KEYS).decode()
-
-
-def data_url(value: Any, base_dir: str = ".") -> str:
-    """A local media file (path relative to the spec) as a ``data:<type>;base64,`` URL.
-
-    http(s) and data: URLs pass through unchanged, so one column may mix both.
-    """
-    if value is None or (isinstance(value, str) and not value.strip()):
-        # str(None) would be looked up as a file named "None"
-        raise ValueError(
-            "data_url: the cell is empty (null); a row without a file needs a template "
-            "such as {% if image %}...{% endif %}, or the image_parts filter, which skips nulls"
-        )
-    text = str(value)
-    if text.startswith(_URL_PREFIXES):
-        return text
-    path = Path(text).expanduser()
-    if not path.is_absolute():
-        path = Path(base_dir) / path
-    media_type = mimetypes.guess_type(path.name)[0] or ""
-    if not media_type.startswith(_MEDIA_PREFIXES):
-        raise ValueError(
-            f"data_url: {text!r} is not an image, audio, video or PDF file "
-            "(judged by its extension); other files are never read"
-        )
-    try:
-        payload = path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"data_url: cannot read {path}: {exc.strerror}") from None
-    return f"data:{media_type};base64,{base64.b64encode(payload).decode()}"
-
-
-def image_parts(
-    value: Any, detail: str | None = None, root: str | None = None, base_dir: str = "."
-) -> list[dict[str, Any]]:
-    """Images as ``image_url`` content parts, one per image, local files sent as data: URLs.
-
-    ``value`` is a list of image URLs or local paths (null items skipped), JSON
-    text of such a list, or one image; null gives no part. Relative paths start
-    at ``root`` (itself relative to the spec) when given, else at the spec.
-    """
-    parts: list[dict[str, Any]] = []
-    for image in _images_of(value):
-        if root and not image.startswith(_URL_PREFIXES):
-            image = str(Path(root) / image)
-        url = {"url": data_url(image, base_dir)}
-        if detail is not None:
-            url["detail"] = detail
-        parts.append({"type": "image_url", "image_url": url})
-    return parts
-
-
-def _images_of(value: Any) -> list[str]:
-    if isinstance(value, str) and value.lstrip().startswith("["):
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(
-                f"image_parts: text that looks like a JSON list is not: {exc}"
-            ) from None
-    elif isinstance(value, str):
-        return [value] if value.strip() else []
-    if value is None:
-        return []
-    images = list(value) if isinstance(value, list | tuple) else [value]
-    for image in images:
-        if image is not None and not isinstance(image, str):
-            raise ValueError(
-                f"image_parts: expects image URLs or paths (a list, its JSON text, or one), "
-                f"got {type(image).__name__} {image!r:.60}"
-            )
-    return [image for image in images if image]
 
 
 # -- compiling ------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ import orjson
 import polars as pl
 
 from batchchat.models import custom_id
+from batchchat.results.columns import STATUS_OK
 from batchchat.results.layout import write_atomically
 from batchchat.results.ledger import iter_results
-from batchchat.results.schema import STATUS_OK
 
 FORMATS = ("jsonl", "openai-batch", "csv")
 _SLICE_ROWS = 10_000

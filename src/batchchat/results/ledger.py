@@ -16,8 +16,8 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from batchchat.errors import InputError, SinkError
+from batchchat.results.columns import KEY, STATUS_OK
 from batchchat.results.layout import OutputLayout, fsync_dir, part_paths
-from batchchat.results.schema import KEY, STATUS_OK
 from batchchat.results.sink import write_part
 
 _ORDER = "__batchchat_order"

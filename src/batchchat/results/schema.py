@@ -1,11 +1,9 @@
-"""The output's columns: the Arrow schema of a job's results, and ChatResult → column buffers.
+"""A job's result columns and their Arrow schema, decided once from its spec and input.
 
-Columns come in groups that travel together — identity, outcome, response,
-choices (``n > 1``), usage, structured output (``output.parse``), raw
-(``output.keep_raw``) — each a :class:`ColumnGroup`: its Arrow fields plus one
-function from a result to their values. Another module adds its own columns
-(labels, say) by passing more groups as ``extra_groups`` to :func:`result_columns`; the
-:class:`batchchat.results.encoder.ResultEncoder` turns the values into Arrow tables.
+The column groups themselves are :mod:`batchchat.results.columns`'. Another module adds
+its own columns (labels, say) by passing more groups as ``extra_groups`` to
+:func:`result_columns`; the :class:`batchchat.results.encoder.ResultEncoder` turns the
+values into Arrow tables.
 
 Every part is written with the full explicit schema, so an all-null column has
 the same type in every part of every run. The schema depends only on the spec
@@ -14,89 +12,17 @@ and the input's column types — never on the data.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import polars as pl
 import pyarrow as pa
 
-from batchchat.errors import SpecError, error_type_name
-from batchchat.models import ChatResult, Choice, TokenLogprob, ToolCall
+from batchchat.errors import SpecError
+from batchchat.results import columns
+from batchchat.results.columns import ColumnGroup
 from batchchat.results.structured import StructuredOutput, list_of, response_json_schema
 from batchchat.spec import JobSpec
-
-STATUS_OK = "ok"
-STATUS_ERROR = "error"
-TIMESTAMP = pa.timestamp("us", tz="UTC")
-#: the columns that identify a result; (row_id, sample) is the resume key
-KEY = ("row_id", "sample")
-
-_STR, _I64, _F64 = pa.string(), pa.int64(), pa.float64()
-_TOOL_CALL = pa.struct(
-    [
-        ("id", _STR),
-        ("type", _STR),
-        ("function", pa.struct([("name", _STR), ("arguments", _STR)])),
-    ]
-)
-_TOP_LOGPROB = pa.struct([("token", _STR), ("logprob", _F64), ("bytes", list_of(_I64))])
-_TOKEN_LOGPROB = pa.struct(
-    [
-        ("token", _STR),
-        ("logprob", _F64),
-        ("bytes", list_of(_I64)),
-        ("top_logprobs", list_of(_TOP_LOGPROB)),
-    ]
-)
-TOOL_CALLS = list_of(_TOOL_CALL)
-LOGPROBS = list_of(_TOKEN_LOGPROB)
-CHOICES = list_of(
-    pa.struct(
-        [
-            ("index", _I64),
-            ("content", _STR),
-            ("reasoning_content", _STR),
-            ("refusal", _STR),
-            ("finish_reason", _STR),
-            ("tool_calls", TOOL_CALLS),
-            ("logprobs", LOGPROBS),
-        ]
-    )
-)
-
-#: what an error message or raw body may carry that must not reach a file
-_SECRETS = (
-    (re.compile(r"(?i)\b(bearer)\s+[^\s\"',;]{8,}"), r"\1 ***"),
-    (re.compile(r"\b(sk|pk|rk|sess)-[A-Za-z0-9_\-]{12,}"), r"\1-***"),
-    # a value with a digit, or a long one: "invalid_api_key: Incorrect ..." is not a key
-    (
-        re.compile(
-            r"(?i)(api[_-]?key[\"']?\s*[:=]\s*[\"']?)"
-            r"(?:(?=[^\s\"'&,;]*\d)[^\s\"'&,;]{8,}|[^\s\"'&,;]{20,})"
-        ),
-        r"\1***",
-    ),
-)
-_MAX_MESSAGE_CHARS = 2000
-
-
-def scrub(text: str) -> str:
-    """``text`` with anything shaped like a key or bearer token replaced by ``***``."""
-    for pattern, replacement in _SECRETS:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-@dataclass(frozen=True, slots=True)
-class ColumnGroup:
-    """Columns that travel together: their Arrow fields and how one result fills them."""
-
-    name: str
-    fields: tuple[pa.Field, ...]
-    #: one result → one value per field, in the order of ``fields``
-    extract: Callable[[ChatResult], tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
@@ -116,14 +42,14 @@ class ResultColumns:
 
     def groups(self, run_id: str | None = None) -> list[ColumnGroup]:
         """Every column group, in column order (``run_id`` fills the ``run_id`` column)."""
-        groups = [_identity(self.keep), _outcome(run_id), _response()]
+        groups = [columns.identity(self.keep), columns.outcome(run_id), columns.response()]
         if self.choices:
-            groups.append(_choices())
-        groups.append(_usage())
+            groups.append(columns.choices())
+        groups.append(columns.usage())
         if self.structured is not None:
-            groups.append(_structured(self.structured))
+            groups.append(columns.structured(self.structured))
         if self.raw:
-            groups.append(_raw())
+            groups.append(columns.raw())
         groups.extend(self.extra)
         return groups
 
@@ -215,217 +141,3 @@ def _check_unique(groups: Sequence[ColumnGroup], keep: Mapping[str, pa.DataType]
                     "rename the input column (or drop it from keep_columns)"
                 )
             seen.add(field.name)
-
-
-# -- the groups ---------------------------------------------------------------------------------
-
-
-def _identity(keep: Mapping[str, pa.DataType]) -> ColumnGroup:
-    names = tuple(keep)
-    fields = (
-        pa.field("row_id", _STR),
-        pa.field("sample", _I64),
-        *(pa.field(name, arrow) for name, arrow in keep.items()),
-        pa.field("request_hash", _STR),
-    )
-
-    def extract(result: ChatResult) -> tuple[Any, ...]:
-        request = result.request
-        kept = request.keep
-        return (request.row_id, request.sample, *[kept.get(n) for n in names], request.request_hash)
-
-    return ColumnGroup("identity", fields, extract)
-
-
-def _outcome(run_id: str | None) -> ColumnGroup:
-    fields = (
-        pa.field("status", _STR),
-        pa.field("error_type", _STR),
-        pa.field("error_message", _STR),
-        pa.field("http_status", _I64),
-        pa.field("attempts", _I64),
-        pa.field("latency_ms", _F64),
-        pa.field("started_at", TIMESTAMP),
-        pa.field("finished_at", TIMESTAMP),
-        pa.field("run_id", _STR),
-    )
-
-    def extract(result: ChatResult) -> tuple[Any, ...]:
-        error = result.error
-        if error is None and result.response is not None:
-            status, kind, message = STATUS_OK, None, None
-        else:
-            status, kind, message = STATUS_ERROR, *_describe_error(error)
-        return (
-            status,
-            kind,
-            message,
-            result.http_status,
-            result.attempts,
-            result.latency_ms,
-            result.started_at,
-            result.finished_at,
-            run_id,
-        )
-
-    return ColumnGroup("outcome", fields, extract)
-
-
-def _describe_error(error: BaseException | None) -> tuple[str, str]:
-    if error is None:
-        return "NoResponse", "the request ended without an error and without a response"
-    message = scrub(str(error)) or type(error).__name__
-    if len(message) > _MAX_MESSAGE_CHARS:
-        message = message[: _MAX_MESSAGE_CHARS - 1] + "…"
-    return error_type_name(error), message
-
-
-_RESPONSE_FIELDS = (
-    pa.field("response_id", _STR),
-    pa.field("model", _STR),
-    pa.field("system_fingerprint", _STR),
-    pa.field("seed", _I64),
-    pa.field("content", _STR),
-    pa.field("reasoning_content", _STR),
-    pa.field("refusal", _STR),
-    pa.field("finish_reason", _STR),
-    pa.field("tool_calls", TOOL_CALLS),
-    pa.field("logprobs", LOGPROBS),
-)
-
-
-def _response() -> ColumnGroup:
-    no_choice = (None,) * 6
-
-    def extract(result: ChatResult) -> tuple[Any, ...]:
-        response = result.response
-        seed = result.request.seed
-        if response is None:
-            return (None, None, None, seed, *no_choice)
-        choice = first_choice(response.choices)
-        return (
-            response.id,
-            response.model,
-            response.system_fingerprint,
-            seed,
-            *(no_choice if choice is None else _choice_values(choice)),
-        )
-
-    return ColumnGroup("response", _RESPONSE_FIELDS, extract)
-
-
-def first_choice(choices: Sequence[Choice]) -> Choice | None:
-    """Choice 0 (the top-level response columns describe it)."""
-    for choice in choices:
-        if choice.index == 0:
-            return choice
-    return choices[0] if choices else None
-
-
-def _choice_values(choice: Choice) -> tuple[Any, ...]:
-    return (
-        choice.content,
-        choice.reasoning_content,
-        choice.refusal,
-        choice.finish_reason,
-        _tool_calls(choice.tool_calls),
-        _logprobs(choice.logprobs),
-    )
-
-
-def _tool_calls(calls: Sequence[ToolCall]) -> list[dict[str, Any]] | None:
-    # null, not [], when the model called no tool: `tool_calls.is_not_null()` finds callers
-    if not calls:
-        return None
-    return [
-        {"id": c.id, "type": c.type, "function": {"name": c.name, "arguments": c.arguments}}
-        for c in calls
-    ]
-
-
-def _logprobs(tokens: Sequence[TokenLogprob] | None) -> list[dict[str, Any]] | None:
-    if tokens is None:
-        return None
-    return [
-        {
-            "token": t.token,
-            "logprob": t.logprob,
-            "bytes": t.bytes,
-            "top_logprobs": [
-                {"token": top.token, "logprob": top.logprob, "bytes": top.bytes}
-                for top in t.top_logprobs
-            ],
-        }
-        for t in tokens
-    ]
-
-
-def _choices() -> ColumnGroup:
-    def extract(result: ChatResult) -> tuple[Any, ...]:
-        response = result.response
-        if response is None:
-            return (None,)
-        return ([_choice_dict(choice) for choice in response.choices],)
-
-    return ColumnGroup("choices", (pa.field("choices", CHOICES),), extract)
-
-
-def _choice_dict(choice: Choice) -> dict[str, Any]:
-    content, reasoning, refusal, finish, calls, logprobs = _choice_values(choice)
-    return {
-        "index": choice.index,
-        "content": content,
-        "reasoning_content": reasoning,
-        "refusal": refusal,
-        "finish_reason": finish,
-        "tool_calls": calls,
-        "logprobs": logprobs,
-    }
-
-
-def _usage() -> ColumnGroup:
-    fields = (
-        pa.field("prompt_tokens", _I64),
-        pa.field("completion_tokens", _I64),
-        pa.field("total_tokens", _I64),
-        pa.field("cached_tokens", _I64),
-        pa.field("reasoning_tokens", _I64),
-        pa.field("cost_usd", _F64),
-    )
-    unknown = (None,) * 5
-
-    def extract(result: ChatResult) -> tuple[Any, ...]:
-        if result.response is None:
-            return (*unknown, result.cost_usd)
-        u = result.response.usage
-        return (
-            u.prompt_tokens,
-            u.completion_tokens,
-            u.total_tokens,
-            u.cached_tokens,
-            u.reasoning_tokens,
-            result.cost_usd,
-        )
-
-    return ColumnGroup("usage", fields, extract)
-
-
-def _structured(parser: StructuredOutput) -> ColumnGroup:
-    fields = (pa.field("parsed", parser.arrow_type), pa.field("parse_error", _STR))
-
-    def extract(result: ChatResult) -> tuple[Any, ...]:
-        response = result.response
-        if result.error is not None or response is None:
-            return (None, None)  # a failed request has nothing to parse; error_type says why
-        choice = first_choice(response.choices)
-        return parser.parse(None if choice is None else choice.content)
-
-    return ColumnGroup("structured", fields, extract)
-
-
-def _raw() -> ColumnGroup:
-    def extract(result: ChatResult) -> tuple[Any, ...]:
-        raw = None if result.response is None else result.response.raw
-        return (None if raw is None else scrub(raw),)
-
-    return ColumnGroup("raw", (pa.field("raw_response", _STR),), extract)

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-ROLES = ("system", "developer", "user", "assistant", "tool", "function")
-_PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "video_url", "refusal"})
+from batchchat.planning.rules import Finding, message_findings
+
 _NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _EFFORTS = frozenset({"minimal", "low", "medium", "high"})
 MAX_N = 128
@@ -126,51 +126,28 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _check_message(message: Any, where: str) -> None:
-    _check_type(message, dict, where)
-    role = message.get("role")
-    if role is None:
-        raise InvalidRequest(
-            f"Missing required parameter: '{where}.role'.",
-            f"{where}.role",
-            "missing_required_parameter",
-        )
-    if role not in ROLES:
-        raise _invalid_value(role, f"{where}.role", list(ROLES))
-    content = message.get("content")
-    needs_content = role in {"system", "developer", "user", "tool"}
-    if content is None:
-        if needs_content or (role == "assistant" and not message.get("tool_calls")):
-            raise InvalidRequest(
-                f"Missing required parameter: '{where}.content'.",
-                f"{where}.content",
-                "missing_required_parameter",
-            )
-    elif isinstance(content, list):
-        for index, part in enumerate(content):
-            _check_part(part, f"{where}.content[{index}]")
-    elif not isinstance(content, str):
-        raise _invalid_type(content, "a string or an array of content parts", f"{where}.content")
-    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
-        raise InvalidRequest(
-            f"Missing required parameter: '{where}.tool_call_id'.",
-            f"{where}.tool_call_id",
-            "missing_required_parameter",
-        )
+    """Raise OpenAI's 400 for the first message rule ``message`` breaks."""
+    for finding in message_findings(message, where):
+        raise _invalid(finding)
 
 
-def _check_part(part: Any, where: str) -> None:
-    _check_type(part, dict, where)
-    kind = part.get("type")
-    if kind not in _PART_TYPES:
-        raise _invalid_value(kind, f"{where}.type", sorted(_PART_TYPES))
-    if kind == "text" and not isinstance(part.get("text"), str):
-        raise _invalid_type(part.get("text"), "a string", f"{where}.text")
-    if kind != "text" and not isinstance(part.get(kind), dict | str):
-        raise InvalidRequest(
-            f"Missing required parameter: '{where}.{kind}'.",
-            f"{where}.{kind}",
-            "missing_required_parameter",
+def _invalid(finding: Finding) -> InvalidRequest:
+    where = finding.where
+    if finding.kind == "missing":
+        return InvalidRequest(
+            f"Missing required parameter: '{where}'.", where, "missing_required_parameter"
         )
+    if finding.kind == "not_one_of":
+        return _invalid_value(finding.value, where, list(finding.expected))
+    if finding.kind == "empty":
+        return InvalidRequest(
+            f"Invalid '{where}': empty array. Expected an array with minimum length 1, "
+            "but got an empty array instead.",
+            where,
+            "empty_array",
+        )
+    expected = finding.expected if isinstance(finding.expected, str) else "valid"
+    return _invalid_type(finding.value, expected, where)
 
 
 # -- sampling and output controls ---------------------------------------------------------------
