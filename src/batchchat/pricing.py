@@ -94,11 +94,6 @@ class PriceTable:
         self._prices = {name.lower(): price for name, price in prices.items()}
 
     @classmethod
-    def builtin(cls, base_url: str | None = None) -> PriceTable:
-        """The shipped table; ``base_url`` selects regional prices (see ``prices.yaml``)."""
-        return cls(_builtin_prices(_host_of(base_url), ()))
-
-    @classmethod
     def from_spec(cls, spec: JobSpec) -> PriceTable:
         """The built-in table plus the spec's ``pricing:``, converted with its currency rates."""
         rates = tuple(sorted(spec.currency_rates.items()))

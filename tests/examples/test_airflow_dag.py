@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 import batchchat
+from tests._system import missing
 from tests.examples._project import BATCHCHAT, ROOT, derive_job, make_project, run_cli
 
 DS = "2026-11-21"
@@ -100,9 +101,7 @@ print("RESULT " + json.dumps(out, default=str))
 def _skip_unless_required(message: str) -> None:
     # .ci/run sets BATCHCHAT_REQUIRE_AIRFLOW once it has made the interpreter: from then on
     # a missing or incomplete one is a failure, not a skip
-    if os.environ.get("BATCHCHAT_REQUIRE_AIRFLOW"):
-        pytest.fail(message)
-    pytest.skip(message)
+    missing("airflow", message)
 
 
 def airflow_python() -> str:

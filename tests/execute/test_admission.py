@@ -182,9 +182,9 @@ async def test_a_429_announcing_a_higher_limit_than_ours_is_ignored() -> None:
 async def test_success_corrects_the_tpm_charge_by_the_real_prompt_count() -> None:
     admission = _admission(FakeTime(), tpm=6_000_000)  # capacity 10,000 tokens
     assert admission.tpm is not None
-    assert not admission.tpm.has_capacity(5_000)
+    assert admission.tpm.wait_s(5000) != 0
     admission.on_success(charged=9_000, counted=3_000)  # the prompt was overestimated
-    assert admission.tpm.has_capacity(5_000)
+    assert admission.tpm.wait_s(5_000) == 0
 
 
 # -- congestion ---------------------------------------------------------------------------------

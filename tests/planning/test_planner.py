@@ -29,7 +29,7 @@ from batchchat.planning.tokens import (
     estimate_text_tokens,
     text_counter,
 )
-from batchchat.planning.validate import check_plan
+from batchchat.planning.validate import plan_problems
 from batchchat.spec import JobSpec, load_spec
 
 ROWS = [
@@ -63,7 +63,13 @@ def plan(spec: JobSpec, **kw: Any) -> list[ChatRequest]:
 
 
 def check_spec_against_input(spec: JobSpec) -> None:
-    check_plan(compile_plan(spec))
+    """Raise what a run says when its plan does not fit its input."""
+    problems = plan_problems(compile_plan(spec))
+    if problems:
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise SpecError(
+            f"job '{spec.name}' does not fit its input {spec.input.path} ({count}):", problems
+        )
 
 
 def test_requests_come_in_input_order_row_by_row(tmp_path: Path) -> None:

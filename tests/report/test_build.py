@@ -22,6 +22,7 @@ from batchchat.report.model import MAX_TIMELINE_POINTS
 from batchchat.report.text import render_markdown, render_table
 from batchchat.results.ledger import compact_parts, has_repeated_keys
 from batchchat.results.runstats import save_stats
+from batchchat.spec import load_spec
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -49,6 +50,13 @@ RESULT_SCHEMA: dict[str, Any] = {
     "reasoning_tokens": pl.Int64,
     "cost_usd": pl.Float64,
 }
+
+
+def shipped_prices() -> PriceTable:
+    """The built-in price table alone (a spec without pricing: of its own)."""
+    return PriceTable.from_spec(
+        load_spec({"input": {"path": "x"}, "request": {"model": "m", "messages": []}})
+    )
 
 
 def ok_row(
@@ -197,7 +205,7 @@ def test_unpriced_model_gives_unknown_cost_and_a_warning_never_zero(tmp_path: Pa
 def test_missing_usage_is_reported_apart_from_missing_prices(tmp_path: Path) -> None:
     out = tmp_path / "out"
     write_results(out, [ok_row("1"), ok_row("2", prompt=None, completion=None, cost=None)])
-    report = build_report(out, prices=PriceTable.builtin())
+    report = build_report(out, prices=shipped_prices())
 
     assert report.models[0].unpriced_rows == 1
     assert report.warnings == [
@@ -216,7 +224,7 @@ def test_repricing_uses_the_table_and_the_token_counts(tmp_path: Path) -> None:
             ok_row("3", model="mystery-7b"),
         ],
     )
-    report = build_report(out, prices=PriceTable.builtin())
+    report = build_report(out, prices=shipped_prices())
 
     expected = (200 * 0.15 + 800 * 0.075 + 100 * 0.60 + 500 * 1.10 + 900 * 4.40) / 1e6
     assert report.cost_usd == pytest.approx(expected, rel=1e-12)

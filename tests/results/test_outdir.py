@@ -31,6 +31,14 @@ from tests._results import client_error, make_result, make_spec, server_error, w
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def done(
+    index: ResumeIndex, *row_ids: str, sample: int = 0, retry_failed: bool = True
+) -> list[bool]:
+    """What a run would skip of these row ids."""
+    ids = pl.Series(row_ids, dtype=pl.String)
+    return index.done(ids, sample, retry_failed=retry_failed).to_list()
+
+
 def spec_for(out: Path, **changes: object) -> JobSpec:
     return make_spec(output={"path": str(out)}, **changes)  # type: ignore[arg-type]
 
@@ -227,30 +235,32 @@ def test_resume_index_knows_ok_and_failed_keys(tmp_path: Path) -> None:
         [("a", 0, True), ("b", 0, False), ("b", 0, True), ("c", 0, False), ("c", 1, False)],
     )
     assert (index.ok, index.failed) == (2, 2)
-    assert index.is_done("a", 0) and index.is_done("b", 0)
-    assert not index.is_done("c", 0) and not index.is_done("a", 1) and not index.is_done("z", 0)
+    assert done(index, "a", "b") == [True, True]
+    assert done(index, "c", "z") == [False, False] and done(index, "a", sample=1) == [False]
     ids = pl.Series(["a", "b", "c", "d"])
     assert index.done(ids, 0).to_list() == [True, True, False, False]
     assert index.done(ids, 0, retry_failed=False).to_list() == [True, True, True, False]
     assert index.done(ids, 1, retry_failed=False).to_list() == [False, False, True, False]
     assert index.done(ids, 2, retry_failed=False).to_list() == [False] * 4  # no such sample
-    assert index.is_failed("c", 0) and not index.is_failed("b", 0)  # b failed, then ok
+    # c failed; b failed, then was ok
+    assert done(index, "c", "b", retry_failed=False) == [True, True]
+    assert done(index, "c", "b") == [False, True]
 
 
 def test_integer_row_ids_are_matched_exactly(tmp_path: Path) -> None:
     # ids are compared as text: "07" or "+7" must not pass for "7"
     index = index_of(tmp_path, [(str(i), 0, True) for i in range(0, 50, 2)] + [("7", 0, False)])
-    assert index.is_done("0", 0) and index.is_done("48", 0)
-    assert not index.is_done("1", 0) and not index.is_done("50", 0)
-    assert not index.is_done("04", 0) and not index.is_done("+4", 0) and not index.is_done("٤", 0)
+    assert done(index, "0", "48") == [True, True]
+    assert done(index, "1", "50") == [False, False]
+    assert done(index, "04", "+4", "٤") == [False, False, False]
     keep_failed = index.done(pl.Series(["7", "07", "8"]), 0, retry_failed=False)
-    assert not index.is_done("7", 0) and keep_failed.to_list() == [True, False, True]
+    assert done(index, "7") == [False] and keep_failed.to_list() == [True, False, True]
 
 
 def test_an_empty_directory_has_nothing_done(tmp_path: Path) -> None:
     with open_output(tmp_path, make_spec()) as opened:
         index = opened.completed()
-        assert (index.ok, index.failed) == (0, 0) and not index.is_done("0", 0)
+        assert (index.ok, index.failed) == (0, 0) and done(index, "0") == [False]
         assert opened.compact() == 0
     assert read_results(tmp_path).height == 0
 
@@ -290,7 +300,7 @@ def test_any_history_dedups_to_one_row_per_key_ok_preferred(
                 expected = oks[-1] if oks else group[-1][0]
                 assert row.item(0, "attempts") == expected
                 assert row.item(0, "status") == ("ok" if oks else "error")
-                assert index.is_done(row_id, sample) is bool(oks)
+                assert done(index, row_id, sample=sample) == [bool(oks)]
             assert index.ok + index.failed == frame.height
             dropped = opened.compact()
             assert dropped == len(history) - frame.height

@@ -54,7 +54,3 @@ class Budget:
     def release(self, reserved: float) -> None:
         """The attempt holding ``reserved`` has ended."""
         self.reserved_usd = max(0.0, self.reserved_usd - reserved)
-
-    @property
-    def remaining_usd(self) -> float:
-        return max(0.0, self.max_cost_usd - self.spent_usd)

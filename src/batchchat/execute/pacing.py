@@ -61,9 +61,6 @@ class Pacer:
         # a rounding error's worth is no reason to sleep (nor to sleep again and again)
         return excess / self.rate_per_s if excess > self.capacity * 1e-9 else 0.0
 
-    def has_capacity(self, amount: float = 1) -> bool:
-        return self.wait_s(amount) <= 0
-
     async def acquire(self, amount: float = 1) -> None:
         """Wait until ``amount`` fits, then charge it."""
         async with self._turn:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from batchchat.errors import SpecError, TemplateError
+from batchchat.errors import TemplateError
 from batchchat.planning.planner import Plan, RowPlanner
 from batchchat.planning.reader import read_head
 from batchchat.planning.templates import TemplateRef, did_you_mean
@@ -32,17 +32,6 @@ def plan_problems(plan: Plan) -> list[str]:
     if not problems:
         problems.extend(_trial_problems(plan))
     return problems
-
-
-def check_plan(plan: Plan) -> None:
-    """Raise SpecError listing every problem of :func:`plan_problems`, all at once."""
-    problems = plan_problems(plan)
-    if problems:
-        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
-        raise SpecError(
-            f"job '{plan.name}' does not fit its input {plan.source.spec.path} ({count}):",
-            [f"  {p}" for p in problems],
-        )
 
 
 def _ref_problems(

@@ -160,14 +160,6 @@ class ResumeIndex:
             done = done | _members(self._failed.get(sample), row_ids)
         return done
 
-    def is_done(self, row_id: str, sample: int) -> bool:
-        """True when the key already has an ok row."""
-        return bool(self.done(pl.Series([row_id], dtype=pl.String), sample)[0])
-
-    def is_failed(self, row_id: str, sample: int) -> bool:
-        """True when every row of the key is an error."""
-        return bool(_members(self._failed.get(sample), pl.Series([row_id], dtype=pl.String))[0])
-
 
 def build_index(results_dir: Path) -> ResumeIndex:
     """The resume index of a results directory (reads only row_id, sample and status)."""
