@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -124,7 +125,7 @@ async def test_headers_with_room_change_nothing() -> None:
         _rl(remaining_requests="100", reset_requests="1s"), sent_at=0, send=1, charged=1
     )
     assert admission.paused_until < time.now
-    assert admission.concurrency.cap is None
+    assert admission.window.left == math.inf  # it says when it resets: holds handle it
 
 
 async def test_a_spent_window_without_a_reset_lets_one_probe_through_at_a_time() -> None:
@@ -132,23 +133,24 @@ async def test_a_spent_window_without_a_reset_lets_one_probe_through_at_a_time()
     time = FakeTime()
     admission = _admission(time, max_concurrency=8)
     sends = [await admission.admit(1) for _ in range(3)]
-    # the first answer says 3 were left when it arrived; two more went out after it
+    # the first answer says 3 were left when it arrived; two more went out after it, and a
+    # gateway refuses while still announcing one: none is left
     admission.on_response(
         _rl(limit_requests="60", remaining_requests="3"), sent_at=0, send=sends[0], charged=1
     )
-    assert admission.concurrency.cap == 1
+    assert admission.window.left == 0
     for _ in sends:
         admission.release()
     probe = await admission.admit(1)
     waiting = asyncio.create_task(admission.admit(1))
     await asyncio.sleep(0)
     assert not waiting.done()  # one probe at a time
-    # the probe's answer shows a new window: everyone goes again
+    # the probe's answer shows a new window: the others go, as many as it has left
     admission.on_response(
         _rl(limit_requests="60", remaining_requests="58"), sent_at=0, send=probe, charged=1
     )
     await asyncio.wait_for(waiting, 1)
-    assert admission.concurrency.cap is None
+    assert admission.window.left == 56
 
 
 async def test_limits_announced_on_200s_are_not_taken_for_pacing() -> None:

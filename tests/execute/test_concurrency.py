@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from batchchat.execute.concurrency import ConcurrencyGate, FailureShare
+from batchchat.execute.concurrency import ConcurrencyGate, FailureShare, WindowAllowance
 
 
 async def test_concurrency_admits_up_to_the_limit_then_queues() -> None:
@@ -74,16 +74,26 @@ async def test_a_cancelled_waiter_gives_its_place_back() -> None:
     assert gate.in_use == 1
 
 
-async def test_a_cap_bounds_the_limit_until_it_is_lifted() -> None:
-    gate = ConcurrencyGate(8)
-    gate.set_cap(1)
-    await gate.acquire()
-    second = asyncio.create_task(gate.acquire())
+async def test_a_window_allowance_lets_through_what_is_left_then_one_probe() -> None:
+    window = WindowAllowance()
+    for _ in range(5):  # unknown: no bound
+        await window.acquire()
+    window.update(2)  # the server says two more fit this window
+    await window.acquire()
+    await window.acquire()
+    blocked = asyncio.create_task(window.acquire())
     await asyncio.sleep(0)
-    assert not second.done()
-    gate.set_cap(None)
-    await asyncio.wait_for(second, 1)
-    assert gate.in_use == 2
+    assert not blocked.done()
+    for _ in range(7):  # everything in flight is answered: one probe may go
+        window.release()
+    await asyncio.wait_for(blocked, 1)
+    assert window.in_flight == 1
+    probe_waiter = asyncio.create_task(window.acquire())
+    await asyncio.sleep(0)
+    assert not probe_waiter.done()  # one probe at a time
+    window.update(9)  # its answer shows a new window
+    await asyncio.wait_for(probe_waiter, 1)
+    assert window.left == 8
 
 
 def test_not_adaptive_keeps_the_limit_where_it_is() -> None:

@@ -40,6 +40,7 @@ _TOP_FLAGS = (
     "prefill",
     "keep_alive_s",
     "rate_limit_style",
+    "gateway_window_s",
     "close_after_stream",
     "context_tokens",
     "error_style",
@@ -100,6 +101,11 @@ def _fault_option(flag: str, text: str) -> Callable[[Any], Any]:
     type=click.Choice(["openai", "gateway"]),
     help="openai: sliding 60 s windows; gateway: LiteLLM's calendar minutes (rpm - 1 admitted), "
     "headers and 429s.",
+)
+@click.option(
+    "--gateway-window-s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="The gateway style's window in seconds (default 60, a calendar minute).",
 )
 @click.option(
     "--close-after-stream",

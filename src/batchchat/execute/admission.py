@@ -6,9 +6,10 @@ never in a polling loop:
 1. the run-wide **hold**, set by the server: a 429's retry-after (in any spelling), a
    429 without advice (a pause that grows while 429s go on: the window may be a whole
    minute), or ``x-ratelimit-*`` headers saying the window is spent until its reset;
-2. the **concurrency gate**: AIMD on congestion when ``limits.adaptive``, and one probe
-   at a time while a server that counts requests without saying when it resets (a
-   LiteLLM gateway's calendar minute) has none left;
+2. the **concurrency gate** (AIMD on congestion when ``limits.adaptive``) and the
+   **window allowance**: a server that counts requests without saying when its window
+   resets (a LiteLLM gateway's calendar minute) is sent no more than it has left, and
+   one probe at a time once it has none;
 3. the **RPM** bucket and 4. the **TPM** bucket: the spec's limits, lowered to any lower
    limit a 429 announces; charged with the planner's estimate at admission and
    corrected with the real usage afterwards.
@@ -28,7 +29,7 @@ from batchchat.errors import (
     ServerError,
     is_retryable,
 )
-from batchchat.execute.concurrency import ConcurrencyGate, FailureShare
+from batchchat.execute.concurrency import ConcurrencyGate, FailureShare, WindowAllowance
 from batchchat.execute.headers import has_rate_limit_headers, read_quota, wait_for_room_s
 from batchchat.execute.pacing import Pacer, slower
 from batchchat.spec import LimitsSpec
@@ -57,6 +58,7 @@ class Admission:
         self.rpm = self._pacer(spec.rpm) if spec.rpm else None
         self.tpm = self._pacer(spec.tpm) if spec.tpm else None
         self.concurrency = ConcurrencyGate(spec.max_concurrency, adaptive=spec.adaptive)
+        self.window = WindowAllowance()
         #: which recent attempts failed: congestion is a share of them, not one
         self.failures = FailureShare()
         #: the longest hold one piece of server advice can impose (retry.max_wait_s)
@@ -85,6 +87,11 @@ class Admission:
             await self._hold()
         await self.concurrency.acquire()
         try:
+            await self.window.acquire()
+        except BaseException:
+            self.concurrency.release()
+            raise
+        try:
             if self.rpm is not None:
                 await self.rpm.acquire(1)
             if self.tpm is not None:
@@ -100,6 +107,7 @@ class Admission:
 
     def release(self) -> None:
         """The attempt admitted last by this caller has ended."""
+        self.window.release()
         self.concurrency.release()
 
     async def _hold(self) -> None:
@@ -136,12 +144,10 @@ class Admission:
             self.hold_until(sent_at + wait)
         requests = read_quota(headers, "requests")
         if requests.remaining is not None and requests.reset_s is None:
-            # no reset to wait for: while the window is spent, one probe at a time learns
-            # when it starts again (a 429's advice, or a count that went up). Attempts sent
-            # after this one reached the server later, so its count misses them; and a
-            # gateway may refuse while announcing one left, so that one is not counted on.
-            left = requests.remaining - 1 - (self.sends - send)
-            self.concurrency.set_cap(1 if left <= 0 else None)
+            # no reset to wait for: send no more than the window has left, then probe. The
+            # attempts sent after this one reached the server later, so its count misses
+            # them; and a gateway may refuse while announcing one left: not counted on.
+            self.window.update(requests.remaining - 1 - (self.sends - send))
 
     def on_success(self, *, charged: int, counted: int | None = None) -> None:
         """A completion arrived: grow concurrency, correct the TPM charge.

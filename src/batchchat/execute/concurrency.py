@@ -31,8 +31,7 @@ class ConcurrencyGate:
     """Admits attempts while fewer than ``limit`` are in flight, in order of arrival.
 
     ``limit`` moves between 1 and ``maximum``: additive increase per success, halving on
-    congestion, when ``adaptive``. ``cap`` bounds it from outside (one probe at a time
-    while a server's window is spent).
+    congestion, when ``adaptive``.
     """
 
     def __init__(self, maximum: int, *, adaptive: bool = True) -> None:
@@ -40,8 +39,6 @@ class ConcurrencyGate:
         self.adaptive = adaptive
         #: the current limit; fractional so additive increase can be +1 per window
         self.limit = float(maximum)
-        #: a bound on the limit set from outside (None: none)
-        self.cap: int | None = None
         #: attempts holding a slot now
         self.in_use = 0
         #: tasks waiting for a slot, oldest first; a granted future already owns its slot
@@ -51,8 +48,7 @@ class ConcurrencyGate:
     @property
     def allowed(self) -> int:
         """How many attempts may be in flight now."""
-        limit = int(self.limit)
-        return limit if self.cap is None else min(limit, self.cap)
+        return int(self.limit)
 
     async def acquire(self) -> None:
         if self.in_use < self.allowed and not self._waiters:
@@ -71,10 +67,6 @@ class ConcurrencyGate:
 
     def release(self) -> None:
         self.in_use -= 1
-        self._grant()
-
-    def set_cap(self, cap: int | None) -> None:
-        self.cap = cap
         self._grant()
 
     def increase(self) -> None:
@@ -125,3 +117,58 @@ class FailureShare:
     def is_congested(self) -> bool:
         """True when failures are at least ``share`` of the window and ``minimum`` in number."""
         return self.failures >= max(self._minimum, self._share * len(self._recent))
+
+
+class WindowAllowance:
+    """How many more requests the server's current window takes, when it says so but not
+    when the window resets (a LiteLLM gateway's calendar minute).
+
+    Unknown until an answer tells; then each send spends one. While nothing is left, one
+    probe at a time goes out (only when none of ours is in flight): its answer tells that
+    a new window began, or its 429 says how long to wait.
+    """
+
+    def __init__(self) -> None:
+        #: sends the window still takes (inf: the server never said)
+        self.left = math.inf
+        #: admitted attempts not answered yet
+        self.in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self._may_send() and not self._waiters:
+            self._take()
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # granted just as we were cancelled: hand it on
+            else:
+                self._waiters.remove(future)
+            raise
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._grant()
+
+    def update(self, left: float) -> None:
+        """An answer says the window takes ``left`` more sends (after ours in flight)."""
+        self.left = left
+        self._grant()
+
+    def _may_send(self) -> bool:
+        return self.left > 0 or self.in_flight == 0
+
+    def _take(self) -> None:
+        self.left -= 1
+        self.in_flight += 1
+
+    def _grant(self) -> None:
+        while self._waiters and self._may_send():
+            future = self._waiters.popleft()
+            if not future.done():
+                self._take()
+                future.set_result(None)

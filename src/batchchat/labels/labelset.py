@@ -246,23 +246,32 @@ class LabelSet:
         * otherwise equally, since nothing else is known.
 
         The label masses are then renormalised to sum to 1 (mass of tokens that
-        fit no label is dropped). None without ``top_logprobs`` or when no
-        alternative fits a label. Sums are exact (``math.fsum``), so the result
-        does not depend on the order of ``top_logprobs``.
+        fit no label is dropped) -- unless the answer's own token is missing from
+        ``top_logprobs``: a grammar or a constrained decoder forced a token the model
+        did not rank (or an unlikely one was sampled), so the alternatives are not the
+        distribution the answer came from. Then each label's share is of all the mass
+        shown, the answer's own token included, so a forced label is as unlikely as
+        the model thought it, never certain. None without ``top_logprobs`` or when no
+        alternative fits a label. Sums are exact (``math.fsum``), so the result does
+        not depend on the order of ``top_logprobs``.
         """
         if first_token_logprobs is None or not first_token_logprobs.top_logprobs:
             return None
         chosen = first_key(first_token_logprobs.token)
+        masses = _masses(first_token_logprobs, first_key)
         parts: dict[str, list[float]] = {label: [] for label in self.labels}
-        for key, mass in _masses(first_token_logprobs, first_key).items():
+        for key, mass in masses.items():
             targets = self.labels_for_token(key)
             evidence = second_token if key == chosen else None
             for label, share in self._shares(key, targets, evidence).items():
                 parts[label].append(mass * share)
         sums = {label: math.fsum(values) for label, values in parts.items()}
-        total = math.fsum(sums.values())
-        if not total > 0:
+        if not math.fsum(sums.values()) > 0:
             return None
+        ranked = any(
+            top.token == first_token_logprobs.token for top in first_token_logprobs.top_logprobs
+        )
+        total = math.fsum(sums.values()) if ranked else math.fsum(masses.values())
         return {label: value / total for label, value in sums.items()}
 
     def labels_for_token(self, key: str) -> list[str]:

@@ -31,10 +31,12 @@ RETRY_AFTER_HEADER = "llm_provider-retry-after"
 class GatewayLimiter:
     """RPM and TPM counted per calendar minute of ``now`` (epoch seconds); either may be absent."""
 
-    def __init__(self, rpm: int | None, tpm: int | None) -> None:
+    def __init__(self, rpm: int | None, tpm: int | None, *, window_s: float = MINUTE_S) -> None:
         self.rpm = rpm
         self.tpm = tpm
-        self._minute: int | None = None  # the minute counted: epoch seconds // 60
+        #: the length of a window: a minute, as LiteLLM's (shorter ones rehearse in seconds)
+        self.window_s = window_s
+        self._minute: int | None = None  # the window counted: epoch seconds // window_s
         self._requests = 0  # requests admitted in _minute
         self._tokens = 0  # total_tokens of the answers given in _minute
 
@@ -76,7 +78,7 @@ class GatewayLimiter:
         self, model: str, admission: Admission, now: float
     ) -> tuple[dict[str, Any], dict[str, str]]:
         self._roll(now)
-        return self.refusal_body(model), {RETRY_AFTER_HEADER: str(MINUTE_S)}
+        return self.refusal_body(model), {RETRY_AFTER_HEADER: f"{self.window_s:g}"}
 
     def refusal_body(self, model: str) -> dict[str, Any]:
         """LiteLLM's "No deployments available" 429, with this minute's counters in it."""
@@ -95,13 +97,13 @@ class GatewayLimiter:
         return {"error": error}
 
     def _roll(self, now: float) -> None:
-        minute = math.floor(now / MINUTE_S)
+        minute = math.floor(now / self.window_s)
         if minute != self._minute:
             self._minute, self._requests, self._tokens = minute, 0, 0
 
     def _refused(self, kind: str, limit: int, used: int, requested: int, now: float) -> Admission:
         never = kind == "tokens" and requested > limit
-        wait = math.inf if never else MINUTE_S - now % MINUTE_S  # until the next minute
+        wait = math.inf if never else self.window_s - now % self.window_s  # until the next one
         return Admission(False, wait, kind, limit, used, requested)
 
 

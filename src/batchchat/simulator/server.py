@@ -79,7 +79,10 @@ class SimulatorServer:
         config = self.config
         self._limiter: Limiter
         if config.rate_limit_style == "gateway":
-            self._limiter, self._limit_clock = GatewayLimiter(config.rpm, config.tpm), wall_clock
+            self._limiter, self._limit_clock = (
+                GatewayLimiter(config.rpm, config.tpm, window_s=config.gateway_window_s),
+                wall_clock,
+            )
         else:
             self._limiter, self._limit_clock = RateLimiter(config.rpm, config.tpm), clock
         self._faults = FaultPlan(config.faults)

@@ -104,6 +104,8 @@ class SimulatorSpec(Strict):
     keep_alive_s: float = Field(default=5.0, gt=0)
     #: "openai": sliding 60 s windows; "gateway": LiteLLM's calendar-minute windows and headers
     rate_limit_style: Literal["openai", "gateway"] = "openai"
+    #: the gateway style's window: a minute, as LiteLLM's; shorter ones rehearse in seconds
+    gateway_window_s: float = Field(default=60.0, gt=0)
     #: close a kept-alive connection after a streamed response, as llama.cpp's server does
     close_after_stream: bool = False
     #: the context window in tokens (None: unlimited); larger requests get a 400

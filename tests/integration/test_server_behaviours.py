@@ -1,0 +1,109 @@
+"""Whole runs against the simulator rehearsing what real servers do (LiteLLM, llama.cpp).
+
+Each test turns on the simulator knob that mirrors a behaviour seen on a server nobody
+here wrote (``../shared/realserver``: the same runs against the real ones live in
+``tests/realserver``), and checks the run as a user would: exit code, rows, answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+
+import batchchat
+from batchchat.runner import run_job
+from batchchat.spec import JobSpec, load_spec
+from tests.conftest import SimulatorFactory
+
+
+def write_rows(folder: Path, count: int) -> Path:
+    rows = (orjson.dumps({"id": f"r{i:03d}", "text": f"review {i}"}) for i in range(count))
+    path = folder / "rows.jsonl"
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    return path
+
+
+def job(folder: Path, base_url: str, rows: int, **extra: Any) -> JobSpec:
+    spec: dict[str, Any] = {
+        "name": "t",
+        "input": {"path": str(write_rows(folder, rows)), "id_column": "id"},
+        "endpoint": {"base_url": base_url, "timeout_s": 10},
+        "request": {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "{{ text }}"}],
+            "max_tokens": 8,
+        },
+        "output": {"path": str(folder / "out")},
+    }
+    for key, value in extra.items():
+        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
+    return load_spec(spec)
+
+
+async def test_a_gateways_calendar_windows_are_learned_without_a_limit_in_the_spec(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    # LiteLLM with rpm 11 admits 10 a window and answers the rest 429 with only
+    # llm_provider-retry-after; its windows here last 2 s instead of a minute
+    window, per_window, rows = 2.0, 10, 40
+    sim = await simulator_factory(rate_limit_style="gateway", rpm=11, gateway_window_s=window)
+    spec = job(tmp_path, sim.base_url, rows)
+    # start early in a window, as a long job's every window after its first: a 429's
+    # advice (a whole window) then ends right after the window the job is waiting for
+    await asyncio.sleep(window - time.time() % window + 0.05)
+    started, wall0 = time.monotonic(), time.time()
+    outcome = await run_job(spec)
+    elapsed = time.monotonic() - started
+    df = batchchat.read_results(spec.output_dir)
+    assert outcome.exit_code == 0
+    assert df.height == rows and (df["status"] == "ok").all()
+    # the last rows can go at the start of the fourth window
+    ideal = (rows // per_window - 1) * window - wall0 % window
+    assert elapsed <= 1.1 * ideal + 0.5, (elapsed, ideal)
+    # the first window meets every request in flight; after it, one probe per window
+    assert sim.stats()["rate_limited"] <= rows - per_window + rows // per_window
+
+
+async def test_streams_over_a_server_that_closes_kept_alive_connections_need_one_attempt(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    # llama-server closes the connection after a stream while its headers say keep-alive
+    sim = await simulator_factory(close_after_stream=True)
+    spec = job(tmp_path, sim.base_url, 200, request={"stream": True}, limits={"max_concurrency": 8})
+    outcome = await run_job(spec)
+    df = batchchat.read_results(spec.output_dir)
+    assert outcome.exit_code == 0 and (df["status"] == "ok").all()
+    assert df["attempts"].to_list() == [1] * 200  # no row paid for the dead connections
+    assert sim.stats()["answered"] == 200
+    assert outcome.stats.resent == sim.stats()["closed_on_reuse"]
+
+
+async def test_a_label_forced_by_a_grammar_is_never_certain(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    # llama-server's top_logprobs come before its grammar: the chosen token is not in them
+    sim = await simulator_factory(faults={"forced_token": 1.0})
+    spec = job(
+        tmp_path,
+        sim.base_url,
+        30,
+        request={
+            "messages": [{"role": "user", "content": "{{ text }} Answer with one of: good, bad"}],
+            "logprobs": True,
+            "top_logprobs": 5,
+        },
+        output={"labels": ["good", "bad"]},
+    )
+    outcome = await run_job(spec)
+    df = batchchat.read_results(spec.output_dir)
+    assert outcome.exit_code == 0
+    labelled = df.filter(pl.col("label").is_not_null())
+    assert labelled.height > 0
+    first = labelled["logprobs"].list.first().struct.field("logprob")
+    assert (first < -2).all()  # the forced token: the model gave it little chance
+    assert (labelled["label_confidence"] < 0.5).all()
