@@ -157,11 +157,20 @@ async def test_limits_announced_on_200s_are_not_taken_for_pacing() -> None:
     # a 200's numbers say what is left of this window; pacing smoothly at a gateway's
     # limit would spread a window's burst over a minute, and a daily limit means nothing
     time = FakeTime()
-    admission = _admission(time, rpm=600)
+    admission = _admission(time)
     headers = _rl(limit_requests="100", remaining_requests="99", limit_tokens="5000")
     admission.on_response(headers, sent_at=time.now, send=1, charged=1)
-    assert admission.rpm is not None and admission.rpm.per_minute == 600
-    assert admission.tpm is None
+    assert admission.rpm is None and admission.tpm is None
+
+
+async def test_a_server_counting_a_tighter_limit_than_the_spec_governs_alone() -> None:
+    # limits.rpm 3x too high: its bucket would spread what the gateway's window takes
+    time = FakeTime()
+    admission = _admission(time, rpm=180, tpm=1_000_000)
+    headers = _rl(limit_requests="60", remaining_requests="50", limit_tokens="2000000")
+    admission.on_response(headers, sent_at=time.now, send=1, charged=1)
+    assert admission.rpm is None  # the server's own window (and its counts) govern
+    assert admission.tpm is not None and admission.tpm.per_minute == 1_000_000  # ours is lower
 
 
 async def test_a_429_announcing_a_lower_limit_is_adopted_for_pacing() -> None:

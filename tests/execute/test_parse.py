@@ -407,6 +407,12 @@ def test_stream_content_is_the_concatenation_of_deltas() -> None:
     assert (response.id, response.model, response.system_fingerprint) == ("chatcmpl-s", "m", "fp_1")
 
 
+def test_an_empty_streamed_answer_is_empty_text_as_when_not_streamed() -> None:
+    # llama-server streams no content delta for an empty answer, only its role
+    body = _sse(_chunk({"role": "assistant", "content": None}), _chunk({}, finish="stop"))
+    assert _parse_stream(body).choices[0].content == ""
+
+
 def test_stream_merges_reasoning_refusal_and_tool_call_fragments_by_index() -> None:
     body = _sse(
         _chunk({"role": "assistant", "reasoning_content": "Let me "}),

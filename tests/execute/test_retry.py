@@ -17,7 +17,12 @@ from batchchat.errors import (
     StreamError,
 )
 from batchchat.execute.parse import status_error
-from batchchat.execute.retry import QUICK_RETRY_S, RETRY_AFTER_JITTER, RetryPolicy
+from batchchat.execute.retry import (
+    QUICK_RETRY_S,
+    RETRY_AFTER_JITTER,
+    RETRY_AFTER_JITTER_MAX_S,
+    RetryPolicy,
+)
 from batchchat.spec import RetrySpec
 
 
@@ -124,6 +129,13 @@ def test_rate_limits_do_not_spend_attempts_but_patience_runs_out() -> None:
     assert policy.next_wait(error, 0, limited_for_s=10.0) is not None
     assert policy.next_wait(error, 1, limited_for_s=599.0) is not None
     assert policy.next_wait(error, 1, limited_for_s=601.0) is None
+
+
+def test_a_long_advice_is_stretched_by_half_a_second_at_most() -> None:
+    policy = RetryPolicy(RetrySpec(max_wait_s=120.0))
+    error = RateLimitError("429", retry_after=60.0, status=429)
+    waits = [policy.next_wait(error, attempt=1) for _ in range(200)]
+    assert all(w is not None and 60.0 <= w <= 60.0 + RETRY_AFTER_JITTER_MAX_S for w in waits)
 
 
 def test_a_retry_after_longer_than_max_wait_gives_up() -> None:

@@ -79,6 +79,14 @@ def test_requests_come_in_input_order_row_by_row(tmp_path: Path) -> None:
     assert requests[0].body["messages"][0] == {"role": "user", "content": "Review: Great mug"}
 
 
+def test_a_streamed_request_asks_for_its_usage_unless_told_not_to(tmp_path: Path) -> None:
+    streamed = plan(make_spec(tmp_path, {"stream": True}))[0].body
+    assert streamed["stream_options"] == {"include_usage": True}
+    told = plan(make_spec(tmp_path, {"stream": True, "stream_options": {"include_usage": False}}))
+    assert told[0].body["stream_options"] == {"include_usage": False}
+    assert "stream_options" not in plan(make_spec(tmp_path))[0].body
+
+
 def test_without_an_id_column_the_row_position_is_the_id(tmp_path: Path) -> None:
     spec = make_spec(tmp_path, input={"id_column": None, "batch_size": 2})
     assert [r.custom_id for r in plan(spec)] == ["0#0", "1#0", "2#0"]

@@ -143,11 +143,24 @@ class Admission:
             # the server counted this attempt on arrival, about when it was sent
             self.hold_until(sent_at + wait)
         requests = read_quota(headers, "requests")
+        self._yield_to_the_server(requests.limit, read_quota(headers, "tokens").limit)
         if requests.remaining is not None and requests.reset_s is None:
             # no reset to wait for: send no more than the window has left, then probe. The
             # attempts sent after this one reached the server later, so its count misses
             # them; and a gateway may refuse while announcing one left: not counted on.
             self.window.update(requests.remaining - 1 - (self.sends - send))
+
+    def _yield_to_the_server(self, rpm: float | None, tpm: float | None) -> None:
+        """A server counting a tighter limit than the spec's: its own window governs.
+
+        The spec's bucket would only spread requests the server counts per window anyway,
+        so bursts that its window takes come later than they could (a gateway's calendar
+        minute); the server's counts and resets (or its 429s) say when to stop instead.
+        """
+        if rpm is not None and self.rpm is not None and rpm < self.rpm.per_minute:
+            self.rpm = None
+        if tpm is not None and self.tpm is not None and tpm < self.tpm.per_minute:
+            self.tpm = None
 
     def on_success(self, *, charged: int, counted: int | None = None) -> None:
         """A completion arrived: grow concurrency, correct the TPM charge.

@@ -40,9 +40,11 @@ from tenacity.wait import wait_base, wait_random, wait_random_exponential
 from batchchat.errors import RateLimitError, is_retryable
 from batchchat.spec import RetrySpec
 
-#: a server-advised wait is stretched by up to this share, so rows told the same
-#: retry-after do not all come back in the same millisecond
+#: a server-advised wait is stretched by up to this share (and no more than
+#: RETRY_AFTER_JITTER_MAX_S), so rows told the same retry-after do not all come back in
+#: the same millisecond -- nor a minute's advice late by six seconds
 RETRY_AFTER_JITTER = 0.1
+RETRY_AFTER_JITTER_MAX_S = 0.5
 #: the most an independent fault's retry waits when the server shows no load (and no more
 #: than ``retry.initial_wait_s``)
 QUICK_RETRY_S = 0.25
@@ -68,8 +70,8 @@ class wait_retry_after(wait_base):  # lower-case like tenacity's strategies
         advice = _server_advice(retry_state)
         if advice is None:
             return self.otherwise(retry_state)
-        stretched = advice * (1.0 + random.uniform(0.0, RETRY_AFTER_JITTER))
-        return max(advice, min(stretched, self.cap))
+        spread = min(advice * RETRY_AFTER_JITTER, RETRY_AFTER_JITTER_MAX_S)
+        return max(advice, min(advice + random.uniform(0.0, spread), self.cap))
 
 
 class stop_if_server_wait_exceeds(stop_base):  # lower-case like tenacity's strategies

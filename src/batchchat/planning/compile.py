@@ -92,7 +92,7 @@ def compile_request(spec: JobSpec) -> CompiledRequest:
         count_text = estimate_text_tokens
     static_tokens = 0
     layout = MessageLayout()
-    for key, value in spec.request.items():
+    for key, value in _with_stream_usage(spec.request).items():
         if key == "messages" and isinstance(value, list):
             tree, layout, static_tokens = _compile_messages(value, env, problems, count_text)
         else:
@@ -127,6 +127,17 @@ def compile_request(spec: JobSpec) -> CompiledRequest:
         keep_columns=tuple(spec.output.keep_columns),
         problems=(*problems, *seed_problem),
     )
+
+
+def _with_stream_usage(request: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A streamed request asks for its usage (cost, TPM) unless the spec says otherwise.
+
+    Without ``stream_options.include_usage`` most servers send no usage in a stream;
+    ``stream_options: {include_usage: false}`` in the spec turns this off.
+    """
+    if request.get("stream") is True and "stream_options" not in request:
+        return {**request, "stream_options": {"include_usage": True}}
+    return request
 
 
 def spec_builtins(spec: JobSpec) -> dict[str, Any]:

@@ -115,9 +115,14 @@ class _ChoiceState:
             pieces.append(function["arguments"])
 
     def message(self) -> dict[str, Any]:
+        content = _joined(self.content)
+        if content is None and not self.tools and self.refusal is None:
+            # an empty answer: a server that streams no content delta for it (llama-server)
+            # answers "" when not streaming, and so does every server: the same shape here
+            content = ""
         message: dict[str, Any] = {
             "role": self.role,
-            "content": _joined(self.content),
+            "content": content,
             "reasoning_content": _joined(self.reasoning),
             "refusal": _joined(self.refusal),
         }
