@@ -115,13 +115,7 @@ def write_parts(
 ) -> None:
     """Write results through the real sink (one part per ``part_rows`` results)."""
     columns = result_columns(spec, input_schema or {})
-    sink = ParquetSink(
-        results_dir,
-        columns.schema,
-        ResultEncoder(columns),
-        part_rows=part_rows,
-        part_seconds=1e9,
-    )
+    sink = ParquetSink(results_dir, ResultEncoder(columns), part_rows=part_rows, part_seconds=1e9)
     for result in results:
         sink.write(result)
     sink.close()

@@ -8,8 +8,12 @@ program is a failure, never a silent skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +36,28 @@ def chromium() -> str:
         )
     assert binary is not None
     return binary
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size_mb: int) -> Iterator[Callable[[int], None]]:
+    """A small tmpfs mounted at ``path`` (a disk that can fill up); yields a function that
+    resizes it. Skips where this process may not mount (it needs root)."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        missing("tmpfs", f"cannot mount a small tmpfs to fill up ({mounted.stderr.strip()})")
+
+    def resize(size: int) -> None:
+        subprocess.run(
+            ["mount", "-o", f"remount,size={size}m", str(path)], check=True, capture_output=True
+        )
+
+    try:
+        yield resize
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)

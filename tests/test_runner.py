@@ -8,6 +8,7 @@ proves what was (and was not) sent.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -20,11 +21,12 @@ import polars as pl
 import pytest
 
 import batchchat
-from batchchat.errors import InputError, LockedError, ResumeError, SpecError
+from batchchat.errors import DiskFullError, InputError, LockedError, ResumeError, SpecError
 from batchchat.results.status import read_status
 from batchchat.runner import RunOptions, run_job
 from batchchat.simulator import SimulatorServer
 from batchchat.spec import JobSpec, load_spec
+from tests._system import tmpfs
 from tests.conftest import SimulatorFactory
 
 SECRET = "sk-runner-test-5ecret-value"
@@ -411,3 +413,32 @@ async def test_a_malformed_line_mid_run_keeps_what_was_answered_and_says_partial
     final = batchchat.read_results(spec.output_dir)
     assert final.height == 1_499 and final["row_id"].n_unique() == 1_499
     assert set(sim.stats()["answers"].values()) == {1}
+
+
+async def test_a_full_disk_stops_sending_keeps_every_answer_and_a_rerun_finishes(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = await simulator_factory(latency={"mean_ms": 5})
+    disk = tmp_path / "disk"
+    spec = job(
+        tmp_path,
+        sim.base_url,
+        output={"path": str(disk / "out"), "part_rows": 50},
+        limits={"max_concurrency": 8},
+    )
+    # rows whose kept text (12 kB each, as good as incompressible) fill a small disk fast
+    rows = [orjson.dumps({"id": f"r{i:03d}", "text": os.urandom(6_000).hex()}) for i in range(600)]
+    (tmp_path / "rows.jsonl").write_bytes(b"\n".join(rows) + b"\n")
+    with tmpfs(disk, size_mb=12) as resize:
+        with pytest.raises(DiskFullError, match="is full: the run stops sending"):
+            await run_job(spec)
+        kept = batchchat.read_results(spec.output_dir)
+        assert 0 < kept.height < 600
+        # every answer that arrived is on disk: none was thrown away
+        assert sim.stats()["answered"] == kept.height
+        assert read_status(spec.output_dir).state == "partial"
+        resize(200)  # space is freed: the same run again finishes, sending only the rest
+        outcome = await run_job(spec)
+        assert outcome.exit_code == 0
+        assert batchchat.read_results(spec.output_dir).height == 600
+        assert sorted(sim.stats()["answers"].values()) == [1] * 600

@@ -27,6 +27,7 @@
     ├── ResumeError               the output directory holds a run of a different spec
     ├── LockedError               another process is writing the output directory
     └── SinkError                 results could not be written
+        └── DiskFullError         the disk is full: the run stops sending at once
 
 Whether a request error is worth retrying is decided here, by type, in
 :func:`is_retryable` -- nowhere else, and never by matching message strings.
@@ -194,6 +195,10 @@ class SinkError(BatchchatError):
     """Results could not be written to the output directory."""
 
     exit_code = ExitCode.FAILED
+
+
+class DiskFullError(SinkError):
+    """The output directory's disk is full: nothing more is sent until there is room."""
 
 
 #: Error types worth another attempt. Everything else that is a RequestError is final.

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
+from batchchat.errors import SinkError
 from batchchat.execute.budget import Budget
 from batchchat.execute.endpoint import open_target
 from batchchat.execute.executor import execute
@@ -44,11 +45,12 @@ from batchchat.report.build import RunReport, build_report, write_reports
 from batchchat.results.encoder import ResultEncoder
 from batchchat.results.outdir import OutputDir, open_output
 from batchchat.results.runstats import save_input_issues, save_stats
-from batchchat.results.sink import ParquetSink
+from batchchat.results.sink import BATCH_S, ParquetSink
 from batchchat.spec import BudgetSpec, JobSpec
 
-#: how often the sink's time-based flush and the stats file are brought up to date
-_HOUSEKEEPING_S = 1.0
+#: how often the progress display and the counters' file are brought up to date
+_PROGRESS_S = 1.0
+_STATS_S = 2.0
 
 
 @dataclass
@@ -106,7 +108,6 @@ async def _run_in(
     spec = job.spec
     sink = ParquetSink(
         out.results_dir,
-        job.columns.schema,
         ResultEncoder(job.columns, run_id=options.run_id),
         part_rows=spec.output.part_rows,
         part_seconds=spec.output.part_seconds,
@@ -141,10 +142,11 @@ async def _run_in(
                 stop=stop,
                 drain_timeout_s=options.drain_timeout_s,
             )
-        except Exception:
+        except BaseException:
             # a malformed input line, a disk that is full: the run did not complete, and
             # `status` must not say it did (what finished is saved all the same)
             stats.stop_reason = StopReason.ERROR
+            stats.finished_at = datetime.now(UTC)
             raise
         finally:
             housekeeping.cancel()
@@ -152,16 +154,40 @@ async def _run_in(
                 await housekeeping
             await transport.aclose()
             stats.resent = transport.stale_retries
-            sink.close()
-            stats.finished_at = datetime.now(UTC)
-            save_stats(out.path, stats)
-            save_input_issues(out.path, stats.run_id, issues)
             # the planner holds the resume index (every finished key): let it go before
             # compaction and the report, which read every result again
             del requests
+            _close(sink, out.path, stats, issues)
+    return _finish(out, job, stats, issues)
+
+
+def _close(
+    sink: ParquetSink, out_path: Path, stats: ExecutionStats, issues: list[InputIssue]
+) -> None:
+    """Write what is left, and the run's counters (as unfinished unless it failed: only
+    :func:`_finish` commits a finished run, once its results are compacted)."""
+    try:
+        sink.close()
+    except BaseException:
+        stats.stop_reason = StopReason.ERROR
+        stats.finished_at = stats.finished_at or datetime.now(UTC)
+        raise
+    finally:
+        with contextlib.suppress(SinkError):  # a full disk: its own error says so
+            save_stats(out_path, stats)
+            save_input_issues(out_path, stats.run_id, issues)
+
+
+def _finish(
+    out: OutputDir, job: CompiledJob, stats: ExecutionStats, issues: list[InputIssue]
+) -> RunOutcome:
+    """Compact, report, then commit: until the counters say finished, ``status`` says
+    partial, so a kill while compacting never leaves a directory that claims done."""
     out.compact()
-    report = build_report(out.path, prices=job.prices)
+    stats.finished_at = datetime.now(UTC)
+    report = build_report(out.path, prices=job.prices, latest=stats)
     write_reports(out.path, report)
+    save_stats(out.path, stats)
     return RunOutcome(report, stats, out.path, issues)
 
 
@@ -237,13 +263,17 @@ def _cost_of(prices: PriceTable) -> Callable[[ChatResult], float | None]:
 async def _housekeep(
     out_path: Path, sink: ParquetSink, stats: ExecutionStats, options: RunOptions
 ) -> None:
-    """Once a second: time-based part flush, stats file for `status`/`report`, progress."""
-    last_stats = time.monotonic()
+    """The sink's journal every few tens of ms; progress each second; the counters (for
+    ``status`` and the report of a killed run) every few seconds."""
+    last_progress = last_stats = time.monotonic()
     while True:
-        await asyncio.sleep(_HOUSEKEEPING_S)
-        sink.flush_if_due()
-        if options.on_progress is not None:
+        await asyncio.sleep(BATCH_S)
+        sink.tick()
+        now = time.monotonic()
+        if options.on_progress is not None and now - last_progress >= _PROGRESS_S:
             options.on_progress(stats)
-        if time.monotonic() - last_stats >= 5 * _HOUSEKEEPING_S:
-            save_stats(out_path, stats)
-            last_stats = time.monotonic()
+            last_progress = now
+        if now - last_stats >= _STATS_S:
+            with contextlib.suppress(SinkError):  # a full disk: the sink says so
+                save_stats(out_path, stats)
+            last_stats = now

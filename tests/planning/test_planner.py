@@ -533,6 +533,19 @@ def test_an_id_column_must_hold_text_or_integers(tmp_path: Path) -> None:
         check_spec_against_input(make_spec(tmp_path, rows=rows))
 
 
+def test_a_binary_column_used_as_text_is_a_spec_error(tmp_path: Path) -> None:
+    path = tmp_path / "blobs.parquet"
+    pl.DataFrame({"id": ["a"], "blob": [b"hello"]}).write_parquet(path)
+    spec = load_spec(
+        {
+            "input": {"path": str(path), "id_column": "id"},
+            "request": {"model": "m", "messages": [{"role": "user", "content": "{{ blob }}"}]},
+        }
+    )
+    with pytest.raises(SpecError, match="column 'blob' holds raw bytes"):
+        check_spec_against_input(spec)
+
+
 def test_a_good_spec_passes(tmp_path: Path) -> None:
     check_spec_against_input(make_spec(tmp_path, {"temperature": "{{ temp }}"}))
 

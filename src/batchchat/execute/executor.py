@@ -48,7 +48,7 @@ async def _feed(
                 run.enqueue(request)
         run.slots.release()  # the slot taken for the request that never came
     except Exception as error:  # the planner's InputError must reach the runner
-        run.stop_on_input_error(error)
+        run.stop_on_error(error)
     finally:
         run.feeding = False
         if run.pending == 0:
@@ -70,7 +70,7 @@ async def _work(run: Execution) -> None:
                 run.drop(job)
             else:
                 _settle(run, job, outcome)
-    except Exception as error:  # a sink that cannot write ends the run, loudly
+    except Exception as error:  # a bug: the run ends, loudly
         run.fail(error)
 
 
@@ -220,7 +220,8 @@ async def execute(
     budget would be passed (``BUDGET``: in-flight attempts finish), when nothing suggests
     any request can succeed (``FATAL``, said in ``stats.fatal_error``; see
     :mod:`batchchat.execute.failfast`: in-flight attempts finish), or when ``requests``
-    raises (``ERROR``: in-flight attempts finish, then the error is raised).
+    or ``on_result`` raises (``ERROR``: in-flight attempts finish and are handed over,
+    then the first error is raised).
     ``cost_of`` prices each result (the budget reads what is spent from ``stats``);
     ``endpoint`` names the server in messages (default: ``url``). ``max_pending`` bounds
     the requests pulled from ``requests`` and not finished yet (default: 4 ×
@@ -259,8 +260,8 @@ async def execute(
         stats.in_flight = 0
     if run.fatal is not None:
         raise run.fatal
-    if run.input_error is not None:
-        raise run.input_error
+    if run.error is not None:
+        raise run.error
     return stats
 
 

@@ -103,8 +103,9 @@ class Execution:
         #: why the run stopped sending (None while it sends)
         self.stopping: StopReason | None = None
         self.fatal: BaseException | None = None
-        #: what the planner raised (a malformed input line): raised after the drain
-        self.input_error: Exception | None = None
+        #: what the planner (a malformed input line) or the consumer of results (a full
+        #: disk) raised first: raised after the drain
+        self.error: Exception | None = None
         #: tasks waiting out a retry's backoff
         self.timers: set[asyncio.Task[None]] = set()
         #: set when nothing is in flight any more (created by the drain)
@@ -156,7 +157,10 @@ class Execution:
         if cost_of is not None:
             result.cost_usd = cost_of(result)
         self.recorder.result(result, now)
-        self.settings.on_result(result)
+        try:
+            self.settings.on_result(result)
+        except Exception as failure:  # the results cannot be written (a full disk)
+            self.stop_on_error(failure)
         self._release_slot()
         self.failfast.finished(error)
         self._stop_if_hopeless()
@@ -224,10 +228,12 @@ class Execution:
             self.stats.fatal_error = verdict
             self.begin_stop(StopReason.FATAL)
 
-    def stop_on_input_error(self, error: Exception) -> None:
-        """The planner failed: send nothing more, let the attempts in flight finish and be
-        saved (they are paid for), then raise ``error``."""
-        self.input_error = error
+    def stop_on_error(self, error: Exception) -> None:
+        """The planner or the consumer of results failed: send nothing more, let the
+        attempts in flight finish and be handed over (they are paid for), then raise the
+        first ``error``."""
+        if self.error is None:
+            self.error = error
         self.begin_stop(StopReason.ERROR)
 
     def fail(self, error: BaseException) -> None:

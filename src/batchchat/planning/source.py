@@ -84,6 +84,12 @@ def open_source(settings: InputSpec, root: Path) -> InputSource:
         )
     fmt = formats.pop()
     schema = file_schema(files[0], fmt, settings)
+    if not schema:
+        raise InputError(
+            f"{files[0]}: no JSON object on its first lines: the file is empty, or not JSON "
+            "Lines (one object per line) in input.encoding"
+            f" ({settings.encoding}; a UTF-16 file needs input.encoding: utf-16)"
+        )
     for path in files[1:]:
         _check_same_columns(path, file_schema(path, fmt, settings, like=schema), schema, fmt)
     return InputSource(settings, tuple(files), fmt, schema)

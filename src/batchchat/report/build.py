@@ -20,6 +20,7 @@ import polars as pl
 
 from batchchat.errors import ResumeError
 from batchchat.labels.columns import output_label_set, read_label_report
+from batchchat.models import ExecutionStats
 from batchchat.pricing import PriceTable
 from batchchat.report.html import render_html
 from batchchat.report.model import RunReport
@@ -45,15 +46,20 @@ __all__ = ["RunReport", "build_report", "write_reports"]
 # -- building ----------------------------------------------------------------------------------
 
 
-def build_report(out_dir: Path, *, prices: PriceTable | None = None) -> RunReport:
+def build_report(
+    out_dir: Path, *, prices: PriceTable | None = None, latest: ExecutionStats | None = None
+) -> RunReport:
     """The report of an output directory (finished, partial or interrupted).
 
     Without ``prices`` the cost is the ``cost_usd`` stored with each result; with them,
-    every row is priced again from its token counts.
+    every row is priced again from its token counts. ``latest``: the counters of the run
+    that is finishing, newer than its saved file.
     """
     out_dir = Path(out_dir)
     job, spec_hash = _read_manifest(out_dir)
     runs = load_stats(out_dir)
+    if latest is not None:
+        runs = [run for run in runs if run.run_id != latest.run_id] + [latest]
     rows = _final_results(out_dir)
     report = RunReport(
         output_dir=str(out_dir),

@@ -7,6 +7,8 @@ Layout::
       manifest.json          request fingerprint, batchchat version, times, run ids
       job.yaml               the resolved spec of the latest run (secrets excluded)
       results/part-NNNNN.parquet   the results, and the resume ledger
+      results/.journal-NNNNN.arrows  results on their way into part NNNNN
+      results/.reserve       space set aside for when the disk fills
       runs/<run_id>.json     counters of each run
       report.json, report.md, report.html   the run report
       superseded/<time>/     what --force moved aside; never deleted by batchchat
@@ -17,13 +19,17 @@ No other module spells these names: they ask an :class:`OutputLayout`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from batchchat.errors import SinkError
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batchchat.errors import DiskFullError, SinkError
 
 #: temporary files of unfinished writes: hidden, so no glob or dataset reader picks them up
 TMP_PREFIX = ".tmp-"
@@ -51,6 +57,10 @@ class OutputLayout:
     @property
     def results(self) -> Path:
         return self.root / "results"
+
+    @property
+    def reserve(self) -> Path:
+        return reserve_path(self.results)
 
     @property
     def runs(self) -> Path:
@@ -81,6 +91,11 @@ class OutputLayout:
     def parts(self) -> list[Path]:
         """The finished parts, in write order (part numbers only grow, across runs too)."""
         return part_paths(self.results)
+
+
+def reserve_path(results_dir: Path) -> Path:
+    """Space set aside for when the disk fills (see :mod:`batchchat.results.journal`)."""
+    return results_dir / ".reserve"
 
 
 def part_path(results_dir: Path, number: int) -> Path:
@@ -135,9 +150,20 @@ def write_atomically(
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            named = f"{what} {path}" if what else str(path)
-            raise SinkError(f"cannot write {named}: {exc.strerror or exc}") from None
+            raise write_error(f"{what} {path}" if what else str(path), exc) from None
         raise
+
+
+def write_error(what: str, exc: OSError) -> SinkError:
+    """The SinkError for a failed write of ``what``; a DiskFullError when space ran out."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(f"the disk holding {what} is full ({exc.strerror})")
+    return SinkError(f"cannot write {what}: {exc.strerror or exc}")
+
+
+def write_part(path: Path, table: pa.Table) -> None:
+    """Write one Parquet part of the results atomically."""
+    write_atomically(path, lambda handle: pq.write_table(table, handle, compression="zstd"))
 
 
 def fsync_dir(directory: Path) -> None:

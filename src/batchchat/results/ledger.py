@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 
 from batchchat.errors import InputError, SinkError
 from batchchat.results.columns import KEY, STATUS_OK
-from batchchat.results.layout import OutputLayout, fsync_dir, part_paths
-from batchchat.results.sink import write_part
+from batchchat.results.journal import journal_paths, read_journal
+from batchchat.results.layout import OutputLayout, fsync_dir, part_number, part_paths, write_part
 
 _ORDER = "__batchchat_order"
 #: added to an ok row's order so that any ok row outranks every error row
@@ -42,29 +42,53 @@ def _winner(order: pl.Expr) -> pl.Expr:
     return score == score.max().over(KEY)
 
 
+#: where rows are: a part on disk, or the rows of a journal a run has not folded yet (a
+#: running or killed run's: read whole, it is small)
+Source = Path | pl.DataFrame
+
+
+def sources(results_dir: Path) -> list[Source]:
+    """The parts and the unfolded journals of a results directory, in write order."""
+    numbered: list[tuple[int, Source]] = [(part_number(p), p) for p in part_paths(results_dir)]
+    for number, path in journal_paths(results_dir):
+        rows = pl.from_arrow(read_journal(path))
+        if isinstance(rows, pl.DataFrame) and rows.height:
+            numbered.append((number, rows))
+    return [source for _, source in sorted(numbered, key=lambda item: item[0])]
+
+
+def _scan(found: list[Source], *, row_index: str | None = None) -> pl.LazyFrame:
+    paths = [source for source in found if isinstance(source, Path)]
+    if len(paths) == len(found):
+        return pl.scan_parquet(paths, row_index_name=row_index)
+    frames = [pl.scan_parquet(s) if isinstance(s, Path) else s.lazy() for s in found]
+    frame = pl.concat(frames, how="diagonal_relaxed")
+    return frame if row_index is None else frame.with_row_index(row_index)
+
+
 def scan_results(out_dir: Path | str, *, keys_repeat: bool | None = None) -> pl.LazyFrame:
     """The results as a LazyFrame: one row per (row_id, sample), the ok one if any, else the
-    latest. Works on partial and interrupted runs alike.
+    latest. Works on partial, running and killed runs alike.
 
     ``keys_repeat``: what :func:`has_repeated_keys` said, when the caller asked already
     (the check reads every key).
     """
-    paths = part_paths(results_dir_of(out_dir))
-    if not paths:
+    found = sources(results_dir_of(out_dir))
+    if not found:
         return pl.LazyFrame(schema={"row_id": pl.String, "sample": pl.Int64, "status": pl.String})
     if keys_repeat is None:
-        keys_repeat = _keys_may_repeat(paths)
+        keys_repeat = _keys_may_repeat(found)
     if not keys_repeat:
         # every row is its key's winner (a compacted ledger): a plain scan, which streams
-        return pl.scan_parquet(paths)
-    frame = pl.scan_parquet(paths, row_index_name=_ORDER)
+        return _scan(found)
+    frame = _scan(found, row_index=_ORDER)
     return frame.filter(_winner(pl.col(_ORDER).cast(pl.Int64))).drop(_ORDER)
 
 
 def has_repeated_keys(out_dir: Path | str) -> bool:
     """True when some (row_id, sample) may have several rows (always False once compacted)."""
-    paths = part_paths(results_dir_of(out_dir))
-    return bool(paths) and _keys_may_repeat(paths)
+    found = sources(results_dir_of(out_dir))
+    return bool(found) and _keys_may_repeat(found)
 
 
 def read_results(out_dir: Path | str) -> pl.DataFrame:
@@ -72,14 +96,14 @@ def read_results(out_dir: Path | str) -> pl.DataFrame:
     return scan_results(out_dir).collect()
 
 
-def _read_keys(paths: list[Path]) -> pl.DataFrame:
+def _read_keys(found: list[Source]) -> pl.DataFrame:
     try:
-        return pl.scan_parquet(paths).select(*KEY, "status").collect()
+        return _scan(found).select(*KEY, "status").collect()
     except (OSError, pl.exceptions.PolarsError) as exc:
-        raise SinkError(f"cannot read the result parts in {paths[0].parent}: {exc}") from None
+        raise SinkError(f"cannot read the results: {exc}") from None
 
 
-def _keys_may_repeat(paths: list[Path]) -> bool:
+def _keys_may_repeat(found: list[Source]) -> bool:
     """False when no (row_id, sample) has two rows in the parts; True when one may.
 
     Reads a 64-bit hash of every key in the streaming engine and sorts them: 16 bytes per
@@ -87,14 +111,9 @@ def _keys_may_repeat(paths: list[Path]) -> bool:
     collision; either way the callers then decide exactly, from the keys themselves.
     """
     try:
-        hashes = (
-            pl.scan_parquet(paths)
-            .select(pl.struct(KEY).hash())
-            .collect(engine="streaming")
-            .to_series()
-        )
+        hashes = _scan(found).select(pl.struct(KEY).hash()).collect(engine="streaming").to_series()
     except (OSError, pl.exceptions.PolarsError) as exc:
-        raise SinkError(f"cannot read the result parts in {paths[0].parent}: {exc}") from None
+        raise SinkError(f"cannot read the results: {exc}") from None
     if len(hashes) < 2:
         return False
     ordered = hashes.sort()
@@ -163,27 +182,27 @@ class ResumeIndex:
 
 def build_index(results_dir: Path) -> ResumeIndex:
     """The resume index of a results directory (reads only row_id, sample and status)."""
-    paths = part_paths(results_dir)
-    if not paths:
+    found = sources(results_dir)
+    if not found:
         return ResumeIndex.empty()
     ok = pl.col("status") == STATUS_OK
     try:
         # only the keys, filtered while reading: the status column is never held whole
         ok_keys, error_keys = pl.collect_all(
-            [pl.scan_parquet(paths).filter(where).select(KEY) for where in (ok, ~ok)],
+            [_scan(found).filter(where).select(KEY) for where in (ok, ~ok)],
             engine="streaming",
         )
     except (OSError, pl.exceptions.PolarsError) as exc:
-        raise SinkError(f"cannot read the result parts in {paths[0].parent}: {exc}") from None
+        raise SinkError(f"cannot read the results in {results_dir}: {exc}") from None
     return ResumeIndex(ok_keys, error_keys)
 
 
 def iter_results(out_dir: Path | str) -> Iterator[pl.DataFrame]:
     """The deduplicated results one part at a time (memory bounded by a part, not the job)."""
-    paths = part_paths(results_dir_of(out_dir))
-    masks = _winner_masks(paths)
-    for i, path in enumerate(paths):
-        frame = pl.read_parquet(path)
+    found = sources(results_dir_of(out_dir))
+    masks = _winner_masks(found)
+    for i, source in enumerate(found):
+        frame = pl.read_parquet(source) if isinstance(source, Path) else source
         yield frame if masks is None else frame.filter(masks[i])
 
 
@@ -194,8 +213,8 @@ def compact_parts(results_dir: Path) -> int:
     part is replaced atomically and a key's winner is never dropped, so a crash halfway
     leaves a consistent ledger. Returns the number of rows dropped.
     """
-    paths = part_paths(results_dir)
-    masks = _winner_masks(paths)
+    paths = part_paths(results_dir)  # not a journal: one left by a full disk waits its turn
+    masks = _winner_masks(list(paths))
     if masks is None:
         return 0
     dropped = 0
@@ -212,19 +231,19 @@ def compact_parts(results_dir: Path) -> int:
     return dropped
 
 
-def _winner_masks(paths: list[Path]) -> list[pl.Series] | None:
-    """For each part, which of its rows count; None when no key repeats (all of them do)."""
-    if not paths or not _keys_may_repeat(paths):
+def _winner_masks(found: list[Source]) -> list[pl.Series] | None:
+    """For each source, which of its rows count; None when no key repeats (all of them do)."""
+    if not found or not _keys_may_repeat(found):
         return None
-    keys = _read_keys(paths)
+    keys = _read_keys(found)
     if keys.select(pl.struct(KEY).n_unique()).item() == keys.height:
         return None  # the hashes collided: no key repeats after all
     # the order must be a column: an expression like int_range(len()) would restart per window
     ordered = keys.with_row_index(_ORDER)
     mask = ordered.select(_winner(pl.col(_ORDER).cast(pl.Int64))).to_series()
     masks, offset = [], 0
-    for path in paths:
-        size = pq.read_metadata(path).num_rows
+    for source in found:
+        size = pq.read_metadata(source).num_rows if isinstance(source, Path) else source.height
         masks.append(mask.slice(offset, size))
         offset += size
     return masks

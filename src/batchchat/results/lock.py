@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 
 from batchchat.errors import LockedError
+from batchchat.results.layout import write_error
 
 LOCK = ".lock"
 
@@ -53,7 +54,10 @@ class DirLock:
 
     def acquire(self, info: LockInfo) -> LockInfo | None:
         """Take the lock; returns the previous holder's info if it died holding it (stale)."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise write_error(str(self.path), exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -66,9 +70,14 @@ class DirLock:
                 f"(`batchchat status {out}` tells), or write elsewhere with --new-output DIR."
             ) from None
         stale = _parse_lock(os.pread(fd, 4096, 0))
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, orjson.dumps(asdict(info)), 0)
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, orjson.dumps(asdict(info)), 0)
+            os.fsync(fd)
+        except OSError as exc:  # a full disk: say so, not a traceback
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise write_error(str(self.path), exc) from None
         self._fd = fd
         return stale
 

@@ -1,10 +1,15 @@
-"""ChatResult → Parquet parts, written so that a crash at any instant leaves only whole parts.
+"""ChatResult → the journal within a moment, then → Parquet parts; a crash loses no part.
 
-A part is ``part-NNNNN.parquet`` in the results directory. It is written under a
-hidden temporary name in the same directory, fsynced, renamed into place, and
-the directory is fsynced: a reader (or a resumed run) sees a part completely or
-not at all. Numbers only grow, across runs too, so part order is write order —
+Each result is appended to the journal (:mod:`batchchat.results.journal`) once
+:data:`BATCH_ROWS` have gathered or the oldest has waited :data:`BATCH_S`; the journal is
+fsynced every :data:`SYNC_S` and folded into a part every ``part_rows`` results or
+``part_seconds``. Part numbers only grow, across runs too, so part order is write order —
 which is what "the latest row" of a (row_id, sample) means.
+
+When the disk fills, the sink gives up the space it set aside (so the answers of the
+requests in flight still fit), raises :class:`DiskFullError` once so the run stops
+sending, keeps taking results, and keeps what it could not write in memory to try again
+at :meth:`ParquetSink.close`.
 """
 
 from __future__ import annotations
@@ -16,26 +21,27 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchchat.errors import ResumeError, SinkError
+from batchchat.errors import DiskFullError, ResumeError, SinkError
 from batchchat.models import ChatResult
 from batchchat.results.encoder import ResultEncoder
-from batchchat.results.layout import part_number, part_path, part_paths, write_atomically
+from batchchat.results.journal import Journal, Reserve, recover
+from batchchat.results.layout import part_number, part_paths, reserve_path
 
-_COMPRESSION = "zstd"
-
-
-def write_part(path: Path, table: pa.Table) -> None:
-    """Write one Parquet part atomically (see :func:`batchchat.results.layout.write_atomically`)."""
-    write_atomically(path, lambda handle: pq.write_table(table, handle, compression=_COMPRESSION))
+#: results gathered before they are appended to the journal (a kill loses at most these
+#: and the requests in flight)
+BATCH_ROWS = 64
+#: the longest a result waits in memory before it is appended
+BATCH_S = 0.05
+#: how often the journal is fsynced (what a power loss may take)
+SYNC_S = 1.0
 
 
 class ParquetSink:
-    """Buffers results and writes a part every ``part_rows`` results or ``part_seconds``."""
+    """Results → journal → a part every ``part_rows`` results or ``part_seconds``."""
 
     def __init__(
         self,
         results_dir: Path,
-        schema: pa.Schema,
         encoder: ResultEncoder,
         *,
         part_rows: int,
@@ -43,60 +49,171 @@ class ParquetSink:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.results_dir = Path(results_dir)
-        self.schema = schema
+        self.schema = encoder.schema
         self._encoder = encoder
         self._part_rows = part_rows
         self._part_seconds = part_seconds
         self._clock = clock
-        #: clock reading when the oldest buffered result arrived (None: buffer empty)
+        #: clock time the oldest result not yet appended arrived (None: none waiting)
         self._oldest: float | None = None
+        #: clock time the first result of the open journal arrived (0: no journal open),
+        #: and of the journal's last fsync
+        self._journal_began = 0.0
+        self._synced = 0.0
+        self._journal: Journal | None = None
+        #: tables that could not be written (the disk is full): tried again at close
+        self._unwritten: list[pa.Table] = []
+        #: the disk filled up: said once (DiskFullError), so that the run stops sending
+        self._full = False
+        self._said_full = False
+        #: what a background tick could not write, said by the next write
+        self._tick_error: SinkError | None = None
         self._closed = False
         #: parts this sink wrote
         self.parts_written = 0
         self.results_dir.mkdir(parents=True, exist_ok=True)
+        recover(self.results_dir)  # a killed run's journals: folded before anything else
         existing = part_paths(self.results_dir)
         if existing:
-            check_compatible(existing[-1], schema)
+            check_compatible(existing[-1], self.schema)
         self._next = part_number(existing[-1]) + 1 if existing else 0
+        self._reserve = Reserve(reserve_path(self.results_dir))
+        self._reserve.keep()
 
     def write(self, result: ChatResult) -> None:
-        """Buffer one result; write a part when enough rows or time have gathered."""
+        """Take one result; append it to the journal soon (now, when enough gathered)."""
         if self._closed:
             raise SinkError(f"the sink of {self.results_dir} is closed")
         self._encoder.add(result)
+        if self._tick_error is not None:
+            error, self._tick_error = self._tick_error, None
+            raise error
         if self._oldest is None:
             self._oldest = self._clock()
-        if len(self._encoder) >= self._part_rows:
-            self.flush()
-        else:
-            self.flush_if_due()
+        if len(self._encoder) >= BATCH_ROWS:
+            self._append()
+        self._say_if_full()
 
-    def flush_if_due(self) -> bool:
-        """Write a part if the oldest buffered result has waited ``part_seconds``."""
-        if self._oldest is None or self._clock() - self._oldest < self._part_seconds:
-            return False
-        self.flush()
-        return True
+    def tick(self) -> None:
+        """Called often (every few tens of ms): append, fsync and fold when each is due.
+
+        It raises nothing: what it could not write is raised by the next :meth:`write`
+        (so that the run stops sending) or by :meth:`close`.
+        """
+        try:
+            self._tick()
+        except SinkError as error:
+            self._tick_error = self._tick_error or error
+
+    def _tick(self) -> None:
+        now = self._clock()
+        if self._oldest is not None and now - self._oldest >= BATCH_S:
+            self._append()
+        journal = self._journal
+        if journal is None:
+            return
+        if now - self._synced >= SYNC_S:
+            self._synced = now
+            self._guarded(journal.sync)
+        if now - self._journal_began >= self._part_seconds:
+            self.flush()
+        self._say_if_full()
 
     def flush(self) -> None:
-        """Write a part now if anything is buffered."""
-        if not len(self._encoder):
-            return
-        table = self._encoder.take_table()
-        self._oldest = None
-        write_part(part_path(self.results_dir, self._next), table)
-        self._next += 1
-        self.parts_written += 1
+        """Append what is waiting and fold the journal into its part now."""
+        self._append()
+        self._fold()
+        self._say_if_full()
+
+    def _fold(self) -> None:
+        journal, self._journal = self._journal, None
+        self._journal_began = 0.0
+        if journal is not None:
+            self._guarded(journal.fold)  # when it fails, the journal stays for the next run
+            self.parts_written += 1
 
     def close(self) -> None:
-        """Flush what is buffered; later writes are an error."""
-        if not self._closed:
-            self.flush()
-            self._closed = True
+        """Write everything taken (what could not be written before too); later writes fail."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._append()
+            self._fold()
+        except DiskFullError:
+            lost = sum(table.num_rows for table in self._unwritten)
+            if not lost:
+                raise
+            raise DiskFullError(
+                f"the disk holding {self.results_dir} is full: {lost} answer(s) that arrived "
+                "last could not be written; everything before them is kept. Free space and "
+                "run the job again: it sends only what is not kept."
+            ) from None
+        finally:
+            self._reserve.give_up()
+        self._say_if_full()
 
     def __len__(self) -> int:
-        """Results buffered and not yet in a part."""
-        return len(self._encoder)
+        """Results taken and not yet in a part."""
+        waiting = len(self._encoder) + sum(int(table.num_rows) for table in self._unwritten)
+        return waiting + (self._journal.rows if self._journal is not None else 0)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _append(self) -> None:
+        if not len(self._encoder):
+            return
+        if self._journal is None and self._oldest is not None:
+            self._journal_began = self._oldest  # a part's time counts from its first result
+        self._oldest = None
+        self._unwritten.append(self._encoder.take_table())
+        self._write_unwritten()
+
+    def _write_unwritten(self) -> None:
+        while self._unwritten:
+            self._guarded(self._append_first_unwritten)
+            if self._journal is not None and self._journal.rows >= self._part_rows:
+                self._fold()
+
+    def _append_first_unwritten(self) -> None:
+        """Append the oldest unwritten table, or as much of it as the part has room for."""
+        journal = self._open_journal()
+        table = self._unwritten[0]
+        room = self._part_rows - journal.rows
+        journal.append(table.slice(0, room))
+        if table.num_rows > room:
+            self._unwritten[0] = table.slice(room)
+        else:
+            self._unwritten.pop(0)
+
+    def _open_journal(self) -> Journal:
+        if self._journal is None:
+            self._journal = Journal(self.results_dir, self._next, self.schema)
+            self._next += 1
+            self._synced = self._clock()
+            if not self._journal_began:
+                self._journal_began = self._synced
+        return self._journal
+
+    def _guarded(self, write: Callable[[], object]) -> None:
+        """Run ``write``; when the disk is full, give up the reserve and try once more (the
+        run is told to stop sending either way, by :meth:`_say_if_full`)."""
+        try:
+            write()
+            return
+        except DiskFullError:
+            self._full = True
+            if not self._reserve.give_up():
+                raise
+        write()
+
+    def _say_if_full(self) -> None:
+        if self._full and not self._said_full:
+            self._said_full = True
+            raise DiskFullError(
+                f"the disk holding {self.results_dir} is full: the run stops sending; the "
+                "answers that arrive are kept in the space set aside for this"
+            )
 
 
 def check_compatible(part: Path, schema: pa.Schema) -> None:
