@@ -22,7 +22,8 @@
     │   │       └── ContextLengthError    the prompt does not fit the model
     │   └── ResponseFormatError   a 200 whose body is truncated, unparsable or incomplete,
     │       │                     or an error event inside a 200 stream
-    │       └── StreamError       an error event inside a 200 stream
+    │       ├── StreamError       an error event inside a 200 stream
+    │       └── EmptyResponseError  no choice, or a choice without a message
     ├── RetriesExhausted          a request failed for good (holds the last error)
     ├── ResumeError               the output directory holds a run of a different spec
     ├── LockedError               another process is writing the output directory
@@ -170,6 +171,10 @@ class ResponseFormatError(RequestError):
 
 class StreamError(ResponseFormatError):
     """The server sent an error event inside a 200 stream."""
+
+
+class EmptyResponseError(ResponseFormatError):
+    """A 200 without a usable answer: no choice at all, or a choice without a message."""
 
 
 class RetriesExhausted(BatchchatError):

@@ -6,6 +6,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batchchat.errors import (
     APIStatusError,
@@ -13,8 +15,10 @@ from batchchat.errors import (
     ClientError,
     ConflictError,
     ContextLengthError,
+    EmptyResponseError,
     QuotaExceededError,
     RateLimitError,
+    RequestError,
     RequestTooLargeError,
     ResponseFormatError,
     ServerError,
@@ -547,3 +551,174 @@ def test_keep_raw_of_a_stream_is_the_assembled_completion() -> None:
     raw = _parse_stream(body, keep_raw=True).raw
     assert raw is not None
     assert orjson.loads(raw)["choices"][0]["message"]["content"] == "hi"
+
+
+# -- what a server may send: validated at the edge, never a crash --------------------------------
+
+
+def _completion_body(**changes: Any) -> bytes:
+    body: dict[str, Any] = {
+        "id": "c",
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+    }
+    body.update(changes)
+    return orjson.dumps(body)
+
+
+def _parse_body(body: bytes) -> ChatResponse:
+    return parse_response(HTTPResponse(200, {}, body), stream=False, keep_raw=False)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"choices": []},
+        {"choices": [{"index": 0, "finish_reason": "stop"}]},  # a choice without a message
+        {"choices": [{"index": 0, "message": None, "finish_reason": "stop"}]},
+    ],
+)
+def test_a_200_without_a_usable_choice_is_an_empty_response_error(changes: Any) -> None:
+    with pytest.raises(EmptyResponseError):
+        _parse_body(_completion_body(**changes))
+    assert is_retryable(EmptyResponseError("x"))
+
+
+def test_a_streamed_choice_without_any_delta_is_an_empty_response_error() -> None:
+    body = _sse(
+        {"id": "s", "choices": [{"index": 0, "finish_reason": None}]},
+        {"id": "s", "choices": [{"index": 0, "finish_reason": "stop"}]},
+    )
+    with pytest.raises(EmptyResponseError, match="without any delta"):
+        _parse_stream(body)
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        ({"prompt_tokens": "12", "completion_tokens": " 3 ", "total_tokens": "15"}, (12, 3, 15)),
+        ({"prompt_tokens": 12.0, "completion_tokens": 3.0, "total_tokens": 15.0}, (12, 3, 15)),
+        ({"prompt_tokens": 12, "completion_tokens": None}, (12, None, None)),
+    ],
+)
+def test_token_counts_sent_as_text_or_whole_floats_are_read_as_numbers(
+    usage: Any, expected: tuple[int | None, ...]
+) -> None:
+    got = _parse_body(_completion_body(usage=usage)).usage
+    assert (got.prompt_tokens, got.completion_tokens, got.total_tokens) == expected
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": 12.5},
+        {"prompt_tokens": "twelve"},
+        {"prompt_tokens": -1},
+        {"prompt_tokens": True},
+        {"prompt_tokens": [12]},
+        {"prompt_tokens_details": {"cached_tokens": "a few"}},
+    ],
+)
+def test_token_counts_that_are_no_count_are_the_rows_error(usage: Any) -> None:
+    with pytest.raises(ResponseFormatError, match="not a count of tokens"):
+        _parse_body(_completion_body(usage=usage))
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"model": 42}, "model is 42, not text"),
+        ({"id": {"a": 1}}, "id is {'a': 1}, not text"),
+        (
+            {"choices": [{"index": 0, "message": {"content": 7}, "finish_reason": "stop"}]},
+            "choices[0].message.content is 7, not text",
+        ),
+        (
+            {"choices": [{"index": "0", "message": {"content": "x"}}]},
+            "choices[0].index is '0', not a number",
+        ),
+        (
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"content": "x"},
+                        "logprobs": {"content": [{"token": "x", "logprob": "low"}]},
+                    }
+                ]
+            },
+            "logprob is 'low', not a number",
+        ),
+    ],
+)
+def test_values_of_the_wrong_type_are_the_rows_error(changes: Any, fragment: str) -> None:
+    with pytest.raises(ResponseFormatError) as caught:
+        _parse_body(_completion_body(**changes))
+    assert fragment in str(caught.value)
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "id",
+                    "model",
+                    "choices",
+                    "message",
+                    "content",
+                    "usage",
+                    "prompt_tokens",
+                    "index",
+                    "logprobs",
+                    "token",
+                    "logprob",
+                    "top_logprobs",
+                    "tool_calls",
+                    "function",
+                    "name",
+                    "finish_reason",
+                    "delta",
+                    "error",
+                    "code",
+                    "type",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=_json, status=st.sampled_from([200, 200, 400, 429, 500]), stream=st.booleans())
+def test_nothing_a_server_sends_escapes_as_anything_but_a_request_error(
+    body: Any, status: int, stream: bool
+) -> None:
+    raw = orjson.dumps(body)
+    for payload in (raw, b"data: " + raw + b"\n\ndata: [DONE]\n\n"):
+        try:
+            response = parse_response(
+                HTTPResponse(status, {}, payload), stream=stream, keep_raw=True
+            )
+        except RequestError:
+            continue
+        for choice in response.choices:  # what is passed on has the types the columns need
+            assert choice.content is None or isinstance(choice.content, str)
+            assert isinstance(choice.index, int)
+        usage = response.usage
+        assert all(
+            value is None or type(value) is int
+            for value in (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+        )

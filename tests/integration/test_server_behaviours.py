@@ -107,3 +107,25 @@ async def test_a_label_forced_by_a_grammar_is_never_certain(
     first = labelled["logprobs"].list.first().struct.field("logprob")
     assert (first < -2).all()  # the forced token: the model gave it little chance
     assert (labelled["label_confidence"] < 0.5).all()
+
+
+async def test_answers_without_a_choice_are_retried_and_odd_usage_numbers_are_read(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    # gateways seen sending choices: [], a choice without message, and usage as "12" or 12.0
+    faults = {
+        "empty_choices": 0.1,
+        "no_message": 0.1,
+        "usage_as_strings": 0.2,
+        "usage_as_floats": 0.2,
+        "seed": 3,
+    }
+    sim = await simulator_factory(faults=faults)
+    spec = job(tmp_path, sim.base_url, 200, retry={"initial_wait_s": 0.01})
+    outcome = await run_job(spec)
+    df = batchchat.read_results(spec.output_dir)
+    assert outcome.exit_code == 0 and (df["status"] == "ok").all() and df.height == 200
+    assert df["content"].null_count() == 0  # no answer without a choice was taken for one
+    assert df.schema["prompt_tokens"] == pl.Int64 and df["prompt_tokens"].null_count() == 0
+    injected = sim.stats()["faults"]
+    assert injected["empty_choices"] + injected["no_message"] == outcome.stats.retries

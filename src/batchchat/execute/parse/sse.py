@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from batchchat.errors import ResponseFormatError, StreamError
+from batchchat.errors import EmptyResponseError, ResponseFormatError, StreamError
 from batchchat.execute.parse._text import clip, load_object
 
 
@@ -78,9 +78,20 @@ def _stream_error_text(chunk: dict[str, Any]) -> str:
 class _ChoiceState:
     """The deltas of one choice collected so far."""
 
-    __slots__ = ("content", "finish_reason", "logprobs", "reasoning", "refusal", "role", "tools")
+    __slots__ = (
+        "content",
+        "finish_reason",
+        "got_delta",
+        "logprobs",
+        "reasoning",
+        "refusal",
+        "role",
+        "tools",
+    )
 
     def __init__(self) -> None:
+        #: whether any chunk carried a delta for this choice (none: no message at all)
+        self.got_delta = False
         self.role = "assistant"
         self.content: list[str] | None = None
         self.reasoning: list[str] | None = None
@@ -91,7 +102,11 @@ class _ChoiceState:
         self.finish_reason: str | None = None
 
     def add(self, choice: dict[str, Any]) -> None:
-        delta = choice.get("delta") or {}
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            self.got_delta = True
+        else:
+            delta = {}
         self.role = delta.get("role") or self.role
         self.content = _append(self.content, delta.get("content"))
         reasoning = delta.get("reasoning_content", delta.get("reasoning"))
@@ -115,6 +130,8 @@ class _ChoiceState:
             pieces.append(function["arguments"])
 
     def message(self) -> dict[str, Any]:
+        if not self.got_delta:
+            raise EmptyResponseError("a streamed choice came without any delta: no message")
         content = _joined(self.content)
         if content is None and not self.tools and self.refusal is None:
             # an empty answer: a server that streams no content delta for it (llama-server)
@@ -167,7 +184,7 @@ class _StreamState:
         if not self.done:
             raise ResponseFormatError("stream ended without [DONE] (truncated)")
         if not self.choices:
-            raise ResponseFormatError("stream ended without any choice")
+            raise EmptyResponseError("stream ended without any choice")
         unfinished = [i for i, c in sorted(self.choices.items()) if c.finish_reason is None]
         if unfinished:
             raise ResponseFormatError(
