@@ -18,7 +18,7 @@ PACKAGE = "batchchat"
 
 #: the stages, lowest first; a module may import its own stage and the ones below it
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"errors", "models", "_version"}),
+    frozenset({"errors", "models", "secrets", "_version"}),
     frozenset({"spec"}),
     frozenset({"pricing"}),
     frozenset({"planning"}),

@@ -426,8 +426,8 @@ async def test_a_full_disk_stops_sending_keeps_every_answer_and_a_rerun_finishes
         output={"path": str(disk / "out"), "part_rows": 50},
         limits={"max_concurrency": 8},
     )
-    # rows whose kept text (12 kB each, as good as incompressible) fill a small disk fast
-    rows = [orjson.dumps({"id": f"r{i:03d}", "text": os.urandom(6_000).hex()}) for i in range(600)]
+    # rows whose kept text (24 kB each, hardly compressible) fill a small disk fast
+    rows = [orjson.dumps({"id": f"r{i:03d}", "text": os.urandom(12_000).hex()}) for i in range(600)]
     (tmp_path / "rows.jsonl").write_bytes(b"\n".join(rows) + b"\n")
     with tmpfs(disk, size_mb=12) as resize:
         with pytest.raises(DiskFullError, match="is full: the run stops sending"):

@@ -46,6 +46,10 @@ def resolve_spec(
     if unknown:
         raise SpecError(f"unknown override(s) {', '.join(unknown)}; known: {', '.join(OVERRIDES)}")
     dotted = {OVERRIDES[name]: value for name, value in (overrides or {}).items()}
+    if dotted.get("output.path") is not None:
+        # a path given on the command line or to the API is the caller's, relative to the
+        # working directory; paths inside the YAML stay relative to the YAML
+        dotted["output.path"] = os.path.abspath(os.fspath(dotted["output.path"]))
     if isinstance(spec, JobSpec):
         if not dotted and not variables:
             return spec

@@ -20,6 +20,7 @@ from batchchat.planning.ids import check_unique_ids
 from batchchat.planning.planner import Plan, compile_plan
 from batchchat.planning.validate import plan_problems
 from batchchat.pricing import PriceTable
+from batchchat.results.layout import OutputLayout
 from batchchat.results.schema import ResultColumns, result_columns
 from batchchat.spec import JobSpec
 
@@ -34,6 +35,17 @@ class CompiledJob:
     plan: Plan
     prices: PriceTable
     columns: ResultColumns
+
+    @property
+    def warnings(self) -> list[str]:
+        """What is allowed but worth a look before a run."""
+        found = list(self.plan.request.warnings)
+        found += [
+            f"endpoint.headers.{name}: a secret written in the spec itself; name an environment "
+            f"variable instead, as ${{VAR}} (job.yaml in the output shows it as ***)"
+            for name in self.spec.endpoint.literal_secret_headers()
+        ]
+        return found
 
     @property
     def output_dir(self) -> Path:
@@ -71,6 +83,9 @@ def _compile(spec: JobSpec, problems: _Problems, *, require_key: bool) -> Compil
     prices = problems.check(lambda: PriceTable.from_spec(spec))
     if require_key and not spec.endpoint.is_simulator:
         problems.check(lambda: resolve_headers(spec.endpoint))
+    output_problem = OutputLayout(spec.output_dir).problem()
+    if output_problem is not None:
+        problems.lines.append(f"  {output_problem}")
     if plan is None:
         return None
     problems.lines.extend(f"  {line}" for line in plan_problems(plan))

@@ -24,7 +24,7 @@ import polars as pl
 
 from batchchat.errors import SinkError
 from batchchat.execute.budget import Budget
-from batchchat.execute.endpoint import open_target
+from batchchat.execute.endpoint import open_target, secret_values
 from batchchat.execute.executor import execute
 from batchchat.execute.transport import AiohttpTransport
 from batchchat.job import CompiledJob, compile_job
@@ -46,6 +46,7 @@ from batchchat.results.encoder import ResultEncoder
 from batchchat.results.outdir import OutputDir, open_output
 from batchchat.results.runstats import save_input_issues, save_stats
 from batchchat.results.sink import BATCH_S, ParquetSink
+from batchchat.secrets import Redactor
 from batchchat.spec import BudgetSpec, JobSpec
 
 #: how often the progress display and the counters' file are brought up to date
@@ -64,6 +65,8 @@ class RunOptions:
     drain_timeout_s: float = 30.0
     #: called about once a second with the live stats (progress bars, log lines)
     on_progress: Callable[[ExecutionStats], None] | None = None
+    #: told what is allowed but worth a look, once the job is compiled
+    on_warning: Callable[[str], None] | None = None
     run_id: str = field(default_factory=lambda: new_run_id())
 
 
@@ -92,6 +95,9 @@ async def run_job(
     """Run a job to its end (or until ``stop`` is set) and return its outcome."""
     options = options or RunOptions()
     job = compile_job(spec, require_key=not options.dry_run)
+    for warning in job.warnings:
+        if options.on_warning is not None:
+            options.on_warning(warning)
     with open_output(
         spec.output_dir,
         spec,
@@ -106,9 +112,10 @@ async def _run_in(
     out: OutputDir, job: CompiledJob, options: RunOptions, stop: asyncio.Event
 ) -> RunOutcome:
     spec = job.spec
+    redact = Redactor(secret_values(spec.endpoint))
     sink = ParquetSink(
         out.results_dir,
-        ResultEncoder(job.columns, run_id=options.run_id),
+        ResultEncoder(job.columns, run_id=options.run_id, redact=redact),
         part_rows=spec.output.part_rows,
         part_seconds=spec.output.part_seconds,
     )
@@ -139,6 +146,7 @@ async def _run_in(
                 budget=_budget(spec.budget, job.prices, stats),
                 cost_of=_cost_of(job.prices),
                 endpoint=target.display,
+                redact=redact,
                 stop=stop,
                 drain_timeout_s=options.drain_timeout_s,
             )

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import polars as pl
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -296,3 +297,54 @@ async def test_a_second_run_on_the_same_output_exits_2_at_once(
     assert third.returncode == 0
     report = orjson.loads((tmp_path / "out" / "report.json").read_bytes())
     assert report["rows"]["ok"] == 300
+
+
+def test_an_output_given_on_the_command_line_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "work").mkdir()
+    job = write_job(tmp_path / "jobs")
+    monkeypatch.chdir(tmp_path / "work")
+    result = CliRunner().invoke(main, ["run", str(job), "-o", "here", "--limit", "3", "-q"])
+    assert result.exit_code == 0, result.output
+    assert batchchat.read_results(tmp_path / "work" / "here").height == 3
+    assert not (tmp_path / "jobs" / "here").exists()
+
+
+def test_log_json_ends_with_an_error_event_when_the_run_cannot_start(tmp_path: Path) -> None:
+    job = write_job(tmp_path)
+    job.write_text(job.read_text() + "limits: {rmp: 5}\n")
+    result = CliRunner().invoke(main, ["run", str(job), "--log-json"])
+    assert result.exit_code == 2
+    last = orjson.loads(result.stdout.splitlines()[-1])
+    assert last["event"] == "error" and last["exit_code"] == 2
+    assert "limits.rmp" in last["message"]
+
+
+def test_an_output_path_holding_someone_elses_files_exits_2_untouched(tmp_path: Path) -> None:
+    job = write_job(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "thesis.tex").write_text("mine")
+    for flags in ([], ["--force"]):
+        result = CliRunner().invoke(main, ["run", str(job), *flags])
+        assert result.exit_code == 2, result.output
+        assert "not a batchchat output directory" in result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["thesis.tex"]
+
+
+def test_warnings_are_shown_and_sent_as_json_events(tmp_path: Path) -> None:
+    job = write_job(
+        tmp_path,
+        request={"top_k": 40},
+        endpoint={"headers": {"X-Api-Key": "literal-key-123"}},
+    )
+    result = CliRunner().invoke(main, ["validate", str(job)])
+    assert result.exit_code == 0, result.output
+    assert "request.top_k: not an OpenAI Chat Completions parameter" in result.output
+    assert "endpoint.headers.X-Api-Key: a secret written in the spec itself" in result.output
+    result = CliRunner().invoke(main, ["run", str(job), "--log-json", "--limit", "2"])
+    assert result.exit_code == 0, result.output
+    events = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert sum(e["event"] == "warning" for e in events) == 2
+    assert "literal-key-123" not in (tmp_path / "out" / "job.yaml").read_text()

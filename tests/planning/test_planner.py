@@ -855,3 +855,46 @@ def test_the_tokenizer_counts_every_prompt_text(tmp_path: Path) -> None:
     )
     with pytest.raises(SpecError, match=r"limits\.tokenizer: tiktoken is not installed"):
         check_spec_against_input(exact)
+
+
+# -- request keys that are not Chat Completions parameters ---------------------------------------
+
+
+def test_a_near_miss_of_a_parameter_is_a_typo(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, {"max_token": 5})
+    with pytest.raises(SpecError) as caught:
+        check_spec_against_input(spec)
+    assert (
+        "request.max_token: not a Chat Completions parameter (did you mean 'max_tokens'?)"
+        in str(caught.value)
+    )
+
+
+def test_a_servers_own_parameter_is_sent_with_a_warning(tmp_path: Path) -> None:
+    compiled = compile_plan(make_spec(tmp_path, {"top_k": 40}))
+    assert [w.split(":")[0] for w in compiled.request.warnings] == ["request.top_k"]
+    assert "extra_body" in compiled.request.warnings[0]
+    assert all(r.body["top_k"] == 40 for r in plan(make_spec(tmp_path, {"top_k": 40})))
+
+
+def test_extra_body_is_merged_into_the_body_without_a_warning(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, {"extra_body": {"top_k": "{{ rating }}", "min_p": 0.1}})
+    assert compile_plan(spec).request.warnings == ()
+    requests = plan(spec)
+    assert [r.body["top_k"] for r in requests] == [5, 1, 3]  # a whole value keeps its type
+    assert all("extra_body" not in r.body and r.body["min_p"] == 0.1 for r in requests)
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ({"temperature": 0.5}, "request.extra_body.temperature: a Chat Completions parameter"),
+        ("top_k=4", "request.extra_body: must be a mapping"),
+    ],
+)
+def test_extra_body_that_would_be_ambiguous_is_a_problem(
+    tmp_path: Path, extra: Any, fragment: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        check_spec_against_input(make_spec(tmp_path, {"extra_body": extra}))
+    assert fragment in str(caught.value)

@@ -18,7 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchchat.errors import LockedError, ResumeError
+from batchchat.errors import LockedError, ResumeError, SpecError
 from batchchat.models import ExecutionStats
 from batchchat.results.layout import part_paths
 from batchchat.results.ledger import ResumeIndex, read_results, scan_results
@@ -375,3 +375,62 @@ def test_status_of_a_run_whose_id_the_runner_chose(tmp_path: Path) -> None:
         finish_run(tmp_path, "runner-id", "completed")
     status = read_status(tmp_path)
     assert status.state == "done" and status.run_id == "runner-id"
+
+
+def test_another_id_column_is_another_set_of_rows(tmp_path: Path) -> None:
+    with open_output(tmp_path, make_spec(input={"path": "x.jsonl", "id_column": "a"})):
+        pass
+    with pytest.raises(ResumeError, match=r"id_column: 'a' → 'b'"):
+        open_output(tmp_path, make_spec(input={"path": "x.jsonl", "id_column": "b"}))
+
+
+def test_spaces_inside_a_template_tag_still_resume(tmp_path: Path) -> None:
+    def spec(content: str) -> JobSpec:
+        return make_spec(request={"messages": [{"role": "user", "content": content}]})
+
+    with open_output(tmp_path, spec("Label: {{ text }}")):
+        pass
+    with open_output(tmp_path, spec("Label: {{text}}")):
+        pass
+    with pytest.raises(ResumeError):
+        open_output(tmp_path, spec("Label:  {{text}}"))
+
+
+def test_a_directory_from_the_previous_manifest_format_resumes(tmp_path: Path) -> None:
+    spec = make_spec()
+    with open_output(tmp_path, spec) as opened:
+        write_parts(opened.results_dir, spec, [make_result("1")])
+    manifest = orjson.loads((tmp_path / "manifest.json").read_bytes())
+    manifest.update(format=1, fingerprint=spec.legacy_fingerprint())
+    (tmp_path / "manifest.json").write_bytes(orjson.dumps(manifest))
+    with open_output(tmp_path, spec) as opened:
+        assert opened.completed().ok == 1
+    manifest = orjson.loads((tmp_path / "manifest.json").read_bytes())
+    assert manifest["format"] == 2 and manifest["fingerprint"] == spec.request_fingerprint()
+
+
+def test_a_file_or_a_foreign_directory_is_no_output_directory(tmp_path: Path) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    with pytest.raises(SpecError, match=r"is a file, not a directory") as caught:
+        open_output(a_file, make_spec())
+    assert caught.value.exit_code == 2
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("mine")
+    with pytest.raises(SpecError, match=r"not empty and not a batchchat output directory .*thesis"):
+        open_output(home, make_spec(), force=True)
+    assert sorted(os.listdir(home)) == ["thesis.tex"]
+    assert a_file.read_text() == "mine"
+
+
+def test_force_moves_only_what_batchchat_wrote(tmp_path: Path) -> None:
+    spec = make_spec()
+    with open_output(tmp_path, spec) as opened:
+        write_parts(opened.results_dir, spec, [make_result("1")])
+    (tmp_path / "analysis.ipynb").write_text("the user's")
+    with open_output(tmp_path, make_spec(request={"model": "gpt-other"}), force=True) as opened:
+        assert opened.superseded is not None
+        moved = sorted(os.listdir(opened.superseded))
+    assert "analysis.ipynb" not in moved and "results" in moved
+    assert (tmp_path / "analysis.ipynb").read_text() == "the user's"

@@ -464,3 +464,81 @@ def test_the_fingerprint_follows_what_is_sent(tmp_path: Path) -> None:
 def test_redacted_hides_the_simulator_key(tmp_path: Path) -> None:
     spec = load(tmp_path, "endpoint: {simulator: {api_key: s3cret}}")
     assert "s3cret" not in str(spec.redacted())
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("name: a\x00b\n", "job.yaml:1: a NUL byte: a job spec is a text (YAML) file"),
+        ("name: a\nname: b\n", "job.yaml:2: name: given twice (first on line 1)"),
+        (
+            "request:\n  model: a\n  model: b\n",
+            "job.yaml:3: request.model: given twice (first on line 2)",
+        ),
+        ("name: [unclosed\n\t- x", "not valid YAML"),
+    ],
+)
+def test_documents_yaml_would_read_wrongly_are_refused(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    assert fragment in str(caught.value)
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path: Path) -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, 9):  # 10**9 values once expanded
+        below = ", ".join([f"*a{level - 1}"] * 10)
+        levels.append(f"a{level}: &a{level} [{below}]")
+    path = tmp_path / "job.yaml"
+    path.write_text(document("vars:\n  " + "\n  ".join(levels)))
+    with pytest.raises(SpecError, match=r"expands to more than 100,000 values"):
+        load_spec(path)
+
+
+def test_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
+    spec = load(tmp_path, "vars:\n  <<: {x: '1'}\n  <<: {z: '3'}\n  y: '2'")
+    assert spec.vars == {"x": "1", "z": "3", "y": "2"}
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/v1", "api.openai.com/v1", "http://", "file:///etc/passwd"]
+)
+def test_a_base_url_must_be_http(tmp_path: Path, url: str) -> None:
+    with pytest.raises(SpecError, match=r"endpoint\.base_url: .*must be an http:// or https://"):
+        load(tmp_path, f"endpoint: {{base_url: '{url}'}}")
+
+
+def test_redacted_hides_literal_secret_headers_and_url_passwords(tmp_path: Path) -> None:
+    spec = load(
+        tmp_path,
+        "endpoint:\n  base_url: https://bob:hunter2@gw.example:8443/v1\n"
+        "  headers:\n    X-Api-Key: abc123literal\n    Authorization: 'Bearer ${TOKEN}'\n"
+        "    X-Team: data",
+    )
+    assert spec.endpoint.literal_secret_headers() == ["X-Api-Key"]
+    shown = str(spec.redacted())
+    assert "abc123literal" not in shown and "hunter2" not in shown
+    assert "https://bob:***@gw.example:8443/v1" in shown
+    assert "Bearer ${TOKEN}" in shown and "data" in shown
+
+
+def test_spaces_inside_template_tags_do_not_change_the_fingerprint(tmp_path: Path) -> None:
+    def fingerprint(content: str) -> str:
+        section = f"request:\n  model: m\n  messages:\n    - {{role: user, content: '{content}'}}"
+        return load(tmp_path, section).request_fingerprint()
+
+    base = fingerprint("Say {{ row.text }} now")
+    assert fingerprint("Say {{row.text}} now") == base
+    assert fingerprint("Say {{  row.text  }} now") == base
+    assert fingerprint("Say  {{ row.text }} now") != base
+    assert fingerprint("Say {{ row.title }} now") != base
+
+
+def test_the_id_column_is_part_of_the_fingerprint(tmp_path: Path) -> None:
+    base = load(tmp_path, "input:\n  path: data.jsonl\n  id_column: a").request_fingerprint()
+    other = load(tmp_path, "input:\n  path: data.jsonl\n  id_column: b").request_fingerprint()
+    assert base != other

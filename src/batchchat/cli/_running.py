@@ -28,6 +28,7 @@ async def execute_run(
         force=force,
         dry_run=dry_run,
         on_progress=display.update,
+        on_warning=display.warn,
     )
     task = asyncio.current_task()
     assert task is not None

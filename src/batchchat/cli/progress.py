@@ -132,6 +132,13 @@ class ProgressDisplay:
         elif self._mode == "json":
             self.event("finished" if final else "progress", **snapshot.as_event())
 
+    def warn(self, message: str) -> None:
+        """Something allowed but worth a look: a line on stderr, or a JSON event."""
+        if self._mode == "json":
+            self.event("warning", message=message)
+        elif self._mode != "quiet":
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
     def event(self, name: str, **values: Any) -> None:
         """One JSON line (only in json mode): the event name, run id, job, and the values."""
         if self._mode != "json":

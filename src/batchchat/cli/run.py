@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
+import orjson
 
 from batchchat.cli._common import parse_vars, reports_errors
+from batchchat.errors import BatchchatError
 
 
 @click.command()
@@ -63,7 +67,7 @@ def run(
     usage error (nothing sent) · 3 stopped by the budget · 130 interrupted.
     Re-running the same job resumes: finished rows are skipped.
     """
-    from batchchat.api import resolve_spec
+    from batchchat.api import rehearsal_spec, resolve_spec
     from batchchat.cli._running import execute_run
 
     overrides = {
@@ -73,19 +77,19 @@ def run(
         "rpm": rpm,
         "tpm": tpm,
     }
-    spec = resolve_spec(
-        job, {k: v for k, v in overrides.items() if v is not None}, parse_vars(variables)
-    )
-    if dry_run and new_output is None and output is None:
-        from batchchat.api import rehearsal_spec
-
-        spec = rehearsal_spec(spec)
-    if new_output is not None:
-        _require_fresh(Path(spec.output_dir))
-    mode = "json" if log_json else "quiet" if quiet else "live" if sys.stderr.isatty() else "plain"
-    code = asyncio.run(
-        execute_run(spec, mode=mode, retry_failed=retry_failed, force=force, dry_run=dry_run)
-    )
+    with _said_in_json(log_json):
+        given = {k: v for k, v in overrides.items() if v is not None}
+        spec = resolve_spec(job, given, parse_vars(variables))
+        if dry_run and new_output is None and output is None:
+            spec = rehearsal_spec(spec)
+        if new_output is not None:
+            _require_fresh(Path(spec.output_dir))
+        mode = (
+            "json" if log_json else "quiet" if quiet else "live" if sys.stderr.isatty() else "plain"
+        )
+        code = asyncio.run(
+            execute_run(spec, mode=mode, retry_failed=retry_failed, force=force, dry_run=dry_run)
+        )
     raise SystemExit(code)
 
 
@@ -95,3 +99,16 @@ def _require_fresh(path: Path) -> None:
 
     if OutputLayout(path).parts():
         raise ResumeError(f"--new-output {path} already holds results; choose another directory")
+
+
+@contextlib.contextmanager
+def _said_in_json(log_json: bool) -> Iterator[None]:
+    """With --log-json, an error that ends the command is a last JSON event too: a machine
+    reading the events always learns how the run ended, also when it never started."""
+    try:
+        yield
+    except BatchchatError as exc:
+        if log_json:
+            event = {"event": "error", "message": str(exc), "exit_code": int(exc.exit_code)}
+            click.echo(orjson.dumps(event).decode())
+        raise

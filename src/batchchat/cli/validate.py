@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import polars as pl
 from rich.console import Console
+from rich.markup import escape
 
 from batchchat.cli._common import (
     compiled_or_problems,
@@ -38,6 +39,8 @@ def validate(job: Path, variables: tuple[str, ...]) -> None:
     compiled = compiled_or_problems(job, load_spec(job, variables=parse_vars(variables)))
     console = Console(highlight=False)
     console.print(grid(_summary_rows(compiled, job)))
+    for warning in compiled.warnings:
+        console.print(f"[yellow]warning[/yellow]  {escape(warning)}")
     console.print(
         f"[green]OK[/green]  {job} is ready to run; see its requests with: batchchat plan {job}"
     )

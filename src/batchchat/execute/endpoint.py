@@ -61,6 +61,24 @@ def resolve_headers(
     return headers
 
 
+def secret_values(
+    endpoint: EndpointSpec, environ: Mapping[str, str] | None = None
+) -> frozenset[str]:
+    """Every secret a run sends: the key, each ``${VAR}`` value in a header, a literal value
+    of a header named like a secret, the simulator's key (to be masked wherever they show)."""
+    env = os.environ if environ is None else environ
+    found = set()
+    if endpoint.api_key_env and env.get(endpoint.api_key_env):
+        found.add(env[endpoint.api_key_env])
+    for value in endpoint.headers.values():
+        found.update(env[name] for name in _ENV_REFERENCE.findall(value) if env.get(name))
+    for name in endpoint.literal_secret_headers():
+        found.add(endpoint.headers[name].removeprefix("Bearer ").strip())
+    if endpoint.simulator is not None and endpoint.simulator.api_key:
+        found.add(endpoint.simulator.api_key)
+    return frozenset(found)
+
+
 def _expand(value: str, header: str, env: Mapping[str, str]) -> str:
     return _ENV_REFERENCE.sub(lambda match: _env_value(match.group(1), header, env), value)
 

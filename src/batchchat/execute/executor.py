@@ -28,6 +28,7 @@ from batchchat.execute.parse import parse_response
 from batchchat.execute.state import Execution, Job, Pricer, Settings
 from batchchat.execute.transport import HTTPResponse, Transport
 from batchchat.models import ChatRequest, ChatResponse, ChatResult, ExecutionStats, StopReason
+from batchchat.secrets import redact_shapes
 from batchchat.spec import LimitsSpec, RetrySpec
 
 # -- the steps --------------------------------------------------------------------------------
@@ -206,6 +207,7 @@ async def execute(
     budget: Budget | None = None,
     cost_of: Pricer | None = None,
     endpoint: str | None = None,
+    redact: Callable[[str], str] | None = None,
     stop: asyncio.Event | None = None,
     drain_timeout_s: float = 30.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -223,7 +225,8 @@ async def execute(
     or ``on_result`` raises (``ERROR``: in-flight attempts finish and are handed over,
     then the first error is raised).
     ``cost_of`` prices each result (the budget reads what is spent from ``stats``);
-    ``endpoint`` names the server in messages (default: ``url``). ``max_pending`` bounds
+    ``endpoint`` names the server in messages (default: ``url``); ``redact`` masks secrets
+    in what is kept of an error (``stats.fatal_error``). ``max_pending`` bounds
     the requests pulled from ``requests`` and not finished yet (default: 4 ×
     max_concurrency, at least 1024).
     """
@@ -237,6 +240,7 @@ async def execute(
         headers=headers,
         on_result=on_result,
         endpoint=endpoint or url,
+        redact=redact or redact_shapes,
         budget=budget,
         cost_of=cost_of,
     )

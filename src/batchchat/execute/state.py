@@ -63,6 +63,8 @@ class Settings:
     on_result: Callable[[ChatResult], None]
     #: the endpoint as people know it (no credentials), for messages
     endpoint: str
+    #: masks secrets in what is kept of an error
+    redact: Callable[[str], str] = str
     budget: Budget | None = None
     cost_of: Pricer | None = None
 
@@ -225,7 +227,7 @@ class Execution:
         """Every other request would fail like the ones so far: send nothing more."""
         verdict = self.failfast.verdict
         if verdict is not None and self.stopping is None:
-            self.stats.fatal_error = verdict
+            self.stats.fatal_error = self.settings.redact(verdict)
             self.begin_stop(StopReason.FATAL)
 
     def stop_on_error(self, error: Exception) -> None:

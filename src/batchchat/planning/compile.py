@@ -16,7 +16,12 @@ import orjson
 from jinja2 import Environment
 
 from batchchat.errors import SpecError
-from batchchat.planning.fields import field_problems
+from batchchat.planning.fields import (
+    EXTRA_BODY,
+    KNOWN_FIELDS,
+    field_problems,
+    unknown_field_findings,
+)
 from batchchat.planning.messages import MessageLayout, message_problems, show_value
 from batchchat.planning.templates import (
     CompiledTree,
@@ -65,6 +70,8 @@ class CompiledRequest:
     keep_columns: tuple[str, ...]
     #: template syntax errors and static fields of the wrong type, each with its location
     problems: tuple[str, ...] = ()
+    #: what is allowed but worth a look (request keys that are no Chat Completions parameter)
+    warnings: tuple[str, ...] = ()
 
     @property
     def refs(self) -> tuple[TemplateRef, ...]:
@@ -92,7 +99,11 @@ def compile_request(spec: JobSpec) -> CompiledRequest:
         count_text = estimate_text_tokens
     static_tokens = 0
     layout = MessageLayout()
-    for key, value in _with_stream_usage(spec.request).items():
+    request, extra_problems = _with_extra_body(_with_stream_usage(spec.request))
+    problems.extend(extra_problems)
+    typos, warnings = unknown_field_findings(spec.request)
+    problems.extend(typos)
+    for key, value in request.items():
         if key == "messages" and isinstance(value, list):
             tree, layout, static_tokens = _compile_messages(value, env, problems, count_text)
         else:
@@ -126,7 +137,28 @@ def compile_request(spec: JobSpec) -> CompiledRequest:
         base_url=spec.endpoint.base_url,
         keep_columns=tuple(spec.output.keep_columns),
         problems=(*problems, *seed_problem),
+        warnings=tuple(warnings),
     )
+
+
+def _with_extra_body(request: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``request`` with ``extra_body``'s keys in the body itself (what a server receives)."""
+    fields = {key: value for key, value in request.items() if key != EXTRA_BODY}
+    extra = request.get(EXTRA_BODY)
+    if extra is None:
+        return fields, []
+    if not isinstance(extra, Mapping):
+        return fields, [f"request.{EXTRA_BODY}: must be a mapping of a server's own parameters"]
+    problems = []
+    for key, value in extra.items():
+        if key in fields or key in KNOWN_FIELDS:
+            problems.append(
+                f"request.{EXTRA_BODY}.{key}: a Chat Completions parameter: put it under "
+                "request itself (given in both places, which would win?)"
+            )
+        else:
+            fields[str(key)] = value
+    return fields, problems
 
 
 def _with_stream_usage(request: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -7,6 +7,7 @@ Unknown fields pass through untouched, so new API parameters need no release.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -69,6 +70,43 @@ FIELD_RULES: dict[str, _Rule] = {
     ),
     "tool_choice": ("a string or a mapping", lambda v: _is_text(v) or _is_mapping(v)),
 }
+#: every OpenAI Chat Completions parameter (typed above, or passed as given)
+KNOWN_FIELDS = frozenset(FIELD_RULES) | {
+    "messages", "functions", "function_call", "verbosity", "prompt_cache_key",
+    "safety_identifier",
+}  # fmt: skip
+#: where a server's own parameters go (vLLM's top_k, Qwen's enable_thinking, ...): merged
+#: into the body as they are, without a warning (the name the openai client uses too)
+EXTRA_BODY = "extra_body"
+#: how alike an unknown key must be to a parameter to be taken for a typo of it
+_TYPO_CUTOFF = 0.85
+
+
+def unknown_field_findings(keys: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(problems, warnings) for the request keys that are not Chat Completions parameters.
+
+    A key that looks like a parameter (``max_token``) is a typo, a problem: a server would
+    reject every row, or ignore it in silence. Any other unknown key is passed through
+    (a server's extension), with a warning until it is put under ``extra_body``.
+    """
+    problems, warnings = [], []
+    for key in keys:
+        if key in KNOWN_FIELDS or key == EXTRA_BODY:
+            continue
+        close = difflib.get_close_matches(key, KNOWN_FIELDS, n=1, cutoff=_TYPO_CUTOFF)
+        if close:
+            problems.append(
+                f"request.{key}: not a Chat Completions parameter (did you mean '{close[0]}'?); "
+                f"a server's own parameter goes under request.{EXTRA_BODY}"
+            )
+        else:
+            warnings.append(
+                f"request.{key}: not an OpenAI Chat Completions parameter; it is sent as "
+                f"given (a server's own?). Put it under request.{EXTRA_BODY} to say so"
+            )
+    return problems, warnings
+
+
 #: fields whose value may arrive as text from a template or --var and is parsed ("0.7" → 0.7)
 _PARSED_FROM_TEXT = frozenset(
     k for k, rule in FIELD_RULES.items() if rule in (_NUMBER, _INTEGER, _BOOLEAN)

@@ -30,11 +30,11 @@ from typing import Any
 import jinja2
 import orjson
 from jinja2 import meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from batchchat.errors import TemplateError
 from batchchat.planning.media import data_url, image_parts
 from batchchat.planning.rules import PART_TYPES
+from batchchat.planning.sandbox import BoundedSandbox, render_bounded
 
 #: names every template sees besides the row's columns
 BUILTIN_NAMES = frozenset({"row", "vars", "row_id", "sample"})
@@ -95,7 +95,7 @@ class CompiledTree:
 @functools.cache
 def make_environment(base_dir: str) -> jinja2.Environment:
     """The sandboxed, strict environment for a spec whose relative paths start at base_dir."""
-    env = ImmutableSandboxedEnvironment(
+    env = BoundedSandbox(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -185,7 +185,7 @@ def _compile_string(
     if fast is not None:
         return _guarded(fast, location, source), ref
     template = env.from_string(ast)
-    return _guarded(lambda ctx: template.render(ctx), location, source), ref
+    return _guarded(lambda ctx: render_bounded(template, ctx), location, source), ref
 
 
 def _single_expression(ast: nodes.Template, source: str) -> str | None:

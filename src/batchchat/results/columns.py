@@ -7,7 +7,6 @@ each a :class:`ColumnGroup`. :mod:`batchchat.results.schema` picks a job's group
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ import pyarrow as pa
 from batchchat.errors import error_type_name
 from batchchat.models import ChatResult, Choice, TokenLogprob, ToolCall
 from batchchat.results.structured import StructuredOutput, list_of
+from batchchat.secrets import Redactor, redact_shapes
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -57,27 +57,7 @@ CHOICES = list_of(
     )
 )
 
-#: what an error message or raw body may carry that must not reach a file
-_SECRETS = (
-    (re.compile(r"(?i)\b(bearer)\s+[^\s\"',;]{8,}"), r"\1 ***"),
-    (re.compile(r"\b(sk|pk|rk|sess)-[A-Za-z0-9_\-]{12,}"), r"\1-***"),
-    # a value with a digit, or a long one: "invalid_api_key: Incorrect ..." is not a key
-    (
-        re.compile(
-            r"(?i)(api[_-]?key[\"']?\s*[:=]\s*[\"']?)"
-            r"(?:(?=[^\s\"'&,;]*\d)[^\s\"'&,;]{8,}|[^\s\"'&,;]{20,})"
-        ),
-        r"\1***",
-    ),
-)
 _MAX_MESSAGE_CHARS = 2000
-
-
-def scrub(text: str) -> str:
-    """``text`` with anything shaped like a key or bearer token replaced by ``***``."""
-    for pattern, replacement in _SECRETS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +87,7 @@ def identity(keep: Mapping[str, pa.DataType]) -> ColumnGroup:
     return ColumnGroup("identity", fields, extract)
 
 
-def outcome(run_id: str | None) -> ColumnGroup:
+def outcome(run_id: str | None, redact: Redactor = redact_shapes) -> ColumnGroup:
     fields = (
         pa.field("status", _STR),
         pa.field("error_type", _STR),
@@ -125,7 +105,7 @@ def outcome(run_id: str | None) -> ColumnGroup:
         if error is None and result.response is not None:
             status, kind, message = STATUS_OK, None, None
         else:
-            status, kind, message = STATUS_ERROR, *_describe_error(error)
+            status, kind, message = STATUS_ERROR, *_describe_error(error, redact)
         return (
             status,
             kind,
@@ -141,10 +121,10 @@ def outcome(run_id: str | None) -> ColumnGroup:
     return ColumnGroup("outcome", fields, extract)
 
 
-def _describe_error(error: BaseException | None) -> tuple[str, str]:
+def _describe_error(error: BaseException | None, redact: Redactor) -> tuple[str, str]:
     if error is None:
         return "NoResponse", "the request ended without an error and without a response"
-    message = scrub(str(error)) or type(error).__name__
+    message = redact(str(error)) or type(error).__name__
     if len(message) > _MAX_MESSAGE_CHARS:
         message = message[: _MAX_MESSAGE_CHARS - 1] + "…"
     return error_type_name(error), message
@@ -293,9 +273,9 @@ def structured(parser: StructuredOutput) -> ColumnGroup:
     return ColumnGroup("structured", fields, extract)
 
 
-def raw() -> ColumnGroup:
+def raw(redact: Redactor = redact_shapes) -> ColumnGroup:
     def extract(result: ChatResult) -> tuple[Any, ...]:
         raw = None if result.response is None else result.response.raw
-        return (None if raw is None else scrub(raw),)
+        return (None if raw is None else redact(raw),)
 
     return ColumnGroup("raw", (pa.field("raw_response", _STR),), extract)

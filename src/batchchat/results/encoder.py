@@ -17,13 +17,20 @@ from batchchat.errors import SinkError
 from batchchat.models import ChatResult
 from batchchat.planning.source import polars_type
 from batchchat.results.schema import ResultColumns
+from batchchat.secrets import Redactor, redact_shapes
 
 
 class ResultEncoder:
     """Buffers results as rows of values and hands them out as Arrow tables (the hot path)."""
 
-    def __init__(self, columns: ResultColumns, *, run_id: str | None = None) -> None:
-        groups = columns.groups(run_id)
+    def __init__(
+        self,
+        columns: ResultColumns,
+        *,
+        run_id: str | None = None,
+        redact: Redactor = redact_shapes,
+    ) -> None:
+        groups = columns.groups(run_id, redact)
         names = [field.name for group in groups for field in group.fields]
         self.schema = schema = columns.schema
         self._extracts = [group.extract for group in groups]

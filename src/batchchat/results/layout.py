@@ -88,6 +88,29 @@ class OutputLayout:
         """Whether batchchat ever wrote here (a manifest, results or run counters)."""
         return any(path.exists() for path in (self.manifest, self.results, self.runs))
 
+    def written(self) -> list[Path]:
+        """What batchchat writes here (what --force moves aside), the manifest last."""
+        reports = [self.report(suffix) for suffix in ("json", "md", "html")]
+        return [self.results, self.runs, self.job_yaml, *reports, self.manifest]
+
+    def problem(self) -> str | None:
+        """Why this path cannot be an output directory (None when it can): batchchat writes
+        only into a directory of its own, never among files it did not write."""
+        root = self.root
+        if root.exists() and not root.is_dir():
+            return f"output.path: {root} is a file, not a directory"
+        if not root.is_dir() or self.is_output_dir():
+            return None
+        own = {path.name for path in (*self.written(), self.lock, self.superseded)}
+        foreign = sorted(entry.name for entry in root.iterdir() if entry.name not in own)
+        if not foreign:
+            return None
+        shown = ", ".join(foreign[:5]) + (", …" if len(foreign) > 5 else "")
+        return (
+            f"output.path: {root} is not empty and not a batchchat output directory (it holds "
+            f"{shown}); batchchat writes only into a directory of its own: choose another"
+        )
+
     def parts(self) -> list[Path]:
         """The finished parts, in write order (part numbers only grow, across runs too)."""
         return part_paths(self.results)

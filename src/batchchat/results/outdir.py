@@ -13,20 +13,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import yaml
 
 from batchchat._version import __version__
-from batchchat.errors import ResumeError, SinkError
+from batchchat.errors import ResumeError, SinkError, SpecError
 from batchchat.models import new_run_id
 from batchchat.results.layout import OutputLayout, fsync_dir, remove_temporaries, write_atomically
 from batchchat.results.ledger import ResumeIndex, build_index, compact_parts
 from batchchat.results.lock import DirLock, LockInfo
 from batchchat.spec import JobSpec
+from batchchat.spec.model import without_password
 
-_FORMAT = 1
+#: 2: the fingerprint counts input.id_column, and templates by their tokens
+_FORMAT = 2
 #: runs remembered in the manifest (a daily job re-run for years must not grow it forever)
 _MAX_RUNS = 100
 _MAX_CHANGES_SHOWN = 20
@@ -100,6 +101,9 @@ def open_output(
     """
     path = Path(out_dir)
     layout = OutputLayout(path)
+    problem = layout.problem()
+    if problem is not None:
+        raise SpecError(problem)
     run_id = run_id or new_run_id()
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -131,7 +135,7 @@ def _prepare(layout: OutputLayout, spec: JobSpec, force: bool, dry_run: bool) ->
             f"them is unknown. Re-run with --new-output DIR to write elsewhere, or --force to "
             f"start over here (the old results are moved to {layout.superseded}/, not deleted)."
         )
-    elif manifest is not None and manifest.get("fingerprint") != spec.request_fingerprint():
+    elif manifest is not None and not _same_requests(manifest, spec):
         raise ResumeError(_changed_spec_message(layout, manifest, spec))
     elif manifest is not None and has_parts and bool(manifest.get("dry_run")) != dry_run:
         raise ResumeError(_mixed_dry_run_message(layout, dry_run))
@@ -139,6 +143,13 @@ def _prepare(layout: OutputLayout, spec: JobSpec, force: bool, dry_run: bool) ->
     remove_temporaries(layout.results)  # half-written parts of a crashed run; never results
     remove_temporaries(layout.root)
     return superseded
+
+
+def _same_requests(manifest: dict[str, Any], spec: JobSpec) -> bool:
+    """Whether the directory's results answer this spec's requests, row for row."""
+    if manifest.get("format", 1) < _FORMAT:  # written before id_column counted
+        return bool(manifest.get("fingerprint") == spec.legacy_fingerprint())
+    return bool(manifest.get("fingerprint") == spec.request_fingerprint())
 
 
 def _changed_spec_message(layout: OutputLayout, manifest: dict[str, Any], spec: JobSpec) -> str:
@@ -179,11 +190,9 @@ def _move_aside(layout: OutputLayout) -> Path:
         suffix += 1
         target = layout.superseded / f"{stamp}-{suffix}"
     target.mkdir(parents=True)
-    keep = {layout.lock.name, layout.superseded.name, layout.manifest.name}
-    entries = [e for e in layout.root.iterdir() if e.name not in keep]
-    # the manifest goes last: a crash halfway leaves a manifest with fewer (or no) parts,
-    # which resumes as a fresh start, never parts without their manifest
-    for entry in [*entries, layout.manifest]:
+    # only what batchchat wrote, the manifest last: a crash halfway leaves a manifest with
+    # fewer (or no) parts, which resumes as a fresh start, never parts without their manifest
+    for entry in layout.written():
         if entry.exists():
             entry.rename(target / entry.name)
     fsync_dir(layout.root)
@@ -234,17 +243,8 @@ def _write_manifest(
 def _identity(spec: JobSpec) -> dict[str, Any]:
     """The request-affecting settings as JSON data, with any password in the URL hidden."""
     identity = orjson.loads(orjson.dumps(spec.request_identity(), option=orjson.OPT_NON_STR_KEYS))
-    identity["base_url"] = _redact_url(str(identity.get("base_url", "")))
+    identity["base_url"] = without_password(str(identity.get("base_url", "")))
     return dict(identity)
-
-
-def _redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _job_yaml(spec: JobSpec) -> bytes:

@@ -22,6 +22,7 @@ from batchchat.errors import SpecError
 from batchchat.results import columns
 from batchchat.results.columns import ColumnGroup
 from batchchat.results.structured import StructuredOutput, list_of, response_json_schema
+from batchchat.secrets import Redactor, redact_shapes
 from batchchat.spec import JobSpec
 
 
@@ -40,16 +41,23 @@ class ResultColumns:
     #: groups another stage adds (labels)
     extra: tuple[ColumnGroup, ...] = ()
 
-    def groups(self, run_id: str | None = None) -> list[ColumnGroup]:
-        """Every column group, in column order (``run_id`` fills the ``run_id`` column)."""
-        groups = [columns.identity(self.keep), columns.outcome(run_id), columns.response()]
+    def groups(
+        self, run_id: str | None = None, redact: Redactor = redact_shapes
+    ) -> list[ColumnGroup]:
+        """Every column group, in column order (``run_id`` fills the ``run_id`` column;
+        ``redact`` masks secrets in error messages and raw responses)."""
+        groups = [
+            columns.identity(self.keep),
+            columns.outcome(run_id, redact),
+            columns.response(),
+        ]
         if self.choices:
             groups.append(columns.choices())
         groups.append(columns.usage())
         if self.structured is not None:
             groups.append(columns.structured(self.structured))
         if self.raw:
-            groups.append(columns.raw())
+            groups.append(columns.raw(redact))
         groups.extend(self.extra)
         return groups
 

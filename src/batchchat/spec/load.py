@@ -58,33 +58,84 @@ def load_spec(
         raise SpecError(f"{where}: invalid job spec ({count}):", problems) from None
 
 
+#: the most values a spec may hold once its aliases are expanded: a spec is a page of
+#: settings, and ``&a [*b, *b, ...]`` nested ten deep would be a billion
+MAX_SPEC_VALUES = 100_000
+
+
 def _parse_yaml(text: str, where: str) -> tuple[dict[str, Any], dict[_Path, int]]:
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise SpecError(f"{where}:{line}: a NUL byte: a job spec is a text (YAML) file")
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        _check_size(node, where)
+        lines: dict[_Path, int] = {}
+        _index_lines(node, (), lines, where)
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        line = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise SpecError(f"{where}{line}: not valid YAML: {exc.problem}") from None
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise SpecError(f"{where}{at}: not valid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{where}: not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise SpecError(f"{where}: a job spec is a YAML mapping (name:, input:, request:, ...)")
-    lines: dict[_Path, int] = {}
-    _index_lines(node, (), lines)
     return data, lines
 
 
-def _index_lines(node: yaml.Node | None, path: _Path, lines: dict[_Path, int]) -> None:
-    """Record the 1-based line of every key and list item, by its path in the document."""
+def _check_size(root: yaml.Node | None, where: str) -> None:
+    """Refuse a document whose aliases expand it past :data:`MAX_SPEC_VALUES` values."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, visiting: frozenset[int]) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in visiting:
+            raise SpecError(f"{where}:{node.start_mark.line + 1}: an alias that contains itself")
+        inside = visiting | {id(node)}
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        total = 1 + sum(size(child, inside) for child in children)
+        if total > MAX_SPEC_VALUES:
+            raise SpecError(
+                f"{where}: the spec expands to more than {MAX_SPEC_VALUES:,} values (aliases "
+                "inside aliases?): refused"
+            )
+        sizes[id(node)] = total
+        return total
+
+    if root is not None:
+        size(root, frozenset())
+
+
+def _index_lines(node: yaml.Node | None, path: _Path, lines: dict[_Path, int], where: str) -> None:
+    """Record the 1-based line of every key and list item, by its path in the document;
+    a key given twice in one mapping is an error (YAML would keep the last in silence)."""
     if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
             child = (*path, key_node.value)
-            lines[child] = key_node.start_mark.line + 1
-            _index_lines(value_node, child, lines)
+            line = key_node.start_mark.line + 1
+            if key_node.value in seen and key_node.value != "<<":
+                field = ".".join(str(part) for part in child)
+                raise SpecError(
+                    f"{where}:{line}: {field}: given twice (first on line {seen[key_node.value]})"
+                )
+            seen[key_node.value] = line
+            lines[child] = line
+            _index_lines(value_node, child, lines, where)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             child = (*path, index)
             lines[child] = item.start_mark.line + 1
-            _index_lines(item, child, lines)
+            _index_lines(item, child, lines, where)
 
 
 def _describe(error: Any, where: str, lines: dict[_Path, int]) -> str:

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from jinja2 import StrictUndefined, TemplateError, UndefinedError
@@ -114,6 +115,22 @@ class SimulatorSpec(Strict):
     error_style: Literal["openai", "llamacpp"] = "openai"
 
 
+#: header names whose values are credentials
+_SECRET_HEADER = re.compile(r"(?i)auth|key|token|secret|passw|cookie|credential")
+#: a header value that only names environment variables: "${TOKEN}", "Bearer ${KEY}"
+_ONLY_VARIABLES = re.compile(r"(?:[A-Za-z]+ )?(?:\$\{[A-Za-z_][A-Za-z0-9_]*\}\s*)+")
+
+
+def without_password(url: str) -> str:
+    """``url`` with any password in it shown as ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 class EndpointSpec(Strict):
     base_url: str = SIMULATOR
     #: the NAME of the environment variable holding the key; never the key itself
@@ -132,6 +149,27 @@ class EndpointSpec(Strict):
     @property
     def is_simulator(self) -> bool:
         return self.base_url == SIMULATOR
+
+    @field_validator("base_url")
+    @classmethod
+    def _is_an_http_url(cls, value: str) -> str:
+        if value == SIMULATOR:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"must be an http:// or https:// URL such as https://api.openai.com/v1, or "
+                f"'{SIMULATOR}'; got {value!r}"
+            )
+        return value
+
+    def literal_secret_headers(self) -> list[str]:
+        """Headers whose name says secret but whose value is written in the spec itself."""
+        return [
+            name
+            for name, value in self.headers.items()
+            if _SECRET_HEADER.search(name) and not _ONLY_VARIABLES.fullmatch(value)
+        ]
 
     @field_validator("api_key_env")
     @classmethod
@@ -271,29 +309,67 @@ class JobSpec(Strict):
         return path if path.is_absolute() else Path(os.path.normpath(Path(self.base_dir) / path))
 
     def request_identity(self) -> dict[str, Any]:
-        """Everything that changes what is sent, as plain data (what the fingerprint hashes)."""
+        """Everything that changes what is sent, and which rows results belong to, as plain
+        data: shown when a resume is refused, hashed (templates canonical) for it."""
         return {
             "request": self.request,
             "seed": self.seed if not isinstance(self.seed, SeedSpec) else self.seed.model_dump(),
             "samples": self.samples,
             "base_url": self.endpoint.base_url,
             "vars": self.vars,
+            # results are filed under row ids: other ids would be other rows, paid again
+            "id_column": self.input.id_column,
         }
 
     def request_fingerprint(self) -> str:
-        """Hash of everything that changes what is sent; resume refuses when it differs."""
-        parts = self.request_identity()
-        # YAML maps like logit_bias {50256: -100} have integer keys; JSON makes them strings
-        options = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-        return hashlib.sha256(orjson.dumps(parts, option=options)).hexdigest()
+        """Hash of everything that changes what is sent; resume refuses when it differs.
+
+        A template counts by its tokens, so spaces inside ``{{ }}`` or ``{% %}`` change
+        nothing, while any change to the text around them does.
+        """
+        identity = self.request_identity()
+        identity["request"] = _canonical(identity["request"])
+        return _digest(identity)
+
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint of output directories written before ``id_column`` counted."""
+        identity = self.request_identity()
+        del identity["id_column"]
+        return _digest(identity)
 
     def redacted(self) -> dict[str, Any]:
-        """The resolved spec as plain data, safe to write next to results (no secrets)."""
+        """The resolved spec as plain data, safe to write next to results (no secrets): a
+        simulator key, secret-looking header values written literally, a URL's password."""
         data = self.model_dump(mode="json", exclude_none=True)
-        sim = data.get("endpoint", {}).get("simulator")
+        endpoint = data.get("endpoint", {})
+        sim = endpoint.get("simulator")
         if sim and sim.get("api_key"):
             sim["api_key"] = "***"
+        for name in self.endpoint.literal_secret_headers():
+            endpoint["headers"][name] = "***"
+        endpoint["base_url"] = without_password(self.endpoint.base_url)
         return data
+
+
+def _digest(data: Any) -> str:
+    # YAML maps like logit_bias {50256: -100} have integer keys; JSON makes them strings
+    options = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+    return hashlib.sha256(orjson.dumps(data, option=options)).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with each template string replaced by its tokens (whitespace in tags gone)."""
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    if not isinstance(value, str) or not any(mark in value for mark in ("{{", "{%", "{#")):
+        return value
+    try:
+        tokens = [(kind, text) for _, kind, text in _PATH_TEMPLATES.lex(value)]
+    except TemplateError:
+        return value  # not a template after all: its text is what counts
+    return {"template": [token for token in tokens if token[0] != "whitespace"]}
 
 
 _PATH_TEMPLATES = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
