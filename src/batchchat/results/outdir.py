@@ -24,7 +24,7 @@ from batchchat.results.layout import OutputLayout, fsync_dir, remove_temporaries
 from batchchat.results.ledger import ResumeIndex, build_index, compact_parts
 from batchchat.results.lock import DirLock, LockInfo
 from batchchat.spec import JobSpec
-from batchchat.spec.model import without_password
+from batchchat.spec.endpoint import without_password
 
 #: 2: the fingerprint counts input.id_column, and templates by their tokens
 _FORMAT = 2

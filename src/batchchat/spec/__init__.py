@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
+from batchchat.spec.base import SIMULATOR
+from batchchat.spec.endpoint import EndpointSpec, FaultSpec, LatencySpec, SimulatorSpec
 from batchchat.spec.load import load_spec
-from batchchat.spec.model import (
-    SIMULATOR,
+from batchchat.spec.model import JobSpec
+from batchchat.spec.sections import (
     BudgetSpec,
-    EndpointSpec,
-    FaultSpec,
     InputSpec,
-    JobSpec,
-    LatencySpec,
     LimitsSpec,
     OutputSpec,
     PriceSpec,
     RetrySpec,
     SeedSpec,
-    SimulatorSpec,
 )
 
 __all__ = [

@@ -13,7 +13,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from batchchat.errors import SpecError
-from batchchat.spec.model import JobSpec, Strict
+from batchchat.spec.base import Strict
+from batchchat.spec.model import JobSpec
 
 # -- loading ------------------------------------------------------------------------------------
 
