@@ -234,6 +234,7 @@ def _unsendable(failure: RowFailure) -> ChatResult:
         est_prompt_tokens=0,
         max_output_tokens=0,
         keep=failure.keep,
+        row_index=failure.row_index,
     )
     return ChatResult(
         request=request,

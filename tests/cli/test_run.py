@@ -348,3 +348,13 @@ def test_warnings_are_shown_and_sent_as_json_events(tmp_path: Path) -> None:
     events = [orjson.loads(line) for line in result.stdout.splitlines()]
     assert sum(e["event"] == "warning" for e in events) == 2
     assert "literal-key-123" not in (tmp_path / "out" / "job.yaml").read_text()
+
+
+def test_a_budget_stop_says_the_budget_is_per_run(tmp_path: Path) -> None:
+    job = write_job(tmp_path, rows=200, budget={"max_cost_usd": 0.00001})
+    result = CliRunner().invoke(main, ["run", str(job)])
+    assert result.exit_code == 3, result.output
+    text = " ".join(result.output.split())
+    assert "Stopped by the budget: this run spent $" in text
+    assert "The budget counts per run: a re-run sends the" in text
+    assert "requests left with a fresh budget" in text
