@@ -51,7 +51,7 @@ from batchchat.spec import BudgetSpec, JobSpec
 
 #: how often the progress display and the counters' file are brought up to date
 _PROGRESS_S = 1.0
-_STATS_S = 2.0
+_STATS_S = 1.0
 
 
 @dataclass
