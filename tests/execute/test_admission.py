@@ -98,10 +98,25 @@ async def test_a_503_retry_after_holds_the_run_too() -> None:
     assert admission.congested
 
 
-async def test_one_piece_of_advice_cannot_hold_the_run_past_max_pause() -> None:
+@pytest.mark.parametrize(
+    "error",
+    [_429(retry_after=3600.0), ServerError("down", status=503, retry_after=86400.0)],
+    ids=["429", "503"],
+)
+async def test_advice_longer_than_max_wait_holds_nothing(error: Exception) -> None:
+    # the attempt fails without a retry (retry.max_wait_s); holding every other row for
+    # max_wait_s each would only turn a quick failure into hours of waiting
     time = FakeTime()
     admission = Admission(LimitsSpec(), max_pause_s=5.0, clock=time.clock, sleep=time.sleep)
-    admission.on_failure(_429(retry_after=3600.0), sent_at=time.now)
+    admission.on_failure(error, sent_at=time.now)  # type: ignore[arg-type]
+    assert admission.paused_until <= time.now
+
+
+async def test_a_reset_header_cannot_hold_the_run_past_max_pause() -> None:
+    time = FakeTime()
+    admission = Admission(LimitsSpec(), max_pause_s=5.0, clock=time.clock, sleep=time.sleep)
+    headers = _rl(remaining_requests="0", reset_requests="6h")
+    admission.on_response(headers, sent_at=time.now, send=1, charged=1)
     assert admission.paused_until == pytest.approx(time.now + 5.0)
 
 

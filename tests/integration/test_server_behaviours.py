@@ -152,3 +152,20 @@ async def test_a_spec_limit_above_a_gateways_window_does_not_slow_the_run(
     # full, as a window may hold an earlier run's requests), so three windows at most
     assert elapsed <= 3 * window + 0.5, elapsed
     assert sim.stats()["rate_limited"] <= rows - per_window + rows // per_window
+
+
+async def test_a_server_down_for_a_day_ends_the_run_quickly(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    # 503 with retry-after 86400: no row can succeed within retry.max_wait_s; each fails
+    # at its first attempt and fail-fast ends the run (it used to hold the run for
+    # max_wait_s after every row: hours)
+    sim = await simulator_factory(faults={"http_503": 1.0, "retry_after_s": 86400})
+    spec = job(tmp_path, sim.base_url, 50, limits={"max_concurrency": 1})
+    outcome = await asyncio.wait_for(run_job(spec), 60)
+    assert outcome.exit_code == 1
+    assert outcome.stats.stop_reason.value == "fatal"
+    assert sim.stats()["requests"] <= 20  # one attempt per row, until fail-fast
+    assert "retry-after" in (outcome.stats.fatal_error or "").lower() or "503" in (
+        outcome.stats.fatal_error or ""
+    )

@@ -196,7 +196,7 @@ class Admission:
             return
         self.failures.record(True)
         advice = error.retry_after if isinstance(error, APIStatusError) else None
-        if advice is not None:
+        if advice is not None and advice <= self._max_pause_s:
             self.hold_until(self._clock() + advice)  # a 503's retry-after is heeded too
         overloaded = isinstance(error, ServerError) and (
             error.http_status in _OVERLOADED or advice is not None
@@ -207,7 +207,10 @@ class Admission:
     def _on_rate_limited(self, error: RateLimitError, sent_at: float) -> None:
         now = self._clock()
         if error.retry_after is not None:
-            self.hold_until(now + error.retry_after)  # the server's word, always heeded
+            # the server's word, heeded; advice longer than retry.max_wait_s holds nothing:
+            # the attempt fails without a retry, and fail-fast ends the run when all do
+            if error.retry_after <= self._max_pause_s:
+                self.hold_until(now + error.retry_after)
         elif sent_at >= self._pause_began:
             # (attempts sent before the current hold began are the same storm: ignored)
             self.hold_until(now + self._next_quiet_pause())
