@@ -169,6 +169,37 @@ async def test_a_spent_window_without_a_reset_lets_one_probe_through_at_a_time()
     assert admission.window.left == 56
 
 
+async def test_a_gateways_refusal_holds_until_its_window_has_room_not_a_minute_more() -> None:
+    # LiteLLM says "retry after 60" on every refusal, counted from the refusal; a window
+    # that counted our first attempt of this minute has room a minute after that attempt
+    time = FakeTime()
+    admission = _admission(time, max_concurrency=8)
+    began = time.now
+    first = await admission.admit(1)
+    admission.on_response(
+        _rl(limit_requests="5", remaining_requests="4"), sent_at=began, send=first, charged=1
+    )
+    time.now += 5.0  # the window's other sends went, then the probe was refused
+    admission.on_failure(_429(retry_after=60.0), sent_at=time.now)
+    assert admission.paused_until == pytest.approx(began + 60.0)
+    # after the hold, the next send begins the next window; a refusal a minute after the
+    # window began means the window is not what we thought: the advice counts then
+    time.now = began + 60.0
+    await admission.admit(1)
+    time.now += 61.0
+    admission.on_failure(_429(retry_after=60.0), sent_at=time.now)
+    assert admission.paused_until == pytest.approx(time.now + 60.0)
+
+
+async def test_without_a_window_model_the_advice_is_heeded_as_given() -> None:
+    time = FakeTime()
+    admission = _admission(time)
+    await admission.admit(1)
+    time.now += 5.0
+    admission.on_failure(_429(retry_after=60.0), sent_at=time.now)
+    assert admission.paused_until == pytest.approx(time.now + 60.0)
+
+
 async def test_limits_announced_on_200s_are_not_taken_for_pacing() -> None:
     # a 200's numbers say what is left of this window; pacing smoothly at a gateway's
     # limit would spread a window's burst over a minute, and a daily limit means nothing

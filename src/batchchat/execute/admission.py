@@ -30,7 +30,12 @@ from batchchat.errors import (
     is_retryable,
 )
 from batchchat.execute.concurrency import ConcurrencyGate, FailureShare, WindowAllowance
-from batchchat.execute.headers import has_rate_limit_headers, read_quota, wait_for_room_s
+from batchchat.execute.headers import (
+    WINDOW_S,
+    has_rate_limit_headers,
+    read_quota,
+    wait_for_room_s,
+)
 from batchchat.execute.pacing import Pacer, slower
 from batchchat.spec import LimitsSpec
 
@@ -74,6 +79,9 @@ class Admission:
         self.sends = 0
         #: True once any response carried x-ratelimit headers
         self.saw_rate_headers = False
+        #: when the first attempt since the last hold went: a per-minute window that
+        #: counted it has room again a minute later, however it is aligned
+        self._window_began: float | None = None
 
     def _pacer(self, per_minute: float) -> Pacer:
         return Pacer(per_minute, clock=self._clock, sleep=self._sleep)
@@ -101,6 +109,8 @@ class Admission:
             self.release()
             raise
         self.sends += 1
+        if self._window_began is None:
+            self._window_began = self._clock()
         return self.sends
 
     async def _pace(self, tokens: int) -> None:
@@ -132,6 +142,7 @@ class Admission:
             if self.paused_until <= self._clock():
                 self._pause_began = self._clock()
                 self._answered_since_pause = False
+                self._window_began = None  # the next send begins the next window
             self.paused_until = when
 
     @property
@@ -210,13 +221,23 @@ class Admission:
             # the server's word, heeded; advice longer than retry.max_wait_s holds nothing:
             # the attempt fails without a retry, and fail-fast ends the run when all do
             if error.retry_after <= self._max_pause_s:
-                self.hold_until(now + error.retry_after)
+                self.hold_until(self._window_end(now, now + error.retry_after))
         elif sent_at >= self._pause_began:
             # (attempts sent before the current hold began are the same storm: ignored)
             self.hold_until(now + self._next_quiet_pause())
         self._adopt_announced_limits(error.headers)
         if not has_rate_limit_headers(error.headers):
             self.concurrency.decrease(now)
+
+    def _window_end(self, now: float, advised: float) -> float:
+        """When a spent window without a reset header (a gateway's) has room again: at the
+        latest a minute after its first attempt, whether it is a rolling window or a
+        calendar minute. A gateway's advice counts from the refusal (LiteLLM always says
+        60 s), so it would waste up to the whole window; it bounds the hold otherwise."""
+        began = self._window_began
+        if not math.isfinite(self.window.left) or began is None or began + WINDOW_S <= now:
+            return advised
+        return min(advised, began + WINDOW_S)
 
     def _next_quiet_pause(self) -> float:
         """1 s, then twice as long while no attempt got through in between, up to a minute."""
