@@ -13,6 +13,7 @@ comment that neither GitHub nor the site shows:
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +45,7 @@ def pages() -> list[Path]:
     """The README and every hand-written page of the site (generated ones are tested apart)."""
     found = [ROOT / "README.md"]
     found += sorted(
-        path
-        for path in DOCS.rglob("*.md")
-        if "_gen" not in path.parts and not is_generated(path)
+        path for path in DOCS.rglob("*.md") if "_gen" not in path.parts and not is_generated(path)
     )
     return found
 
@@ -113,7 +112,8 @@ class ConsoleStep:
 
 
 def console_steps(code: str) -> list[ConsoleStep]:
-    """``$ command`` lines (with ``\\`` continuations) and the output shown after each."""
+    """``$ command`` lines (continued after a ``\\`` or inside quotes) and the output shown
+    after each."""
     steps: list[ConsoleStep] = []
     lines = code.splitlines()
     index = 0
@@ -121,7 +121,7 @@ def console_steps(code: str) -> list[ConsoleStep]:
         line = lines[index]
         assert line.startswith("$ "), f"console output before any command: {line!r}"
         command = [line[2:]]
-        while command[-1].endswith("\\") and index + 1 < len(lines):
+        while _continues("\n".join(command)) and index + 1 < len(lines):
             index += 1
             command.append(lines[index])
         index += 1
@@ -131,3 +131,14 @@ def console_steps(code: str) -> list[ConsoleStep]:
             index += 1
         steps.append(ConsoleStep("\n".join(command), "\n".join(output)))
     return steps
+
+
+def _continues(command: str) -> bool:
+    """Whether a command goes on on the next line: a trailing backslash, an open quote."""
+    if command.endswith("\\"):
+        return True
+    try:
+        shlex.split(command)
+    except ValueError:
+        return True
+    return False
