@@ -1,0 +1,29 @@
+"""``--help`` says where the documentation is: the site, and each command's own page."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from batchchat.cli import COMMANDS, main
+from batchchat.cli._docs import COMMAND_PAGES, DOCS_URL, docs_url
+
+
+def test_the_main_help_links_to_the_site() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    assert f"Documentation: {DOCS_URL}" in result.output
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_each_command_links_to_its_page(command: str) -> None:
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0
+    # click may wrap the line before the address; the address itself is never broken
+    assert docs_url(COMMAND_PAGES[command]) in result.output.split()
+
+
+def test_every_command_has_a_page() -> None:
+    assert set(COMMAND_PAGES) == set(COMMANDS)
+    assert all(url.startswith("reference/cli/#batchchat-") for url in COMMAND_PAGES.values())
+    assert DOCS_URL.startswith("https://") and DOCS_URL.endswith("/")
