@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import functools
 import http.server
-import subprocess
+import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -37,7 +37,7 @@ def served(site: Path) -> Iterator[str]:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -82,7 +82,7 @@ class Browser:
                 """(async () => {
                   const box = document.querySelector('.md-search__input');
                   box.focus();
-                  box.value = %s;
+                  box.value = QUERY;
                   box.dispatchEvent(new Event('input', {bubbles: true}));
                   box.dispatchEvent(new KeyboardEvent('keyup', {bubbles: true, key: 'a'}));
                   for (let wait = 0; wait < 100; wait++) {
@@ -91,23 +91,16 @@ class Browser:
                     await new Promise(done => setTimeout(done, 100));
                   }
                   return [];
-                })()"""
-                % _js_string(query)
+                })()""".replace("QUERY", json.dumps(query))
             )
         )
-
-
-def _js_string(text: str) -> str:
-    import json
-
-    return json.dumps(text)
 
 
 @contextlib.asynccontextmanager
 async def browser(profile: Path) -> AsyncIterator[Browser]:
     """A headless Chromium (skips when there is none, unless CI demands it)."""
-    process = subprocess.Popen(
-        [
+    process = await asyncio.create_subprocess_exec(
+        *[
             chromium(),
             "--headless",
             "--no-sandbox",
@@ -120,8 +113,8 @@ async def browser(profile: Path) -> AsyncIterator[Browser]:
             f"--user-data-dir={profile}",
             "about:blank",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         port = await _debugging_port(profile / "DevToolsActivePort", process)
@@ -134,17 +127,23 @@ async def browser(profile: Path) -> AsyncIterator[Browser]:
     finally:
         process.terminate()
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+            await asyncio.wait_for(process.wait(), timeout=10)
+        except TimeoutError:
             process.kill()
-            process.wait()
+            await process.wait()
 
 
-async def _debugging_port(announced: Path, process: subprocess.Popen[bytes]) -> str:
+async def _debugging_port(announced: Path, process: asyncio.subprocess.Process) -> str:
     """The port Chromium writes into its profile once it listens for DevTools."""
     for _ in range(300):
-        if announced.is_file() and announced.read_text().strip():
-            return announced.read_text().split()[0]
-        assert process.poll() is None, f"chromium exited with {process.returncode}"
+        port = await asyncio.to_thread(_port_in, announced)
+        if port:
+            return port
+        assert process.returncode is None, f"chromium exited with {process.returncode}"
         await asyncio.sleep(0.1)
     raise AssertionError("chromium did not open its DevTools port within 30 s")
+
+
+def _port_in(announced: Path) -> str | None:
+    text = announced.read_text() if announced.is_file() else ""
+    return text.split()[0] if text.strip() else None

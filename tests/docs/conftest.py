@@ -43,8 +43,11 @@ class BuiltSite:
 def built_site(tmp_path_factory: pytest.TempPathFactory) -> BuiltSite:
     """``mkdocs build --strict`` of the site, once per session (skips without the docs extra,
     unless CI demands it with BATCHCHAT_REQUIRE_DOCS)."""
-    absent = [name for name in ("mkdocs", "material", "mkdocstrings_handlers.python")
-              if importlib.util.find_spec(name.split(".")[0]) is None]
+    absent = [
+        name
+        for name in ("mkdocs", "material", "mkdocstrings_handlers.python")
+        if importlib.util.find_spec(name.split(".")[0]) is None
+    ]
     if absent:
         missing(
             "docs",

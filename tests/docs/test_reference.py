@@ -14,7 +14,8 @@ from types import ModuleType
 import pytest
 from pydantic import BaseModel, Field
 
-from batchchat.cli.simulate import simulate, spec_keys as simulator_keys
+from batchchat.cli.simulate import simulate
+from batchchat.cli.simulate import spec_keys as simulator_keys
 from batchchat.spec import JobSpec, SimulatorSpec
 from tests.docs._markdown import DOCS, ROOT
 
@@ -77,7 +78,7 @@ def test_a_spec_field_without_a_comment_stops_the_generator() -> None:
         fine: int = 1
         silent: int = Field(default=2, gt=0)
 
-    with pytest.raises(ValueError, match="Undocumented.silent .* has no #: comment"):
+    with pytest.raises(ValueError, match=r"Undocumented\.silent .* has no #: comment"):
         generator().spec_table("demo", Undocumented)
 
 
