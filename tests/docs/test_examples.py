@@ -35,6 +35,14 @@ BIN = str(Path(sys.executable).parent)
 PAGES = {str(path.relative_to(ROOT)): path for path in pages()}
 
 
+def runnable(path: Path) -> list[Block]:
+    return [block for block in blocks(path) if block.lang in RUN and block.skip is None]
+
+
+#: the pages with something to run (the others are checked by the build alone)
+RUNNABLE = sorted(page for page, path in PAGES.items() if runnable(path))
+
+
 def test_every_block_is_run_or_shown_on_purpose() -> None:
     unknown = [
         f"{block.where} ({block.lang})"
@@ -45,19 +53,28 @@ def test_every_block_is_run_or_shown_on_purpose() -> None:
     assert not unknown, "blocks in a language this test neither runs nor knows: " + str(unknown)
 
 
+def test_examples_stay_inside_the_project() -> None:
+    """A reader's copy of an example writes where the reader is, and so does the test's."""
+    outside = [
+        block.where
+        for path in PAGES.values()
+        for block in runnable(path)
+        if "/tmp/" in block.code or "~/" in block.code
+    ]
+    assert not outside, f"examples that write outside the project: {outside}"
+    assert len(RUNNABLE) >= 15
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("page", sorted(PAGES))
+@pytest.mark.parametrize("page", RUNNABLE)
 def test_the_examples_of_a_page_run(
     page: str, docs_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runnable = [b for b in blocks(PAGES[page]) if b.lang in RUN and b.skip is None]
-    if not runnable:
-        pytest.skip(f"{page} has no example to run")
     project = tmp_path / "project"
     shutil.copytree(docs_project, project)
     monkeypatch.chdir(project)
     with Page(project) as run:
-        for block in runnable:
+        for block in runnable(PAGES[page]):
             run.block(block)
 
 
