@@ -10,11 +10,6 @@ from __future__ import annotations
 #: the root of the published documentation site (built from docs/ by MkDocs)
 DOCS_URL = "https://batchchat.readthedocs.io/en/latest/"
 
-#: the page of the site, as a URL path under DOCS_URL, that documents each command
-COMMAND_PAGES = {
-    name: f"reference/cli/#batchchat-{name}"
-    for name in ("run", "validate", "plan", "simulate", "report", "export", "status")
-}
 
 
 def docs_url(page: str = "") -> str:
@@ -22,7 +17,12 @@ def docs_url(page: str = "") -> str:
     return DOCS_URL + page
 
 
+def command_page(command: str) -> str:
+    """The page (a URL path under DOCS_URL) that documents ``batchchat COMMAND``: its entry
+    in the CLI reference, which docs/_gen/reference.py writes for every command."""
+    return f"reference/cli/#batchchat-{command}"
+
+
 def docs_epilog(command: str | None = None) -> str:
     """The last line of a command's ``--help``: where to read more."""
-    page = COMMAND_PAGES[command] if command is not None else ""
-    return f"Documentation: {docs_url(page)}"
+    return f"Documentation: {docs_url(command_page(command) if command else '')}"
