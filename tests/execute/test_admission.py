@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time as wall
 
 import pytest
 
@@ -171,6 +172,21 @@ async def test_a_server_counting_a_tighter_limit_than_the_spec_governs_alone() -
     admission.on_response(headers, sent_at=time.now, send=1, charged=1)
     assert admission.rpm is None  # the server's own window (and its counts) govern
     assert admission.tpm is not None and admission.tpm.per_minute == 1_000_000  # ours is lower
+
+
+async def test_attempts_queued_in_a_spec_bucket_go_once_the_server_governs() -> None:
+    # seen on LiteLLM with limits.rpm 3x its own: the attempts already waiting in the
+    # spec's bucket kept its spacing after the bucket was dropped (84 s instead of 60)
+    admission = Admission(LimitsSpec(rpm=6), clock=wall.monotonic, sleep=asyncio.sleep)
+    assert admission.rpm is not None
+    admission.rpm.adjust(-admission.rpm.capacity)  # room for one now, the next in ~10 s
+    send = await admission.admit(1)
+    queued = [asyncio.create_task(admission.admit(1)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    assert not any(task.done() for task in queued)
+    headers = _rl(limit_requests="2", remaining_tokens="1000")
+    admission.on_response(headers, sent_at=wall.monotonic(), send=send, charged=1)
+    assert sorted(await asyncio.wait_for(asyncio.gather(*queued), timeout=5)) == [2, 3, 4]
 
 
 async def test_a_429_announcing_a_lower_limit_is_adopted_for_pacing() -> None:

@@ -6,13 +6,13 @@ never in a polling loop:
 1. the run-wide **hold**, set by the server: a 429's retry-after (in any spelling), a
    429 without advice (a pause that grows while 429s go on: the window may be a whole
    minute), or ``x-ratelimit-*`` headers saying the window is spent until its reset;
-2. the **concurrency gate** (AIMD on congestion when ``limits.adaptive``) and the
-   **window allowance**: a server that counts requests without saying when its window
-   resets (a LiteLLM gateway's calendar minute) is sent no more than it has left, and
-   one probe at a time once it has none;
-3. the **RPM** bucket and 4. the **TPM** bucket: the spec's limits, lowered to any lower
-   limit a 429 announces; charged with the planner's estimate at admission and
-   corrected with the real usage afterwards.
+2. the **concurrency gate** (AIMD on congestion when ``limits.adaptive``);
+3. the **RPM** and **TPM** buckets: the spec's limits, lowered to any lower limit a 429
+   announces (dropped when the server's own window is tighter); charged with the
+   planner's estimate at admission and corrected with the real usage afterwards;
+4. the **window allowance**: a server that counts requests without saying when its
+   window resets (a LiteLLM gateway's calendar minute) is sent no more than it has left,
+   and one probe at a time once it has none.
 """
 
 from __future__ import annotations
@@ -87,15 +87,13 @@ class Admission:
             await self._hold()
         await self.concurrency.acquire()
         try:
+            await self._pace(tokens)
+            # last, so that what it knows of the server's window is as fresh as can be
             await self.window.acquire()
         except BaseException:
             self.concurrency.release()
             raise
         try:
-            if self.rpm is not None:
-                await self.rpm.acquire(1)
-            if self.tpm is not None:
-                await self.tpm.acquire(tokens)
             # a 429 may have arrived while this attempt waited for the buckets
             if self.paused_until > self._clock():
                 await self._hold()
@@ -104,6 +102,18 @@ class Admission:
             raise
         self.sends += 1
         return self.sends
+
+    async def _pace(self, tokens: int) -> None:
+        """Wait for the RPM and TPM buckets; a bucket replaced while we waited (a server's
+        tighter limit, or none of ours any more) is waited for afresh."""
+        while (rpm := self.rpm) is not None:
+            await rpm.acquire(1)
+            if not rpm.retired:
+                break
+        while (tpm := self.tpm) is not None:
+            await tpm.acquire(tokens)
+            if not tpm.retired:
+                break
 
     def release(self) -> None:
         """The attempt admitted last by this caller has ended."""
@@ -158,8 +168,10 @@ class Admission:
         minute); the server's counts and resets (or its 429s) say when to stop instead.
         """
         if rpm is not None and self.rpm is not None and rpm < self.rpm.per_minute:
+            self.rpm.retire()  # its waiters go now: the server's window counts for them
             self.rpm = None
         if tpm is not None and self.tpm is not None and tpm < self.tpm.per_minute:
+            self.tpm.retire()
             self.tpm = None
 
     def on_success(self, *, charged: int, counted: int | None = None) -> None:
