@@ -11,7 +11,6 @@ from __future__ import annotations
 DOCS_URL = "https://batchchat.readthedocs.io/en/latest/"
 
 
-
 def docs_url(page: str = "") -> str:
     """The address of ``page`` (a URL path such as ``reference/cli/``) on the site."""
     return DOCS_URL + page
