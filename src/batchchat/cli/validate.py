@@ -20,12 +20,13 @@ from batchchat.cli._common import (
     shown_path,
     var_option,
 )
+from batchchat.cli._docs import docs_epilog
 from batchchat.job import CompiledJob
 from batchchat.planning.reader import count_rows
 from batchchat.spec import JobSpec, SeedSpec, load_spec
 
 
-@click.command()
+@click.command(epilog=docs_epilog("validate"))
 @job_argument
 @var_option
 @reports_errors

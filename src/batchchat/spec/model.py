@@ -43,24 +43,47 @@ def _as_text(value: Any) -> Any:
     return value
 
 
-#: the top-level keys of a job spec
 class JobSpec(Strict):
+    """A job: which rows, sent where, asking what, written how. Relative paths in it are
+    relative to the job file's own directory, so a job runs the same from anywhere."""
+
+    #: the job's name; the default output directory is ``out/<name>``
+    #: default: the job file's name without ``.yaml``
     name: str
+    #: the dataset
     input: InputSpec
+    #: where requests go
+    #: default: the built-in simulator
     endpoint: EndpointSpec = EndpointSpec()
+    #: the Chat Completions body, templated per row: ``model`` and ``messages`` are required,
+    #: every other field is passed through (see [The job file](../job.md#the-request))
     request: dict[str, Any]
+    #: ``1234``: that seed on every request. ``{base: 1234, per_row: true}``: a stable seed
+    #: per row and sample, the same on every re-run. Set it here or as ``request.seed``
+    #: default: none
     seed: int | SeedSpec | None = None
+    #: independent requests per row (custom ids ``<row id>#0``, ``#1``, …)
     samples: int = Field(default=1, gt=0)
+    #: client-side rate limits
     limits: LimitsSpec = LimitsSpec()
+    #: the retry policy
     retry: RetrySpec = RetrySpec()
+    #: where and what to write
     output: OutputSpec = OutputSpec()
+    #: prices per model, extending and overriding the built-in table
+    #: default: the built-in table
     pricing: dict[str, PriceSpec] = Field(default_factory=dict)
-    #: USD per unit of each other currency used by a price (e.g. {CNY: 0.14})
+    #: USD per unit of each other currency used by a price (e.g. ``{CNY: 0.14}``)
     currency_rates: dict[str, float] = Field(default_factory=dict)
+    #: a spending cap per run
+    #: default: no budget
     budget: BudgetSpec | None = None
-    #: values for ``{{ vars.x }}`` in templates and output.path; ``--var k=v`` overrides
+    #: text values for ``{{ vars.x }}`` in templates and paths (quote numbers: ``t: "0.7"``);
+    #: ``--var x=value`` overrides them
     vars: dict[str, str] = Field(default_factory=dict)
-    #: the directory relative paths in the spec are resolved against
+    #: the directory relative paths in the spec are resolved against; set it only in a spec
+    #: given to the Python API as a mapping
+    #: default: the job file's directory (for a mapping: the working directory)
     base_dir: str = "."
 
     @field_validator("vars", mode="before")
