@@ -45,6 +45,7 @@ _TOP_FLAGS = (
     "close_after_stream",
     "context_tokens",
     "error_style",
+    "capacity",
 )
 #: flags that set a FaultSpec field besides the probabilities
 _FAULT_KNOBS = {"stall_s": "stall_s", "trickle_interval_s": "trickle_interval_s"}
@@ -129,6 +130,12 @@ def _fault_option(flag: str, text: str) -> Callable[[Any], Any]:
     "--error-style",
     type=click.Choice(["openai", "llamacpp"]),
     help="Word the context-overflow 400 like OpenAI or like llama-server.",
+)
+@click.option(
+    "--capacity",
+    type=click.IntRange(min=1),
+    help="Requests served at once at full speed; past it answers slow down (latency × "
+    "in-flight ÷ capacity), past twice it requests get 503 'overloaded'.",
 )
 @click.option(
     "--api-key-env",

@@ -246,6 +246,8 @@ class SimulatorServer:
             if overflow is not None:
                 return self._context_overflow(overflow)
             sim = dataclasses.replace(sim, max_tokens=budget)
+        if self._overload() > 2:  # turned away before it costs the limits anything
+            return self._fault_response("http_503")
         charge = prompt_tokens + (sim.max_tokens or DEFAULT_CHARGED_COMPLETION_TOKENS) * sim.n
         admission = self._limiter.admit(prompt_tokens, charge, self._limit_clock())
         if not admission.admitted:
@@ -276,6 +278,15 @@ class SimulatorServer:
             self._record_answer(key, completion.usage)
         return response
 
+    def _overload(self) -> float:
+        """Requests in flight per unit of ``capacity`` (0 when the capacity is unlimited)."""
+        capacity = self.config.capacity
+        return 0.0 if capacity is None else self._stats.in_flight / capacity
+
+    def _latency_s(self) -> float:
+        """This answer's latency: stretched by the overload, as a loaded server's would be."""
+        return self._latency.sample() * max(1.0, self._overload())
+
     def _draw_fault(self, key: str, sim: SimRequest) -> str | None:
         arrival = self._stats.arrivals[key]
         self._stats.arrivals[key] = arrival + 1
@@ -301,7 +312,7 @@ class SimulatorServer:
         self, request: web.Request, completion: Completion, fault: str | None
     ) -> tuple[web.StreamResponse, bool]:
         """A non-streamed answer; the truncate, trickle and body faults change how."""
-        await self._pacer.sleep(self._latency.sample())
+        await self._pacer.sleep(self._latency_s())
         # a gateway counts tokens once the answer is in, before it sends the headers
         self._limiter.charge_usage(completion.usage["total_tokens"], self._limit_clock())
         headers = self._answer_headers(completion)
@@ -329,7 +340,7 @@ class SimulatorServer:
         elif fault in BODY_FAULTS:
             frames = malform_frames(fault, frames)
         if fault == "trickle":
-            await self._pacer.sleep(self._latency.sample())
+            await self._pacer.sleep(self._latency_s())
             body = b"".join(frame for frame, _ in frames)
             interval = self.config.faults.trickle_interval_s
             response, complete = await send.send_trickled(
@@ -341,7 +352,7 @@ class SimulatorServer:
                 frames,
                 headers,
                 self._pacer,
-                latency=self._latency.sample(),
+                latency=self._latency_s(),
                 tokens_per_s=self.config.tokens_per_s,
                 cut=fault == "truncate",
             )
