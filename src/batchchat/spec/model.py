@@ -19,6 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from batchchat.errors import SpecError
 from batchchat.spec.base import Strict
+from batchchat.spec.cache import CacheSpec, default_cache_dir
 from batchchat.spec.endpoint import (
     EndpointSpec,
     without_password,
@@ -58,6 +59,8 @@ class JobSpec(Strict):
     #: USD per unit of each other currency used by a price (e.g. {CNY: 0.14})
     currency_rates: dict[str, float] = Field(default_factory=dict)
     budget: BudgetSpec | None = None
+    #: the response cache (opt-in; ``cache: true`` takes every default)
+    cache: CacheSpec | None = None
     #: values for ``{{ vars.x }}`` in templates and output.path; ``--var k=v`` overrides
     vars: dict[str, str] = Field(default_factory=dict)
     #: the directory relative paths in the spec are resolved against
@@ -70,6 +73,13 @@ class JobSpec(Strict):
         if not isinstance(value, dict):
             return value
         return {key: _as_text(item) for key, item in value.items()}
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_switch(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        return None if value is False else value
 
     @field_validator("request")
     @classmethod
@@ -104,6 +114,15 @@ class JobSpec(Strict):
         against the spec's directory, so a cron job may run from any working directory."""
         path = Path(os.path.expanduser(_render_path(raw, self.vars, self.name)))
         return path if path.is_absolute() else Path(os.path.normpath(Path(self.base_dir) / path))
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """The response cache's directory; None when the job uses no cache."""
+        if self.cache is None or not self.cache.is_on:
+            return None
+        if self.cache.path is None:
+            return default_cache_dir()
+        return self.resolve_path(self.cache.path)
 
     def request_identity(self) -> dict[str, Any]:
         """Everything that changes what is sent, and which rows results belong to, as plain

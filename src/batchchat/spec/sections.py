@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import codecs
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from batchchat.spec.base import Strict
+from batchchat.spec.where import WhereError, parse_where
 
 
 class InputSpec(Strict):
@@ -22,6 +23,19 @@ class InputSpec(Strict):
     #: the text encoding of CSV and JSONL files (Python's codec names: latin-1, cp1252, ...);
     #: a byte that does not decode is an input error naming its file, line and column
     encoding: str = "utf-8"
+    #: a filter over the rows of a batchchat output directory read as input (chaining), in
+    #: the small language of :mod:`batchchat.spec.where`: ``label_confidence < 0.6``
+    where: str | None = None
+
+    @field_validator("where")
+    @classmethod
+    def _is_a_filter(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_where(value)
+            except WhereError as exc:
+                raise ValueError(f"not a filter: {exc} (see docs/cache.md, Chaining)") from None
+        return value
 
     @field_validator("encoding")
     @classmethod
@@ -63,6 +77,20 @@ class RetrySpec(Strict):
     rate_limit_patience_s: float = Field(default=900.0, gt=0)
 
 
+class ReaskSpec(Strict):
+    """What a row whose answer fails its check (JSON, schema, label, cut short) gets."""
+
+    #: how many times such a row is asked again, after its first answer
+    count: int = Field(default=2, ge=0, le=10)
+    #: show the model its answer and what is wrong with it (a repair turn); false: send
+    #: the same request again (useful only when it samples: temperature > 0, no seed)
+    repair: bool = True
+    #: the repair turn's text; ``{error}`` is replaced by what is wrong with the answer
+    repair_prompt: str | None = None
+    #: an answer cut by the token limit is asked again with the limit times this
+    max_tokens_factor: float = Field(default=2.0, ge=1.0, le=16.0)
+
+
 class OutputSpec(Strict):
     #: output directory; default ``out/<job name>``; may use ``{{ vars.x }}``
     path: str | None = None
@@ -71,9 +99,20 @@ class OutputSpec(Strict):
     keep_raw: bool = False
     labels: list[str] | dict[str, str] | None = None
     label_field: str | None = None
+    #: re-asks of rows whose answer does not parse, fit the schema or match a label
+    #: (``reask: 2`` is ``reask: {count: 2}``)
+    reask: ReaskSpec | None = None
     #: a part is written every ``part_rows`` results or ``part_seconds``, whichever first
     part_rows: int = Field(default=50_000, gt=0)
     part_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("reask", mode="before")
+    @classmethod
+    def _count_alone(cls, value: Any) -> Any:
+        # `reask: 2` is what people write for "two re-asks, with the repair turn"
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"count": value}
+        return value
 
 
 class PriceSpec(Strict):
