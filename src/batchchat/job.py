@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from batchchat.answers.check import JobCheck, answer_check, parse_status_group
 from batchchat.errors import BatchchatError, SpecError
 from batchchat.execute.endpoint import resolve_headers
 from batchchat.labels.columns import label_column_group
@@ -35,11 +36,14 @@ class CompiledJob:
     plan: Plan
     prices: PriceTable
     columns: ResultColumns
+    #: the check of each answer (JSON, schema, label); None when the job checks nothing
+    check: JobCheck | None = None
 
     @property
     def warnings(self) -> list[str]:
         """What is allowed but worth a look before a run."""
         found = list(self.plan.request.warnings)
+        found += reask_warnings(self.spec)
         found += [
             f"endpoint.headers.{name}: a secret written in the spec itself; name an environment "
             f"variable instead, as ${{VAR}} (job.yaml in the output shows it as ***)"
@@ -90,13 +94,43 @@ def _compile(spec: JobSpec, problems: _Problems, *, require_key: bool) -> Compil
         return None
     problems.lines.extend(f"  {line}" for line in plan_problems(plan))
     problems.check(lambda: check_unique_ids(plan.source))
-    columns = _result_columns(spec, plan, problems)
+    check = _answer_check(spec)
+    columns = _result_columns(spec, plan, problems, check)
     if prices is None or columns is None:
         return None
-    return CompiledJob(spec, plan, prices, columns)
+    return CompiledJob(spec, plan, prices, columns, check)
 
 
-def _result_columns(spec: JobSpec, plan: Plan, problems: _Problems) -> ResultColumns | None:
+def _answer_check(spec: JobSpec) -> JobCheck | None:
+    try:
+        return answer_check(spec)
+    except SpecError:
+        return None  # bad labels or a bad schema: the result columns report it, once
+
+
+def reask_warnings(spec: JobSpec) -> list[str]:
+    """Re-ask settings that are allowed but will not do what they seem to."""
+    reask = spec.output.reask
+    if reask is None or reask.count == 0:
+        return []
+    found = []
+    if spec.output.parse is None and spec.output.labels is None:
+        found.append(
+            "output.reask: without output.parse or output.labels only answers cut by the "
+            "token limit are asked again"
+        )
+    temperature = spec.request.get("temperature")
+    if not reask.repair and (temperature == 0 or spec.seed is not None):
+        found.append(
+            "output.reask.repair is false and the request is deterministic (temperature 0 "
+            "or a seed): asked the same again, a model will most likely answer the same"
+        )
+    return found
+
+
+def _result_columns(
+    spec: JobSpec, plan: Plan, problems: _Problems, check: JobCheck | None
+) -> ResultColumns | None:
     # kept columns missing from the input are plan problems already: not repeated here
     schema = plan.source.schema
     kept = [name for name in spec.output.keep_columns if name in schema]
@@ -107,6 +141,8 @@ def _result_columns(spec: JobSpec, plan: Plan, problems: _Problems) -> ResultCol
         problems.check(lambda: result_columns(checked, schema))  # the kept columns, alone
         return None
     extra = [labels] if labels is not None else []
+    if check is not None:
+        extra.append(parse_status_group(check))
     columns = problems.check(lambda: result_columns(checked, schema, extra_groups=extra))
     return columns if len(kept) == len(spec.output.keep_columns) else None
 

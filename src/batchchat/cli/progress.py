@@ -24,6 +24,8 @@ class Snapshot:
     done: int
     failed: int
     skipped: int
+    #: rows answered from the response cache (nothing sent for them)
+    cached: int
     requests_sent: int
     rate_limited: int
     elapsed_s: float
@@ -44,6 +46,7 @@ class Snapshot:
             done=done,
             failed=stats.results_error,
             skipped=stats.skipped,
+            cached=stats.cache_hits,
             requests_sent=stats.requests_sent,
             rate_limited=stats.rate_limited,
             elapsed_s=elapsed,
@@ -56,8 +59,9 @@ class Snapshot:
     def line(self) -> str:
         eta = f", ETA {format_duration(self.eta_s)}" if self.eta_s is not None else ""
         skipped = f", {self.skipped:,} skipped" if self.skipped else ""
+        cached = f", {self.cached:,} from the cache" if self.cached else ""
         return (
-            f"{self.done:,} done ({self.failed:,} failed{skipped}), "
+            f"{self.done:,} done ({self.failed:,} failed{skipped}{cached}), "
             f"{self.requests_per_s:,.1f} req/s, {self.tokens_per_s:,.0f} tok/s, "
             f"${self.cost_usd:,.4f}{eta}"
         )
@@ -67,6 +71,7 @@ class Snapshot:
             "done": self.done,
             "failed": self.failed,
             "skipped": self.skipped,
+            "cached": self.cached,
             "requests_sent": self.requests_sent,
             "rate_limited": self.rate_limited,
             "elapsed_s": round(self.elapsed_s, 3),
