@@ -181,6 +181,7 @@ class Execution:
             return
         asked.earlier_attempts += job.attempts
         self.stats.reasks += 1
+        self.reasking.discard(job)  # the row goes on as the follow-up's job
         self.enqueue(follow_up, asked)
 
     def retry_later(self, job: Job, wait_s: float) -> None:

@@ -38,6 +38,12 @@ class FaultSpec(Strict):
     empty_choices: float = Field(default=0.0, ge=0, le=1)  # 200 with "choices": []
     no_message: float = Field(default=0.0, ge=0, le=1)  # 200 whose choices lack "message"
     trickle: float = Field(default=0.0, ge=0, le=1)  # body sent a byte per trickle_interval_s
+    #: a 200 whose answer is wrong, as models answer: JSON that does not parse (JSON
+    #: response formats), JSON that breaks the json_schema, a label that is none of the
+    #: prompt's; drawn per arrival of a request, so asking again can come back right
+    invalid_json: float = Field(default=0.0, ge=0, le=1)
+    schema_mismatch: float = Field(default=0.0, ge=0, le=1)
+    off_label: float = Field(default=0.0, ge=0, le=1)
     stall_s: float = Field(default=3600.0, gt=0)
     trickle_interval_s: float = Field(default=1.0, gt=0)
     #: ``retry-after`` seconds on the injected 500/502/503 (None: no header)
