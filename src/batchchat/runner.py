@@ -101,12 +101,14 @@ async def run_job(
     for warning in job.warnings:
         if options.on_warning is not None:
             options.on_warning(warning)
+    upstream = None if job.upstream is None else job.upstream.record
     with open_output(
         spec.output_dir,
-        spec,
+        job.spec,
         force=options.force,
         run_id=options.run_id,
         dry_run=options.dry_run,
+        upstream=upstream,
     ) as out:
         return await _run_in(out, job, options, stop or asyncio.Event())
 
