@@ -88,9 +88,11 @@ def job_problems(spec: JobSpec) -> list[str]:
 
 def _compile(spec: JobSpec, problems: _Problems, *, require_key: bool) -> CompiledJob | None:
     chained = problems.check(lambda: _chained_input(spec))
-    spec, upstream = chained if chained is not None else (spec, None)
-    rows = None if upstream is None else upstream.rows
-    plan = problems.check(lambda: compile_plan(spec, rows))
+    plan = upstream = None
+    if chained is not None:
+        spec, upstream = chained
+        rows = None if upstream is None else upstream.rows
+        plan = problems.check(lambda: compile_plan(spec, rows))
     prices = problems.check(lambda: PriceTable.from_spec(spec))
     if require_key and not spec.endpoint.is_simulator:
         problems.check(lambda: resolve_headers(spec.endpoint))
@@ -114,12 +116,17 @@ def _chained_input(spec: JobSpec) -> tuple[JobSpec, Upstream | None]:
     id column); planning itself knows nothing of output directories."""
     root = spec.resolve_path(spec.input.path)
     if not is_output_dir(root):
-        if spec.input.where is not None:
-            raise SpecError(
-                f"input.where: filters the results of a batchchat output directory, and "
-                f"input.path {root} is not one"
+        if spec.input.where is None:
+            return spec, None
+        if not root.exists():
+            raise InputError(
+                f"input.path: {root} does not exist; with input.where it is the output "
+                "directory of another job: run that job first"
             )
-        return spec, None
+        raise SpecError(
+            f"input.where: filters the results of a batchchat output directory, and "
+            f"input.path {root} is not one"
+        )
     if root == spec.output_dir:
         raise SpecError(f"input.path: {root} is this job's own output directory")
     upstream = open_upstream(root, spec.input.where)
