@@ -201,11 +201,13 @@ class Execution:
         now = self.clock()
         asked = job.asked
         self.reasking.discard(job)
-        status = job.status
+        status, unanswered = job.status, False
         if asked is not None and response is None and asked.answers:
             # a re-ask failed, or the run stopped before it went: the row keeps the last
-            # answer it paid for (its parse status says what is wrong with it)
+            # answer it paid for (its parse status says what is wrong with it); a re-ask
+            # that went out counts, answered or not
             response, error, status = asked.answers[-1], None, asked.answer_status
+            unanswered = job.attempts > 0
         first_sent = job.first_sent if asked is None else asked.first_sent
         result = ChatResult(
             request=job.request if asked is None else asked.original,
@@ -219,7 +221,7 @@ class Execution:
         )
         cost_of = self.settings.cost_of
         if asked is not None:
-            result.reasks = asked.reasks
+            result.reasks = asked.reasks + (1 if unanswered else 0)
             result.ask_costs_usd = list(asked.costs)
             known = [cost for cost in asked.costs if cost is not None]
             result.cost_usd = math.fsum(known) if known else None

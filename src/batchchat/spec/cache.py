@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from batchchat.spec.base import Strict
 
@@ -35,6 +35,12 @@ class CacheSpec(Strict):
     store_length: bool = False
     #: also store answers a content filter stopped (finish_reason ``content_filter``)
     store_content_filter: bool = False
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _off_is_off(cls, value: Any) -> Any:
+        # YAML reads a bare `off` as false
+        return "off" if value is False else value
 
     @property
     def is_on(self) -> bool:

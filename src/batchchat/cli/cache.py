@@ -1,0 +1,143 @@
+"""``batchchat cache``: what the response cache holds, what it saved, and clearing it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import orjson
+from rich.console import Console
+
+from batchchat.cli._common import grid, reports_errors, shown_path
+
+
+@click.group()
+def cache() -> None:
+    """The response cache that jobs with `cache:` share (docs/cache.md).
+
+    \b
+      batchchat cache info              # size, answers, hits and what they saved
+      batchchat cache clear --yes       # delete every stored answer
+    """
+
+
+def _which(function: click.decorators.FC) -> click.decorators.FC:
+    function = click.argument(
+        "job",
+        required=False,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        metavar="[JOB.yaml]",
+    )(function)
+    return click.option(
+        "--dir",
+        "directory",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The cache directory.",
+    )(function)
+
+
+def _cache_dir(job: Path | None, directory: Path | None) -> Path:
+    if directory is not None:
+        return directory
+    from batchchat.spec import load_spec
+    from batchchat.spec.cache import default_cache_dir
+
+    if job is None:
+        return default_cache_dir()
+    spec = load_spec(job)
+    if spec.cache is None or spec.cache.path is None:
+        return default_cache_dir()
+    return spec.resolve_path(spec.cache.path)
+
+
+@cache.command()
+@_which
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on standard output.")
+@reports_errors
+def info(job: Path | None, directory: Path | None, as_json: bool) -> None:
+    """Show the size of the cache, its answers, hits and the cost they saved.
+
+    JOB.yaml: the cache that job uses; --dir: that directory; neither: the default one.
+    """
+    from batchchat.cache.store import ResponseStore, cache_exists
+
+    where = _cache_dir(job, directory)
+    if not cache_exists(where):
+        if as_json:
+            click.echo(orjson.dumps({"path": str(where), "exists": False}).decode())
+        else:
+            click.echo(f"no response cache in {shown_path(where)} yet")
+        return
+    with ResponseStore(where, read_only=True) as store:
+        found = store.info()
+    if as_json:
+        data = {
+            "path": str(found.path),
+            "exists": True,
+            "entries": found.entries,
+            "stored_bytes": found.stored_bytes,
+            "file_bytes": found.file_bytes,
+            "hits": found.hits,
+            "saved_usd": round(found.saved_usd, 10),
+            "stored": found.stored,
+            "evicted": found.evicted,
+            "oldest": _when(found.oldest),
+            "newest": _when(found.newest),
+        }
+        click.echo(orjson.dumps(data).decode())
+        return
+    Console(highlight=False).print(
+        grid(
+            [
+                ("cache", shown_path(found.path)),
+                (
+                    "answers",
+                    f"{found.entries:,} ({_size(found.stored_bytes)} stored, "
+                    f"{_size(found.file_bytes)} on disk)",
+                ),
+                ("hits", f"{found.hits:,} (saved ${found.saved_usd:,.4f})"),
+                ("added", f"{found.stored:,} answers stored, {found.evicted:,} evicted"),
+                ("dates", f"{_when(found.oldest) or '–'} … {_when(found.newest) or '–'}"),
+            ]
+        )
+    )
+
+
+@cache.command()
+@_which
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@reports_errors
+def clear(job: Path | None, directory: Path | None, yes: bool) -> None:
+    """Delete every answer in the cache (and its hit counts).
+
+    JOB.yaml: the cache that job uses; --dir: that directory; neither: the default one.
+    """
+    from batchchat.cache.store import ResponseStore, cache_exists
+
+    where = _cache_dir(job, directory)
+    if not cache_exists(where):
+        click.echo(f"no response cache in {shown_path(where)}: nothing to clear")
+        return
+    if not yes:
+        click.confirm(f"Delete every answer in the cache {shown_path(where)}?", abort=True)
+    with ResponseStore(where) as store:
+        count = store.clear()
+    click.echo(f"cleared {count:,} answers from {shown_path(where)}")
+
+
+def _size(count: int) -> str:
+    if count < 1024:
+        return f"{count:,} B"
+    size, unit = count / 1024, "KB"
+    for bigger in ("MB", "GB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:,.1f} {unit}"
+
+
+def _when(at: float | None) -> str | None:
+    if at is None:
+        return None
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
