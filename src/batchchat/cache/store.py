@@ -291,6 +291,13 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
+def remove_cache(directory: Path) -> None:
+    """Delete the cache files themselves (a damaged cache no query can clear)."""
+    path = directory / CACHE_FILE
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+        (directory / name).unlink(missing_ok=True)
+
+
 def cache_exists(directory: Path) -> bool:
     """Whether ``directory`` holds a cache database."""
     return os.path.isfile(directory / CACHE_FILE)

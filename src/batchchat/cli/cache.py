@@ -113,7 +113,8 @@ def clear(job: Path | None, directory: Path | None, yes: bool) -> None:
 
     JOB.yaml: the cache that job uses; --dir: that directory; neither: the default one.
     """
-    from batchchat.cache.store import ResponseStore, cache_exists
+    from batchchat.cache.store import ResponseStore, cache_exists, remove_cache
+    from batchchat.errors import CacheError
 
     where = _cache_dir(job, directory)
     if not cache_exists(where):
@@ -121,8 +122,13 @@ def clear(job: Path | None, directory: Path | None, yes: bool) -> None:
         return
     if not yes:
         click.confirm(f"Delete every answer in the cache {shown_path(where)}?", abort=True)
-    with ResponseStore(where) as store:
-        count = store.clear()
+    try:
+        with ResponseStore(where) as store:
+            count = store.clear()
+    except CacheError as exc:
+        remove_cache(where)  # damaged beyond a query: its files go
+        click.echo(f"removed the cache files in {shown_path(where)} ({exc})")
+        return
     click.echo(f"cleared {count:,} answers from {shown_path(where)}")
 
 

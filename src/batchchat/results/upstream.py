@@ -82,8 +82,8 @@ def open_upstream(path: Path, where: str | None = None) -> Upstream:
 
 
 def _read_identity(rows: pl.LazyFrame, path: Path, where: str | None) -> pl.DataFrame:
-    have = rows.collect_schema().names()
     try:
+        have = rows.collect_schema().names()
         return rows.select(
             pl.col(name).cast(pl.String) if name in have else pl.lit("", pl.String).alias(name)
             for name in ANSWER_IDENTITY
