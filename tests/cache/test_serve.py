@@ -202,3 +202,17 @@ def test_a_plain_request_object_is_enough(tmp_path: Path) -> None:
     cache, _ = run_cache(tmp_path, serve="any")
     request = ChatRequest("9", 0, "9#0", {"model": "m"}, "h9", 1, 1)
     assert cache.answer(request) is None
+
+
+def test_a_cache_that_cannot_be_written_mid_run_is_dropped_once(tmp_path: Path) -> None:
+    cache, warnings = run_cache(tmp_path)
+    store = cache._store
+    assert store is not None
+    store._db.execute("DROP TABLE totals")  # every write now fails, as on a full disk
+    cache.offer(answered("1"))
+    cache.flush()
+    assert not cache.is_open
+    assert len(warnings) == 1 and "cannot write to the response cache" in warnings[0]
+    cache.offer(answered("2"))
+    cache.close()
+    assert cache.stats.cache_stored == 0

@@ -171,3 +171,18 @@ def test_two_processes_filling_one_cache_at_once_corrupt_nothing(tmp_path: Path)
     assert info.entries == count
     assert info.stored_bytes == size  # the running total agrees with the entries
     assert (info.stored, info.hits) == (2 * 40 * 10, 80)
+
+
+def test_a_table_gone_mid_run_is_a_cache_error_for_each_operation(tmp_path: Path) -> None:
+    store = ResponseStore(tmp_path)
+    store._db.execute("DROP TABLE answers")
+    with pytest.raises(CacheError, match="cannot read"):
+        store.get("a")
+    with pytest.raises(CacheError, match="cannot read"):
+        store.info()
+    with pytest.raises(CacheError, match="cannot write to"):
+        store.record_hits([Hit("a", 1.0)])
+    with pytest.raises(CacheError, match="cannot clear"):
+        store.clear()
+    store.close()
+    store.close()  # twice is fine

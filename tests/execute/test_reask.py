@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from batchchat.answers.check import answer_check
+from batchchat.execute.budget import Budget
 from batchchat.execute.reask import Asked, Reasker, Verdict
 from batchchat.execute.transport import HTTPRequest, HTTPResponse
 from batchchat.models import ChatRequest, ChatResponse, Usage
@@ -256,3 +257,57 @@ def test_asked_counts_its_reasks() -> None:
     assert asked.reasks == 0
     asked.answers += [ChatResponse(None, None, None, [], Usage())] * 3
     assert asked.reasks == 2
+
+
+async def test_reasks_still_queued_when_the_run_stops_end_with_the_paid_answer() -> None:
+    run = Run(limits={"max_concurrency": 1})
+    stop = asyncio.Event()
+
+    def stops_at_the_first_repair(request: HTTPRequest) -> HTTPResponse:
+        if len(_messages(request)) == 3:
+            stop.set()
+            return _error(503)  # would be retried, but the run is stopping
+        return always_prose(request)
+
+    await run(stops_at_the_first_repair, _requests(4), reask=reasker(), stop=stop)
+
+    rows = Counter(result.request.row_id for result in run.results)
+    assert set(rows.values()) == {1}
+    for result in run.results:
+        assert result.error is None and result.response is not None
+        assert result.response.choices[0].content == "Sure, here you go (1 messages)."
+    sent_repairs = [r for r in run.results if r.reasks == 1]
+    assert len(sent_repairs) >= 1  # the one that went out counts, answered or not
+
+
+async def test_a_reask_cut_off_in_flight_at_the_end_keeps_the_paid_answer() -> None:
+    run = Run()
+    stop = asyncio.Event()
+
+    async def hangs_on_repairs(request: HTTPRequest) -> HTTPResponse:
+        if len(_messages(request)) == 3:
+            stop.set()
+            await asyncio.Event().wait()  # never answers: the drain gives up on it
+        return always_prose(request)
+
+    stats = await run(
+        hangs_on_repairs, _requests(3), reask=reasker(), stop=stop, drain_timeout_s=0.05
+    )
+
+    assert sorted(r.request.row_id for r in run.results) == ["0", "1", "2"]
+    assert all(r.response is not None and r.reasks == 1 for r in run.results)
+    assert stats.results_ok == 3 and stats.in_flight == 0
+
+
+async def test_a_budget_that_cannot_pay_the_reask_keeps_the_paid_answer() -> None:
+    run = Run(limits={"max_concurrency": 1})
+    budget = Budget(0.02, worst_case=lambda request: 0.006, spent=lambda: run.stats.cost_usd)
+
+    stats = await run(always_prose, _requests(6), reask=reasker(), budget=budget)
+
+    assert stats.stop_reason == "budget"
+    assert stats.cost_usd <= 0.02
+    rows = Counter(result.request.row_id for result in run.results)
+    assert set(rows.values()) == {1}  # every paid answer reached the results, once
+    assert sum(len(r.ask_costs_usd or []) for r in run.results) == stats.requests_sent
+    assert any(r.reasks == 0 and r.ask_costs_usd == [pytest.approx(0.005)] for r in run.results)
