@@ -287,7 +287,7 @@ def _open_cache(job: CompiledJob, stats: ExecutionStats, options: RunOptions) ->
         stats,
         price=_cost_of(job.prices),
         check=job.check,
-        may_reask=reask is not None and reask.count > 0,
+        reasks=0 if reask is None else reask.count,
         keep_raw=job.spec.output.keep_raw,
         on_warning=warn,
     )

@@ -29,7 +29,7 @@ def run_cache(
     tmp_path: Path, stats: ExecutionStats | None = None, **settings: Any
 ) -> tuple[RunCache, list[str]]:
     warnings: list[str] = []
-    options = {k: settings.pop(k) for k in ("check", "may_reask", "keep_raw") if k in settings}
+    options = {k: settings.pop(k) for k in ("check", "reasks", "keep_raw") if k in settings}
     cache = RunCache(
         CacheSpec(**settings),
         tmp_path / "cache",
@@ -124,13 +124,29 @@ def test_a_stored_answer_that_fails_the_check_is_sent_again_when_the_row_may_be_
     plain.offer(prose)
     plain.flush()
     assert plain.answer(prose.request) is not None  # a job without re-asks takes it as it is
-    reasking, _ = run_cache(tmp_path, check=check, may_reask=True)
+    reasking, _ = run_cache(tmp_path, check=check, reasks=1)
     assert reasking.answer(prose.request) is None
     reasking.offer(answered("1", content='{"ok": true}'))
     reasking.flush()
     hit = reasking.answer(prose.request)
     assert hit is not None and hit.response is not None
     assert hit.response.choices[0].content == '{"ok": true}'  # the newer answer replaced it
+
+
+def test_an_answer_already_reasked_as_often_is_served_not_paid_for_again(
+    tmp_path: Path,
+) -> None:
+    check = answer_check(make_spec(output={"parse": "json", "reask": 2}))
+    stubborn = answered("1", content="still not json")
+    stubborn.reasks = 2  # the row that stored it used both of its re-asks
+    cache, _ = run_cache(tmp_path, check=check, reasks=2)
+    cache.offer(stubborn)
+    cache.flush()
+    hit = cache.answer(stubborn.request)
+    assert hit is not None and hit.response is not None
+    assert hit.response.choices[0].content == "still not json"
+    more, _ = run_cache(tmp_path, check=check, reasks=3)  # this job would ask once more
+    assert more.answer(stubborn.request) is None
 
 
 def test_keep_raw_gives_a_cached_row_its_stored_completion(tmp_path: Path) -> None:

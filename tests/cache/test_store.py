@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from batchchat.cache.store import FORMAT, Hit, NewEntry, ResponseStore, cache_exists
+from batchchat.cache.store import FORMAT, Hit, NewEntry, ResponseStore, Stored, cache_exists
 from batchchat.errors import CacheError
 from batchchat.spec.cache import CACHE_FILE
 
@@ -33,9 +33,10 @@ def test_an_answer_is_stored_read_back_and_replaced(tmp_path: Path) -> None:
     with ResponseStore(tmp_path / "c") as store:
         assert store.get("a") is None
         assert store.put_many([entry("a"), entry("b", 50)], max_bytes=10_000) == (2, 0)
-        assert store.get("a") == entry("a").body
-        store.put_many([entry("a", 30)], max_bytes=10_000)  # a newer answer wins
-        assert store.get("a") == entry("a", 30).body
+        assert store.get("a") == Stored(entry("a").body, 0)
+        newer = NewEntry("a", b"a" * 30, "m", 0.02, reasks=2)
+        store.put_many([newer], max_bytes=10_000)  # a newer answer wins
+        assert store.get("a") == Stored(newer.body, 2)
         info = store.info()
     assert (info.entries, info.stored_bytes, info.stored) == (2, 80, 3)
     assert info.file_bytes > 0
@@ -87,7 +88,8 @@ def test_read_only_reads_and_never_writes(tmp_path: Path) -> None:
     with ResponseStore(tmp_path) as store:
         store.put_many([entry("a")], max_bytes=10_000)
     with ResponseStore(tmp_path, read_only=True) as store:
-        assert store.get("a") == entry("a").body
+        stored = store.get("a")
+        assert stored is not None and stored.body == entry("a").body
         with pytest.raises(CacheError, match="cannot write to the response cache"):
             store.put_many([entry("b")], max_bytes=10_000)
 

@@ -141,15 +141,15 @@ async def test_an_answer_cut_by_the_token_limit_is_asked_again_with_a_higher_lim
     def terse_model(request: HTTPRequest) -> HTTPResponse:
         body = orjson.loads(request.body)
         limits.append(body["max_tokens"])
-        if body["max_tokens"] < 40:
+        if body["max_tokens"] < 80:
             return _ok('{"answer": 4', finish="length")
         return _ok('{"answer": 42}')
 
     await run(terse_model, _requests(1, max_tokens=20), reask=reasker(count=3))
 
-    assert limits == [20, 40]
+    assert limits == [20, 40, 80]  # raised again each time it was cut again
     (result,) = run.results
-    assert result.reasks == 1
+    assert result.reasks == 2
     assert result.request.max_output_tokens == 20  # the planned request
 
 

@@ -163,16 +163,26 @@ async def test_the_cache_keeps_the_answer_the_reasks_reached(
     sim = await simulator_factory(faults={"invalid_json": 0.4, "seed": 1})
     cache = {"cache": {"path": str(tmp_path / "cache")}}
     first = await run_job(extraction_job(tmp_path, sim.base_url, rows=50, **cache))
+    first_rows = batchchat.read_results(tmp_path / "out").sort("row_id")
     before = sim.stats()["requests"]
-    second_spec = extraction_job(
-        tmp_path, sim.base_url, rows=50, output={"path": str(tmp_path / "again")}, **cache
-    )
-    second = await run_job(second_spec)
-    again = batchchat.read_results(tmp_path / "again")
-    parsed_first = first.report.parse_status.get("ok", 0)
-    # the rows that ended parsed are served; the ones still failing are asked again
-    assert second.stats.cache_hits == parsed_first
-    assert sim.stats()["requests"] - before == second.stats.requests_sent
-    served = again.filter(pl.col("cached"))
-    assert (served["parse_status"] == "ok").all()
+
+    def again(out: str, reask: int) -> JobSpec:
+        output = {"path": str(tmp_path / out), "reask": reask}
+        return extraction_job(tmp_path, sim.base_url, rows=50, output=output, **cache)
+
+    second = await run_job(again("again", 2))
+    # every row is served: the parsed ones, and the ones whose re-asks were all used up
+    # (asking a deterministic request the same again would only pay for the same answers)
+    assert (second.stats.cache_hits, second.stats.requests_sent) == (50, 0)
+    assert sim.stats()["requests"] == before
+    served = batchchat.read_results(tmp_path / "again").sort("row_id")
+    assert served["parse_status"].to_list() == first_rows["parse_status"].to_list()
+    assert served["content"].to_list() == first_rows["content"].to_list()
     assert (served["reasks"] == 0).all() and served["ask_costs_usd"].is_null().all()
+    still_failing = first.report.reasks["still_failing"] if first.report.reasks else 0
+    assert still_failing > 0
+
+    # a job that would re-ask more sends the rows still failing again; the rest are served
+    third = await run_job(again("more", 3))
+    assert third.stats.cache_hits == 50 - still_failing
+    assert sim.stats()["requests"] - before == third.stats.requests_sent > 0

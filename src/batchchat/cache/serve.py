@@ -45,7 +45,7 @@ class RunCache:
         *,
         price: Pricer,
         check: AnswerCheck | None = None,
-        may_reask: bool = False,
+        reasks: int = 0,
         keep_raw: bool = False,
         on_warning: Callable[[str], None] = lambda message: None,
     ) -> None:
@@ -53,8 +53,10 @@ class RunCache:
         self.directory = directory
         self.stats = stats
         self._price = price
-        #: a stored answer failing it is not served when the row could be re-asked instead
-        self._check = check if may_reask else None
+        #: a stored answer failing it is sent again when this job would re-ask it more
+        #: than the row that stored it was (``output.reask.count``)
+        self._check = check if reasks else None
+        self._reasks = reasks
         self._keep_raw = keep_raw
         self._warn = on_warning
         self._writable = spec.mode == "read-write"
@@ -98,16 +100,24 @@ class RunCache:
             return None
         key = cache_key(request)
         try:
-            body = store.get(key)
+            stored = store.get(key)
         except CacheError as exc:
             self._give_up(exc)
             return None
-        response = None if body is None else decode_response(body)
-        if response is None:
+        response = None if stored is None else decode_response(stored.body)
+        if stored is None or response is None:
             return None
-        if self._check is not None and self._check(request, response) is not None:
-            return None  # the row may be re-asked: sending it beats serving a bad answer
+        if self._may_fix(request, response, stored.reasks):
+            return None  # sending it and re-asking beats serving an answer that fails
         return self._served(request, response, key)
+
+    def _may_fix(self, request: ChatRequest, response: ChatResponse, reasks: int) -> bool:
+        """Whether this job would re-ask a stored answer that fails its check further than
+        the row that stored it did (one as re-asked as this job would re-ask it is served:
+        a deterministic request would only repeat the same asks, paid twice)."""
+        if self._check is None or reasks >= self._reasks:
+            return False
+        return self._check(request, response) is not None
 
     def _served(self, request: ChatRequest, response: ChatResponse, key: str) -> ChatResult:
         if self._keep_raw:
@@ -150,7 +160,8 @@ class RunCache:
             return
         body = encode_response(response)
         key = cache_key(result.request)
-        self._entries.append(NewEntry(key, body, response.model, result.cost_usd))
+        entry = NewEntry(key, body, response.model, result.cost_usd, result.reasks)
+        self._entries.append(entry)
         self._flush_when_full()
 
     # -- writing ----------------------------------------------------------------------------

@@ -45,7 +45,8 @@ _SCHEMA = (
         created_at REAL NOT NULL,
         used_at REAL NOT NULL,
         hits INTEGER NOT NULL DEFAULT 0,
-        saved_usd REAL NOT NULL DEFAULT 0
+        saved_usd REAL NOT NULL DEFAULT 0,
+        reasks INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS answers_by_use ON answers (used_at)",
     "CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, value REAL NOT NULL)",
@@ -62,6 +63,16 @@ class NewEntry:
     body: bytes
     model: str | None
     cost_usd: float | None
+    #: re-asks the row took to reach this answer (it is the row's final answer)
+    reasks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A stored answer: its encoded body, and the re-asks that reached it."""
+
+    body: bytes
+    reasks: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,13 +159,15 @@ class ResponseStore:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def get(self, key: str) -> bytes | None:
-        """The stored body of ``key``, or None."""
+    def get(self, key: str) -> Stored | None:
+        """The stored answer of ``key``, or None."""
         try:
-            row = self._db.execute("SELECT body FROM answers WHERE key = ?", (key,)).fetchone()
+            row = self._db.execute(
+                "SELECT body, reasks FROM answers WHERE key = ?", (key,)
+            ).fetchone()
         except sqlite3.Error as exc:
             raise self._error("cannot read", exc) from None
-        return None if row is None else bytes(row[0])
+        return None if row is None else Stored(bytes(row[0]), int(row[1]))
 
     def info(self) -> CacheInfo:
         try:
@@ -205,8 +218,17 @@ class ResponseStore:
         old = self._db.execute("SELECT size FROM answers WHERE key = ?", (entry.key,)).fetchone()
         self._db.execute(
             "INSERT OR REPLACE INTO answers (key, body, size, model, cost_usd, created_at, "
-            "used_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (entry.key, entry.body, len(entry.body), entry.model, entry.cost_usd, now, now),
+            "used_at, reasks) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.key,
+                entry.body,
+                len(entry.body),
+                entry.model,
+                entry.cost_usd,
+                now,
+                now,
+                entry.reasks,
+            ),
         )
         return len(entry.body) - (old[0] if old else 0)
 

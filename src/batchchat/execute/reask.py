@@ -31,6 +31,8 @@ from batchchat.spec import ReaskSpec
 
 #: the repair turn unless ``output.reask.repair_prompt`` says otherwise
 DEFAULT_REPAIR_PROMPT = "{error}\nAnswer again, with only the corrected answer."
+#: the body fields that limit an answer's tokens
+_TOKEN_LIMITS = ("max_completion_tokens", "max_tokens")
 #: the verdicts, as the ``parse_status`` column names them (``ok`` when none)
 KINDS = ("invalid_json", "schema_mismatch", "off_label", "truncated", "no_content")
 
@@ -79,19 +81,34 @@ class Reasker:
         self.check = check
         self.price = price
 
-    def follow_up(self, asked: Asked) -> ChatRequest | None:
-        """The request to send next for the row, after its latest answer; None: it is done."""
+    def follow_up(self, asked: Asked, sent: ChatRequest) -> ChatRequest | None:
+        """The request to send next for the row, after the answer to ``sent`` (its latest
+        ask); None: the row is done."""
         answer = asked.answers[-1]
         verdict = self.check(asked.original, answer)
         if verdict is None or asked.reasks >= self.spec.count:
             return None
-        return self.reask_request(asked.original, answer, verdict)
+        return self.reask_request(asked.original, answer, verdict, sent=sent)
 
     def reask_request(
-        self, original: ChatRequest, answer: ChatResponse, verdict: Verdict
+        self,
+        original: ChatRequest,
+        answer: ChatResponse,
+        verdict: Verdict,
+        *,
+        sent: ChatRequest | None = None,
     ) -> ChatRequest:
-        """The original request asked again about ``answer``, which ``verdict`` refused."""
+        """The original request asked again about ``answer`` (the answer to ``sent``, the
+        original when None), which ``verdict`` refused.
+
+        The repair turn follows the original messages (each re-ask shows the latest answer
+        alone, so the prompt does not grow with every try); the token limit is the latest
+        ask's, raised again when the answer was cut again.
+        """
         body = dict(original.body)
+        for key in _TOKEN_LIMITS:
+            if sent is not None and key in sent.body:
+                body[key] = sent.body[key]
         added = 0
         if self.spec.repair:
             turns = self.repair_turns(answer, verdict)
@@ -124,7 +141,7 @@ class Reasker:
 
 
 def _raise_token_limit(body: dict[str, Any], factor: float) -> None:
-    for key in ("max_completion_tokens", "max_tokens"):
+    for key in _TOKEN_LIMITS:
         limit = body.get(key)
         if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
             body[key] = max(limit + 1, round(limit * factor))

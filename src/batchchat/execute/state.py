@@ -175,7 +175,7 @@ class Execution:
         asked.costs.append(cost)
         asked.answer_status = job.status
         self.recorder.answer(response.usage, cost, reask=asked.reasks > 0)
-        follow_up = reask.follow_up(asked) if self.stopping is None else None
+        follow_up = reask.follow_up(asked, job.request) if self.stopping is None else None
         if follow_up is None:
             self.finish(job, response, None)
             return
