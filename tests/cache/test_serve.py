@@ -139,12 +139,14 @@ def test_an_answer_already_reasked_as_often_is_served_not_paid_for_again(
     check = answer_check(make_spec(output={"parse": "json", "reask": 2}))
     stubborn = answered("1", content="still not json")
     stubborn.reasks = 2  # the row that stored it used both of its re-asks
+    stubborn.ask_costs_usd = [0.001, 0.003, 0.002]
     cache, _ = run_cache(tmp_path, check=check, reasks=2)
     cache.offer(stubborn)
     cache.flush()
     hit = cache.answer(stubborn.request)
     assert hit is not None and hit.response is not None
     assert hit.response.choices[0].content == "still not json"
+    assert hit.cost_saved_usd == pytest.approx(0.002 + 0.004)  # the answer, and its re-asks
     more, _ = run_cache(tmp_path, check=check, reasks=3)  # this job would ask once more
     assert more.answer(stubborn.request) is None
 

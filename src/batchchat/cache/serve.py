@@ -109,7 +109,7 @@ class RunCache:
             return None
         if self._may_fix(request, response, stored.reasks):
             return None  # sending it and re-asking beats serving an answer that fails
-        return self._served(request, response, key)
+        return self._served(request, response, key, stored.reask_cost_usd)
 
     def _may_fix(self, request: ChatRequest, response: ChatResponse, reasks: int) -> bool:
         """Whether this job would re-ask a stored answer that fails its check further than
@@ -119,7 +119,10 @@ class RunCache:
             return False
         return self._check(request, response) is not None
 
-    def _served(self, request: ChatRequest, response: ChatResponse, key: str) -> ChatResult:
+    def _served(
+        self, request: ChatRequest, response: ChatResponse, key: str, reasks_usd: float
+    ) -> ChatResult:
+        """The hit as a result row; it saved the answer, and the re-asks that reached it."""
         if self._keep_raw:
             response = _with_raw(response)
         now = datetime.now(UTC)
@@ -134,7 +137,8 @@ class RunCache:
             finished_at=now,
             cached=True,
         )
-        saved = self._price(result)
+        priced = self._price(result)
+        saved = None if priced is None else priced + reasks_usd
         result.cost_usd = 0.0
         result.cost_saved_usd = saved
         self._hits.append(Hit(key, saved or 0.0))
@@ -160,7 +164,8 @@ class RunCache:
             return
         body = encode_response(response)
         key = cache_key(result.request)
-        entry = NewEntry(key, body, response.model, result.cost_usd, result.reasks)
+        earlier = [cost for cost in (result.ask_costs_usd or [])[:-1] if cost is not None]
+        entry = NewEntry(key, body, response.model, result.cost_usd, result.reasks, sum(earlier))
         self._entries.append(entry)
         self._flush_when_full()
 

@@ -46,7 +46,8 @@ _SCHEMA = (
         used_at REAL NOT NULL,
         hits INTEGER NOT NULL DEFAULT 0,
         saved_usd REAL NOT NULL DEFAULT 0,
-        reasks INTEGER NOT NULL DEFAULT 0
+        reasks INTEGER NOT NULL DEFAULT 0,
+        reask_cost_usd REAL NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS answers_by_use ON answers (used_at)",
     "CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, value REAL NOT NULL)",
@@ -63,16 +64,19 @@ class NewEntry:
     body: bytes
     model: str | None
     cost_usd: float | None
-    #: re-asks the row took to reach this answer (it is the row's final answer)
+    #: re-asks the row took to reach this answer (it is the row's final answer), and
+    #: what the answers before it cost: a hit saves those too
     reasks: int = 0
+    reask_cost_usd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """A stored answer: its encoded body, and the re-asks that reached it."""
+    """A stored answer: its encoded body, the re-asks that reached it and their cost."""
 
     body: bytes
-    reasks: int
+    reasks: int = 0
+    reask_cost_usd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +167,11 @@ class ResponseStore:
         """The stored answer of ``key``, or None."""
         try:
             row = self._db.execute(
-                "SELECT body, reasks FROM answers WHERE key = ?", (key,)
+                "SELECT body, reasks, reask_cost_usd FROM answers WHERE key = ?", (key,)
             ).fetchone()
         except sqlite3.Error as exc:
             raise self._error("cannot read", exc) from None
-        return None if row is None else Stored(bytes(row[0]), int(row[1]))
+        return None if row is None else Stored(bytes(row[0]), int(row[1]), float(row[2]))
 
     def info(self) -> CacheInfo:
         try:
@@ -218,7 +222,7 @@ class ResponseStore:
         old = self._db.execute("SELECT size FROM answers WHERE key = ?", (entry.key,)).fetchone()
         self._db.execute(
             "INSERT OR REPLACE INTO answers (key, body, size, model, cost_usd, created_at, "
-            "used_at, reasks) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "used_at, reasks, reask_cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 entry.key,
                 entry.body,
@@ -228,6 +232,7 @@ class ResponseStore:
                 now,
                 now,
                 entry.reasks,
+                entry.reask_cost_usd,
             ),
         )
         return len(entry.body) - (old[0] if old else 0)
