@@ -94,6 +94,7 @@ async def test_the_same_job_into_a_second_directory_sends_nothing(
     assert second.report.cache == {
         "hits": 2000,
         "saved_usd": pytest.approx(first.report.cost_usd, rel=1e-9),
+        "unpriced": 0,
     }
     assert second.report.cost_usd == 0.0
     assert second.stats.cache_saved_usd == pytest.approx(first.report.cost_usd)

@@ -28,13 +28,17 @@ def cache_summary(rows: pl.LazyFrame) -> dict[str, Any] | None:
     """``{"hits", "saved_usd"}`` over the final rows; None when no row came from the cache."""
     found = (
         rows.filter(_OK & CACHED)
-        .select(hits=pl.len(), saved_usd=pl.col("cost_saved_usd").sum())
+        .select(
+            hits=pl.len(),
+            saved_usd=pl.col("cost_saved_usd").sum(),
+            priced=pl.col("cost_saved_usd").is_not_null().sum(),
+        )
         .collect(engine="streaming")
     )
     hits = int(found["hits"][0])
     if not hits:
         return None
-    return {"hits": hits, "saved_usd": round(float(found["saved_usd"][0] or 0.0), 10)}
+    return {"hits": hits, "saved_usd": _usd(found, "saved_usd"), "unpriced": hits - _priced(found)}
 
 
 def reask_summary(rows: pl.LazyFrame) -> dict[str, Any] | None:
@@ -46,6 +50,7 @@ def reask_summary(rows: pl.LazyFrame) -> dict[str, Any] | None:
         rows=pl.len(),
         reasks=pl.col("reasks").sum(),
         cost_usd=_REASKS_USD.sum(),
+        priced=pl.col("ask_costs_usd").list.drop_nulls().list.len().sum(),
         fixed=(pl.col("parse_status") == "ok").sum(),
     ).collect(engine="streaming")
     count = int(found["rows"][0])
@@ -55,10 +60,21 @@ def reask_summary(rows: pl.LazyFrame) -> dict[str, Any] | None:
     return {
         "rows": count,
         "reasks": int(found["reasks"][0] or 0),
-        "cost_usd": round(float(found["cost_usd"][0] or 0.0), 10),
+        "cost_usd": _usd(found, "cost_usd"),
         "fixed": fixed,
         "still_failing": count - fixed,
     }
+
+
+def _priced(found: pl.DataFrame) -> int:
+    return int(found["priced"][0] or 0)
+
+
+def _usd(found: pl.DataFrame, column: str) -> float | None:
+    """The sum in ``column``; None when nothing in it had a price (unknown, never $0)."""
+    if not _priced(found):
+        return None
+    return round(float(found[column][0] or 0.0), 10)
 
 
 def parse_statuses(rows: pl.LazyFrame) -> dict[str, int]:

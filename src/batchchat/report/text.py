@@ -148,8 +148,9 @@ def render_markdown(report: RunReport) -> str:
             "## Finish reasons\n\n" + _md_table(("Reason", "Rows", "Share"), rows, "l r r")
         )
     if report.parse_status:
+        checked = sum(report.parse_status.values())
         rows = [
-            (status, fmt_int(n), fmt_share(n, report.rows_ok))
+            (status, fmt_int(n), fmt_share(n, checked))
             for status, n in report.parse_status.items()
         ]
         parts.append("## Parse status\n\n" + _md_table(("Status", "Rows", "Share"), rows, "l r r"))
