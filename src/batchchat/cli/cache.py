@@ -10,31 +10,42 @@ import orjson
 from rich.console import Console
 
 from batchchat.cli._common import grid, reports_errors, shown_path
+from batchchat.cli._docs import docs_epilog
 
 
-@click.group()
-def cache() -> None:
-    """The response cache that jobs with `cache:` share (docs/cache.md).
+@click.command(epilog=docs_epilog("cache"))
+@click.argument("action", type=click.Choice(["info", "clear"]), default="info")
+@click.argument(
+    "job",
+    required=False,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="[JOB.yaml]",
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The cache directory (instead of JOB.yaml's or the default one).",
+)
+@click.option("--json", "as_json", is_flag=True, help="info: one JSON object on standard output.")
+@click.option("--yes", is_flag=True, help="clear: do not ask for confirmation.")
+@reports_errors
+def cache(action: str, job: Path | None, directory: Path | None, as_json: bool, yes: bool) -> None:
+    """Show what the response cache holds and saved (info), or delete it all (clear).
+
+    The cache is the one that JOB.yaml uses (its cache.path), the one in --dir, or else the
+    default one: $XDG_CACHE_HOME/batchchat, else ~/.cache/batchchat.
 
     \b
-      batchchat cache info              # size, answers, hits and what they saved
+      batchchat cache                   # size, answers, hits and what they saved
+      batchchat cache info jobs/x.yaml --json
       batchchat cache clear --yes       # delete every stored answer
     """
-
-
-def _which(function: click.decorators.FC) -> click.decorators.FC:
-    function = click.argument(
-        "job",
-        required=False,
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        metavar="[JOB.yaml]",
-    )(function)
-    return click.option(
-        "--dir",
-        "directory",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="The cache directory.",
-    )(function)
+    where = _cache_dir(job, directory)
+    if action == "clear":
+        _clear(where, yes)
+    else:
+        _info(where, as_json)
 
 
 def _cache_dir(job: Path | None, directory: Path | None) -> Path:
@@ -51,18 +62,9 @@ def _cache_dir(job: Path | None, directory: Path | None) -> Path:
     return spec.resolve_path(spec.cache.path)
 
 
-@cache.command()
-@_which
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on standard output.")
-@reports_errors
-def info(job: Path | None, directory: Path | None, as_json: bool) -> None:
-    """Show the size of the cache, its answers, hits and the cost they saved.
-
-    JOB.yaml: the cache that job uses; --dir: that directory; neither: the default one.
-    """
+def _info(where: Path, as_json: bool) -> None:
     from batchchat.cache.store import ResponseStore, cache_exists
 
-    where = _cache_dir(job, directory)
     if not cache_exists(where):
         if as_json:
             click.echo(orjson.dumps({"path": str(where), "exists": False}).decode())
@@ -104,19 +106,10 @@ def info(job: Path | None, directory: Path | None, as_json: bool) -> None:
     )
 
 
-@cache.command()
-@_which
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@reports_errors
-def clear(job: Path | None, directory: Path | None, yes: bool) -> None:
-    """Delete every answer in the cache (and its hit counts).
-
-    JOB.yaml: the cache that job uses; --dir: that directory; neither: the default one.
-    """
+def _clear(where: Path, yes: bool) -> None:
     from batchchat.cache.store import ResponseStore, cache_exists, remove_cache
     from batchchat.errors import CacheError
 
-    where = _cache_dir(job, directory)
     if not cache_exists(where):
         click.echo(f"no response cache in {shown_path(where)}: nothing to clear")
         return

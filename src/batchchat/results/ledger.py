@@ -68,10 +68,10 @@ def _scan(found: list[Source], *, row_index: str | None = None) -> pl.LazyFrame:
 
 
 def _one_schema(paths: list[Path]) -> bool:
-    """Whether every part has the same columns: parts written by an older batchchat lack
-    the columns a newer one added, and are read with those as nulls (footers only)."""
+    """Whether every part has the same columns: parts written by an older batchchat (or
+    with other ``keep_columns``) are joined by name, missing columns as nulls."""
     try:
-        first = pq.read_schema(paths[0]) if paths else None
+        first = pq.read_schema(paths[0])
         return all(pq.read_schema(path).equals(first) for path in paths[1:])
     except (OSError, pa.ArrowException):
         return True  # a damaged part: the scan itself says which and how, as a SinkError

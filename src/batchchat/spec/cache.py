@@ -20,20 +20,24 @@ CACHE_FILE = "responses.sqlite3"
 
 
 class CacheSpec(Strict):
-    """Which answers a job may take from the cache, and which it adds to it."""
+    """The response cache: complete answers kept across jobs and output directories, so a
+    request already paid for is not sent again. The one place batchchat writes outside the
+    output directory, and only when the spec asks."""
 
-    #: the cache directory; default: the user's cache directory (see :func:`default_cache_dir`)
+    #: the cache directory, shared by every job that names it (relative to the job file)
+    #: default: ``$XDG_CACHE_HOME/batchchat``, else ``~/.cache/batchchat``
     path: str | None = None
-    #: read-write: serve hits and store new answers; read-only: serve, never write; off
+    #: ``read-write``: serve stored answers and store new ones; ``read-only``: serve, never
+    #: write; ``off``
     mode: Literal["read-write", "read-only", "off"] = "read-write"
-    #: the most the stored answers may take, in MB; the least recently used go first
+    #: the most the stored answers may take, in MB; past it the least recently used go first
     max_size_mb: float = Field(default=1024.0, gt=0)
-    #: which requests a stored answer may answer: ``deterministic`` ones only (temperature
-    #: 0, or a seed), or ``any`` (a request that samples gets the answer stored for it)
+    #: which requests a stored answer may answer: ``deterministic`` ones only (temperature 0,
+    #: or a seed), or ``any`` (a request that samples then gets the draw stored for it)
     serve: Literal["deterministic", "any"] = "deterministic"
-    #: also store answers cut by max_tokens (finish_reason ``length``)
+    #: also store answers cut by the token limit (``finish_reason: length``)
     store_length: bool = False
-    #: also store answers a content filter stopped (finish_reason ``content_filter``)
+    #: also store answers a content filter stopped (``finish_reason: content_filter``)
     store_content_filter: bool = False
 
     @field_validator("mode", mode="before")
