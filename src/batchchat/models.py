@@ -179,6 +179,8 @@ class ChatResult:
     finished_at: datetime
     #: cost in USD of this result's usage (set by the pricing step; None = unpriced)
     cost_usd: float | None = None
+    #: the pool member that answered (or last failed) it; None with a single endpoint
+    endpoint: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -195,6 +197,24 @@ class TimelineBucket:
     ok: int = 0
     errors: int = 0
     tokens: int = 0
+
+
+@dataclass(slots=True)
+class EndpointStats:
+    """Counters of one endpoint of a pool (``ExecutionStats.endpoints``)."""
+
+    #: attempts sent to it, and answered 429
+    requests_sent: int = 0
+    rate_limited: int = 0
+    #: its attempts by HTTP status (0 = no response)
+    status_counts: dict[int, int] = field(default_factory=dict)
+    #: final results it gave (ok, or the error of the row's last attempt)
+    results_ok: int = 0
+    results_error: int = 0
+    #: times it was put out of the pool for a while (repeated 5xx, timeouts, connections)
+    cooldowns: int = 0
+    #: why it was taken out for the rest of the run (a rejected key, no quota…), if it was
+    removed: str | None = None
 
 
 @dataclass(slots=True)
@@ -235,3 +255,5 @@ class ExecutionStats:
     completion_tokens: int = 0
     #: cost of the finished results that have a price (USD)
     cost_usd: float = 0.0
+    #: per endpoint of a pool, by name (empty with a single endpoint)
+    endpoints: dict[str, EndpointStats] = field(default_factory=dict)

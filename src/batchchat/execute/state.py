@@ -21,19 +21,33 @@ from batchchat.errors import RateLimitError, RequestError
 from batchchat.execute.admission import Admission
 from batchchat.execute.budget import Budget
 from batchchat.execute.failfast import FailFast
+from batchchat.execute.lane import Lane, Pricer
+from batchchat.execute.pool import Pool, PoolSettings
 from batchchat.execute.retry import RetryPolicy
 from batchchat.execute.stats import StatsRecorder
 from batchchat.execute.transport import HTTPRequest, Transport
 from batchchat.models import ChatRequest, ChatResponse, ChatResult, ExecutionStats, StopReason
 from batchchat.spec import LimitsSpec, RetrySpec
 
-Pricer = Callable[[ChatResult], float | None]
+__all__ = ["Execution", "Job", "Pricer", "Settings"]
 
 
 class Job:
     """One request on its way: the encoded HTTP request and what its attempts did."""
 
-    __slots__ = ("attempts", "counted", "first_sent", "http", "limited_since", "request", "status")
+    __slots__ = (
+        "attempts",
+        "counted",
+        "first_sent",
+        "http",
+        "lane",
+        "last_sent",
+        "limited_since",
+        "refused",
+        "request",
+        "route_key",
+        "status",
+    )
 
     def __init__(self, request: ChatRequest, http: HTTPRequest) -> None:
         self.request = request
@@ -48,6 +62,19 @@ class Job:
         self.status = 0
         #: clock time of the first 429 of the current run of them (inf: none)
         self.limited_since = math.inf
+        # -- in a pool only --
+        #: the lane of the last attempt, and when it went out
+        self.lane: Lane | None = None
+        self.last_sent = 0.0
+        #: names of the endpoints that refused it with a client error (never again there)
+        self.refused: frozenset[str] | None = None
+        #: what keeps it on one endpoint (``routing.sticky``), once worked out
+        self.route_key: str | None = None
+
+    @property
+    def body(self) -> bytes:
+        """The request body as encoded once (a lane may send another model name)."""
+        return self.http.body
 
 
 @dataclass(frozen=True)
@@ -57,7 +84,8 @@ class Settings:
     limits: LimitsSpec
     retry: RetrySpec
     keep_raw: bool
-    transport: Transport
+    #: the single endpoint (unused with a pool)
+    transport: Transport | None
     url: str
     headers: Mapping[str, str]
     on_result: Callable[[ChatResult], None]
@@ -67,6 +95,8 @@ class Settings:
     redact: Callable[[str], str] = str
     budget: Budget | None = None
     cost_of: Pricer | None = None
+    #: a pool of endpoints instead of the single one
+    pool: PoolSettings | None = None
 
 
 class Execution:
@@ -82,17 +112,37 @@ class Execution:
         max_pending: int,
     ) -> None:
         self.settings = settings
-        self.transport = settings.transport
-        self.headers = {"content-type": "application/json", **settings.headers}
         self.stats = stats
         self.recorder = StatsRecorder(stats, clock)
         self.budget = settings.budget
         self.sleep = sleep
         self.clock = clock
         retry = settings.retry
-        self.admission = Admission(
-            settings.limits, max_pause_s=retry.max_wait_s, clock=clock, sleep=sleep
-        )
+        #: a pool of endpoints routes each attempt; without one, every attempt takes ``lane``
+        self.pool: Pool | None = None
+        if settings.pool is not None:
+            self.pool = Pool(
+                settings.pool,
+                settings.limits,
+                max_pause_s=retry.max_wait_s,
+                clock=clock,
+                sleep=sleep,
+            )
+            stats.endpoints = self.pool.endpoint_stats()
+            self.lane = self.pool.lanes[0]  # only what enqueue encodes: a route replaces it
+        else:
+            assert settings.transport is not None  # without a pool the transport is required
+            admission = Admission(
+                settings.limits, max_pause_s=retry.max_wait_s, clock=clock, sleep=sleep
+            )
+            self.lane = Lane(
+                url=settings.url,
+                headers=settings.headers,
+                transport=settings.transport,
+                admission=admission,
+                display=settings.endpoint,
+                cost_of=settings.cost_of,
+            )
         self.policy = RetryPolicy(retry)
         self.failfast = FailFast(settings.endpoint, clock)
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
@@ -122,7 +172,8 @@ class Execution:
 
     def enqueue(self, request: ChatRequest) -> None:
         body = orjson.dumps(request.body)
-        http = HTTPRequest(self.settings.url, body, self.headers, bool(request.body.get("stream")))
+        lane = self.lane
+        http = HTTPRequest(lane.url, body, lane.headers, bool(request.body.get("stream")))
         self.pending += 1
         self.queue.put_nowait(Job(request, http))
 
@@ -155,9 +206,12 @@ class Execution:
             started_at=self._wall(job.first_sent),
             finished_at=self._wall(now),
         )
-        cost_of = self.settings.cost_of
-        if cost_of is not None:
-            result.cost_usd = cost_of(result)
+        lane = job.lane or self.lane  # in a pool, the lane of the last attempt
+        if lane.cost_of is not None:
+            result.cost_usd = lane.cost_of(result)
+        if self.pool is not None and job.lane is not None:
+            result.endpoint = job.lane.name
+            self.pool.finished(job.lane, ok=response is not None)
         self.recorder.result(result, now)
         try:
             self.settings.on_result(result)
@@ -184,12 +238,15 @@ class Execution:
         now = self.recorder.attempt_sent(retry=job.attempts > 1)
         if job.attempts == 1:
             job.first_sent = now
+        job.last_sent = now
         return now
 
     def answered(self, job: Job, status: int) -> None:
         """Count the end of one attempt (status 0: no response)."""
         job.status = status
         self.recorder.attempt_ended(status)
+        if self.pool is not None and job.lane is not None:
+            self.pool.answered(job.lane, status)
         if status:
             self.failfast.answered()
         if self.idle is not None and self.stats.in_flight == 0:
@@ -202,18 +259,35 @@ class Execution:
         else:
             job.counted += 1
             job.limited_since = math.inf
-        self.failfast.attempt_failed(error)
+        if self.pool is None:
+            self.failfast.attempt_failed(error)
+        else:  # each endpoint's own health judges its connections (a pool goes on without one)
+            self.pool.failed(job, error, sent_at=job.last_sent)
         self._stop_if_hopeless()
+
+    def succeeded(self, job: Job) -> None:
+        """An attempt of ``job`` brought its answer."""
+        if self.pool is not None and job.lane is not None:
+            self.pool.succeeded(job.lane)
 
     def next_wait(self, job: Job, error: RequestError) -> float | None:
         """Seconds before ``job`` is tried again after ``error``; None: it failed for good."""
         limited_for = self.clock() - job.limited_since if math.isfinite(job.limited_since) else 0.0
+        lane = job.lane or self.lane
+        pool = self.pool
         return self.policy.next_wait(
             error,
             job.counted,
-            congested=self.admission.congested,
+            congested=lane.admission.congested,
             limited_for_s=limited_for,
+            elsewhere=pool is not None and pool.elsewhere(job),
+            endpoint_proven=pool is None or pool.proven(job.lane),
         )
+
+    @property
+    def allowed(self) -> int:
+        """Attempts allowed in flight now (the adaptive limits, over every lane)."""
+        return self.lane.admission.concurrency.allowed if self.pool is None else self.pool.allowed
 
     # -- stopping ---------------------------------------------------------------------------
 
@@ -222,10 +296,13 @@ class Execution:
             self.stopping = reason
             self.stats.stop_reason = reason
             self.ended.set()
+            if self.pool is not None:
+                self.pool.close()
 
     def _stop_if_hopeless(self) -> None:
-        """Every other request would fail like the ones so far: send nothing more."""
-        verdict = self.failfast.verdict
+        """Every other request would fail like the ones so far (or no endpoint of the pool
+        is left): send nothing more."""
+        verdict = self.failfast.verdict or (self.pool.verdict if self.pool is not None else None)
         if verdict is not None and self.stopping is None:
             self.stats.fatal_error = self.settings.redact(verdict)
             self.begin_stop(StopReason.FATAL)

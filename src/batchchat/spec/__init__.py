@@ -6,6 +6,7 @@ from batchchat.spec.base import SIMULATOR
 from batchchat.spec.endpoint import EndpointSpec, FaultSpec, LatencySpec, SimulatorSpec
 from batchchat.spec.load import load_spec
 from batchchat.spec.model import JobSpec
+from batchchat.spec.pool import EndpointLimitsSpec, PoolEndpointSpec, RoutingSpec
 from batchchat.spec.sections import (
     BudgetSpec,
     InputSpec,
@@ -19,6 +20,7 @@ from batchchat.spec.sections import (
 __all__ = [
     "SIMULATOR",
     "BudgetSpec",
+    "EndpointLimitsSpec",
     "EndpointSpec",
     "FaultSpec",
     "InputSpec",
@@ -26,8 +28,10 @@ __all__ = [
     "LatencySpec",
     "LimitsSpec",
     "OutputSpec",
+    "PoolEndpointSpec",
     "PriceSpec",
     "RetrySpec",
+    "RoutingSpec",
     "SeedSpec",
     "SimulatorSpec",
     "load_spec",

@@ -1,0 +1,221 @@
+"""A pool of endpoints in one run: its members opened, then routed, watched and counted.
+
+:func:`open_pool` opens what the run needs of each member before the executor starts --
+its target (a built-in simulator of its own when it asks for one), its key and headers,
+its own transport (its timeouts, its connections). :class:`Pool` is what the executor
+asks, per attempt: which lane (:mod:`batchchat.execute.router`), and what an outcome
+means for that lane's health (:mod:`batchchat.execute.health`): a member taken out
+for the run is said once, with its name and why; when none is left the run stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from batchchat.errors import ClientError, RequestError
+from batchchat.execute.admission import Admission
+from batchchat.execute.endpoint import Target, open_target, resolve_headers
+from batchchat.execute.health import Health
+from batchchat.execute.lane import Lane, Pricer
+from batchchat.execute.router import Router
+from batchchat.execute.transport import AiohttpTransport, Transport
+from batchchat.models import EndpointStats
+from batchchat.spec import LimitsSpec, PoolEndpointSpec, RoutingSpec
+
+if TYPE_CHECKING:  # the executor's state imports this module
+    from batchchat.execute.state import Job
+
+
+@dataclass(frozen=True)
+class PoolMember:
+    """One opened member: its spec, where it is, and its own transport and prices."""
+
+    spec: PoolEndpointSpec
+    target: Target
+    transport: Transport
+    #: prices what it answers (None: nothing is priced)
+    cost_of: Pricer | None = None
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """What the executor is told about a pool."""
+
+    members: Sequence[PoolMember]
+    routing: RoutingSpec
+    #: told, once each, when a member is taken out for the run
+    on_warning: Callable[[str], None] | None = None
+
+    def workers(self, limits: LimitsSpec) -> int:
+        """Attempts the pool can have in flight at once, all members together."""
+        total = sum(member.spec.limits_over(limits).max_concurrency for member in self.members)
+        return min(4096, total)
+
+
+@contextlib.asynccontextmanager
+async def open_pool(
+    endpoints: Sequence[PoolEndpointSpec],
+    *,
+    limits: LimitsSpec,
+    prices: Callable[[PoolEndpointSpec], Pricer | None] = lambda member: None,
+    force_simulator: bool = False,
+) -> AsyncIterator[list[PoolMember]]:
+    """Open every member (simulators started, transports made); close them at the end."""
+    async with contextlib.AsyncExitStack() as stack:
+        members = []
+        for spec in endpoints:
+            target = await stack.enter_async_context(
+                open_target(spec, force_simulator=force_simulator)
+            )
+            if spec.is_simulator and spec.api_key_env and not force_simulator:
+                target = _with_own_key(target, spec)
+            concurrency = spec.limits_over(limits).max_concurrency
+            transport = AiohttpTransport(spec, max_connections=concurrency)
+            stack.push_async_callback(transport.aclose)
+            members.append(PoolMember(spec, target, transport, prices(spec)))
+        yield members
+
+
+def _with_own_key(target: Target, spec: PoolEndpointSpec) -> Target:
+    """A simulator member that names a key variable is sent that key, so a wrong or
+    rotated key can be rehearsed (the simulator's ``api_key`` is the one it expects)."""
+    headers = {**target.headers, **resolve_headers(spec)}
+    return Target(url=target.url, headers=headers, display=target.display)
+
+
+class Pool:
+    """The lanes of a pool in one run, their router, and what outcomes mean for them."""
+
+    def __init__(
+        self,
+        settings: PoolSettings,
+        limits: LimitsSpec,
+        *,
+        max_pause_s: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self.lanes = [
+            Lane(
+                url=member.target.url,
+                headers=member.target.headers,
+                transport=member.transport,
+                admission=Admission(
+                    member.spec.limits_over(limits),
+                    max_pause_s=max_pause_s,
+                    clock=clock,
+                    sleep=sleep,
+                ),
+                display=f"'{member.spec.name}' ({member.target.display})",
+                cost_of=member.cost_of,
+                name=member.spec.name,
+                models=member.spec.model,
+                weight=member.spec.weight,
+                priority=member.spec.priority,
+                health=Health(settings.routing),
+            )
+            for member in settings.members
+        ]
+        self.router = Router(self.lanes, settings.routing, clock=clock, sleep=sleep)
+        self._clock = clock
+        self._on_warning = settings.on_warning
+        #: why the run must stop: no lane is left (None while some is)
+        self.verdict: str | None = None
+
+    @property
+    def allowed(self) -> int:
+        """Attempts allowed in flight now, over the members still in the pool."""
+        return sum(lane.admission.concurrency.allowed for lane in self.lanes if lane.alive)
+
+    def endpoint_stats(self) -> dict[str, EndpointStats]:
+        """The members' counters, by name (live: the run's stats hold these objects)."""
+        return {lane.name or "": lane.stats for lane in self.lanes}
+
+    # -- per attempt --------------------------------------------------------------------------
+
+    async def route(self, job: Job) -> Lane | None:
+        """The lane of ``job``'s next attempt, with its HTTP request made for it; None when
+        the run stops sending first."""
+        if job.route_key is None and self.router.sticky_key(job.request) is not None:
+            job.route_key = self.router.sticky_key(job.request)
+        lane = await self.router.route(
+            job.request.est_tokens,
+            key=job.route_key,
+            avoid=job.lane,
+            refused=job.refused or (),
+        )
+        if lane is not None:
+            job.lane = lane
+            job.http = lane.request_for(job.request, job.body)
+        return lane
+
+    def released(self) -> None:
+        """An attempt gave its admission back: someone waiting may go."""
+        self.router.wake()
+
+    def answered(self, lane: Lane, status: int) -> None:
+        stats = lane.stats
+        stats.requests_sent += 1
+        stats.status_counts[status] = stats.status_counts.get(status, 0) + 1
+        if status == 429:
+            stats.rate_limited += 1
+
+    def failed(self, job: Job, error: RequestError, *, sent_at: float) -> None:
+        """An attempt of ``job`` failed: the lane's health learns, and the job remembers an
+        endpoint that refused it as a row it will not take."""
+        lane = job.lane
+        assert lane is not None and lane.health is not None  # pool jobs are routed
+        if lane.health.failed(error, sent_at=sent_at, now=self._clock()):
+            lane.stats.cooldowns = lane.health.cooldowns
+            if lane.health.removed is not None:
+                self._removed(lane, lane.health.removed)
+            self.router.wake()
+        if isinstance(error, ClientError) and lane.name is not None:
+            job.refused = (job.refused or frozenset()) | {lane.name}
+
+    def succeeded(self, lane: Lane) -> None:
+        assert lane.health is not None
+        was_probing = lane.health.probing
+        lane.health.succeeded()
+        if was_probing:
+            self.router.wake()  # back in: more may go there now
+
+    def finished(self, lane: Lane, ok: bool) -> None:
+        if ok:
+            lane.stats.results_ok += 1
+        else:
+            lane.stats.results_error += 1
+
+    def elsewhere(self, job: Job) -> bool:
+        """Whether another lane may still take ``job`` (one not removed, not the last to
+        fail it, not one that refused it)."""
+        refused = job.refused or frozenset()
+        return any(
+            lane.alive and lane is not job.lane and lane.name not in refused for lane in self.lanes
+        )
+
+    def proven(self, lane: Lane | None) -> bool:
+        return lane is None or lane.health is None or lane.health.proven
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def _removed(self, lane: Lane, reason: str) -> None:
+        lane.stats.removed = reason
+        if self._on_warning is not None:
+            self._on_warning(f"endpoint {lane.display} is out of the pool for this run: {reason}")
+        if not any(other.alive for other in self.lanes):
+            reasons = "; ".join(
+                f"{other.display}: {other.health.removed}" for other in self.lanes if other.health
+            )
+            self.verdict = f"every endpoint of the pool is out: {reasons}"
+            self.router.close()
+
+    def close(self) -> None:
+        """The run stops sending: attempts waiting for a lane get none."""
+        self.router.close()
+
+    async def aclose(self) -> None:
+        await self.router.aclose()
