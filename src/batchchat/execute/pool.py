@@ -82,7 +82,7 @@ async def open_pool(
 def _with_own_key(target: Target, spec: PoolEndpointSpec) -> Target:
     """A simulator member that names a key variable is sent that key, so a wrong or
     rotated key can be rehearsed (the simulator's ``api_key`` is the one it expects)."""
-    headers = {**target.headers, **resolve_headers(spec)}
+    headers = {**target.headers, **resolve_headers(spec, where=f"endpoints[{spec.name}]")}
     return Target(url=target.url, headers=headers, display=target.display)
 
 

@@ -22,6 +22,7 @@ from batchchat.errors import ResumeError
 from batchchat.labels.columns import output_label_set, read_label_report
 from batchchat.models import ExecutionStats
 from batchchat.pricing import PriceTable
+from batchchat.report.endpoints import endpoint_reports
 from batchchat.report.html import render_html
 from batchchat.report.model import RunReport
 from batchchat.report.stats import (
@@ -85,6 +86,10 @@ def build_report(
     label_set, report.samples = output_label_set(out_dir)  # from the job's job.yaml
     if label_set is not None and OutputLayout(out_dir).results.is_dir():
         report.labels = read_label_report(out_dir, label_set, samples=report.samples)
+    report.endpoints = endpoint_reports(rows, runs)
+    report.warnings += [
+        f"endpoint {e.name} was out of the pool: {e.removed}" for e in report.endpoints if e.removed
+    ]
     report.input_issues = load_input_issues(out_dir)
     if report.input_issues:
         first = report.input_issues[0]
@@ -132,6 +137,7 @@ _COLUMNS: dict[str, pl.DataType] = {
     "cached_tokens": pl.Int64(),
     "reasoning_tokens": pl.Int64(),
     "cost_usd": pl.Float64(),
+    "endpoint": pl.String(),
 }
 
 
