@@ -68,6 +68,14 @@ def unauthorized_body() -> dict[str, Any]:
     return error_body(message, "invalid_request_error", None, "invalid_api_key")
 
 
+def key_refusal(style: str) -> tuple[int, dict[str, Any]]:
+    """How a wrong key is refused: OpenAI's 401, or a LiteLLM proxy's without its database
+    (it cannot look the key up, so it answers 400 ``no_db_connection``, code "400")."""
+    if style == "litellm":
+        return 400, error_body("No connected db.", "no_db_connection", None, "400")
+    return 401, unauthorized_body()
+
+
 def not_found_body(method: str, path: str) -> dict[str, Any]:
     return error_body(f"Invalid URL ({method} {path})", "invalid_request_error", None, None)
 

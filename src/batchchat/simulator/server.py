@@ -362,8 +362,8 @@ class SimulatorServer:
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), expected)
 
     def _unauthorized(self) -> web.Response:
-        headers = self._limiter.error_headers(self._limit_clock())
-        return _json(401, replies.unauthorized_body(), headers)
+        status, body = replies.key_refusal(self.config.auth_error)
+        return _json(status, body, self._limiter.error_headers(self._limit_clock()))
 
     def _invalid(self, body: dict[str, Any]) -> web.Response:
         return _json(400, body, self._limiter.error_headers(self._limit_clock()))
