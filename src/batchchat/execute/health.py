@@ -75,6 +75,12 @@ class Health:
         """Whether it answered one request well: its client errors are the rows' own."""
         return self.successes > 0
 
+    @property
+    def on_trial(self) -> bool:
+        """New, not answered well yet, never out: its few attempts in flight are not all
+        it can take, so its tier is not saturated -- the next tier waits for the verdict."""
+        return not self.proven and not self.probing and self.removed is None
+
     def in_flight_cap(self, now: float) -> int | None:
         """How many attempts it may have in flight now (None: as its admission allows)."""
         if self.removed is not None or now < self.out_until:
