@@ -3,9 +3,10 @@
 **The choice.** Tiers by priority: the first tier with an endpoint that has room now (its
 own limits, its health) takes the attempt, so a fallback tier gets traffic only while the
 tiers before it are saturated or out. (An endpoint still on trial -- new, with a couple of
-attempts in flight and no answer yet -- is neither: the next tier waits for its verdict.) Within the tier, a weighted random choice among the
-endpoints with room. The endpoint whose failure sent the row back is passed over when
-another has room; endpoints that refused the row with a client error never see it again.
+attempts in flight and no answer yet -- is neither: the next tier waits for its verdict.)
+Within the tier, a weighted random choice among the endpoints with room. The endpoint whose
+failure sent the row back is passed over when another has room; endpoints that refused the
+row with a client error never see it again.
 
 **Stickiness** (``routing.sticky``): the endpoints of the tier are put in the row's own
 order by weighted rendezvous hashing of its key (its row id, or its prompt's first
