@@ -76,11 +76,6 @@ class Lane:
             body = orjson.dumps(_with_model(request.body, self.models[model]))
         return HTTPRequest(self.url, body, self.headers, request.stream)
 
-    def sent_model(self, request: ChatRequest) -> Any:
-        """The model name this endpoint is sent for ``request``."""
-        model = request.body.get("model")
-        return self.models.get(model, model) if isinstance(model, str) else model
-
     def ready_in_s(self, tokens: int, now: float) -> float:
         """Seconds until an attempt charging ``tokens`` may start here without waiting
         (0: now; inf: not before something ends, or never: removed)."""
