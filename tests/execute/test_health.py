@@ -148,3 +148,13 @@ def test_a_server_that_went_away_is_cooled_down_then_removed_after_a_minute() ->
         now += 4.0
     assert health.removed is not None and "stopped answering" in health.removed
     assert 60.0 <= now <= 68.0 and health.cooldowns >= 2
+
+
+def test_advice_longer_than_max_wait_puts_it_out_for_as_long_as_asked() -> None:
+    health = Health(ROUTING, max_wait_s=120)
+    health.succeeded()
+    assert not health.failed(RateLimitError("429", status=429, retry_after=60), sent_at=0, now=0)
+    assert health.in_flight_cap(0.0) is None  # its admission holds it for a minute
+    assert health.failed(ServerError("503", status=503, retry_after=3600), sent_at=0, now=0)
+    assert health.back_in_s(0.0) == 3600 and health.cooldowns == 1
+    assert health.in_flight_cap(3600.0) == 1  # then one probe

@@ -134,8 +134,11 @@ def gateway_without_db(request: HTTPRequest) -> HTTPResponse:
     )
 
 
-def rate_limited_for_a_minute(request: HTTPRequest) -> HTTPResponse:
-    return _error(429, "rate_limit_exceeded", **{"retry-after": "60"})
+def rate_limited_for(seconds: int) -> Handler:
+    def rate_limited(request: HTTPRequest) -> HTTPResponse:
+        return _error(429, "rate_limit_exceeded", **{"retry-after": str(seconds)})
+
+    return rate_limited
 
 
 def refuses_row(row: int, response: HTTPResponse) -> Handler:
@@ -217,13 +220,22 @@ async def test_too_long_a_prompt_never_fails_over_even_to_an_unproven_endpoint()
 
 
 async def test_a_429_holds_only_its_endpoint() -> None:
-    run = PoolRun(Member("limited", rate_limited_for_a_minute), Member("free", ok_completion))
-    stats = await run(200)
+    run = PoolRun(Member("limited", rate_limited_for(20)), Member("free", ok_completion))
+    stats = await run(200)  # retry.max_wait_s is 30: its admission heeds the 20 s
     assert all(r.ok for r in run.results) and len(run.results) == 200
     limited = stats.endpoints["limited"]
     assert 1 <= limited.rate_limited == limited.requests_sent <= PROVING_IN_FLIGHT + 1
     assert limited.cooldowns == 0 and limited.removed is None  # held by its admission
-    assert max(r.latency_ms for r in run.results) < 60_000  # no row waited out the minute
+    assert max(r.latency_ms for r in run.results) < 20_000  # no row waited out the hold
+
+
+async def test_advice_longer_than_max_wait_puts_the_endpoint_out_for_as_long() -> None:
+    # a row of a single endpoint would fail at once; a pool has somewhere else to go
+    run = PoolRun(Member("quota", rate_limited_for(3600)), Member("free", ok_completion))
+    stats = await run(200)
+    assert all(r.ok for r in run.results) and len(run.results) == 200
+    quota = stats.endpoints["quota"]
+    assert quota.requests_sent <= PROVING_IN_FLIGHT + 1 and quota.cooldowns >= 1
 
 
 # -- routing ------------------------------------------------------------------------------------

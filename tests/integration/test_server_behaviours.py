@@ -129,3 +129,43 @@ async def test_answers_without_a_choice_are_retried_and_odd_usage_numbers_are_re
     assert df.schema["prompt_tokens"] == pl.Int64 and df["prompt_tokens"].null_count() == 0
     injected = sim.stats()["faults"]
     assert injected["empty_choices"] + injected["no_message"] == outcome.stats.retries
+
+
+async def test_a_spec_limit_above_a_gateways_window_does_not_slow_the_run(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    # limits.rpm 3x the gateway's: once the gateway's 200s say its limit is lower, the
+    # requests already queued in the spec's bucket go at once and its window governs
+    # (seen on LiteLLM: queued requests kept the spec's spacing, 84 s instead of 60)
+    window, per_window, rows = 2.0, 10, 20
+    sim = await simulator_factory(rate_limit_style="gateway", rpm=11, gateway_window_s=window)
+    spec = job(tmp_path, sim.base_url, rows, limits={"rpm": 33})
+    await asyncio.sleep(window - time.time() % window + 0.05)
+    started = time.monotonic()
+    outcome = await run_job(spec)
+    elapsed = time.monotonic() - started
+    df = batchchat.read_results(spec.output_dir)
+    assert outcome.exit_code == 0
+    assert df.height == rows and (df["status"] == "ok").all()
+    # the spec's bucket alone would space the 20 requests 1.8 s apart (34 s); the
+    # gateway's windows take them in two (plus the spec bucket's first interval: it starts
+    # full, as a window may hold an earlier run's requests), so three windows at most
+    assert elapsed <= 3 * window + 0.5, elapsed
+    assert sim.stats()["rate_limited"] <= rows - per_window + rows // per_window
+
+
+async def test_a_server_down_for_a_day_ends_the_run_quickly(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    # 503 with retry-after 86400: no row can succeed within retry.max_wait_s; each fails
+    # at its first attempt and fail-fast ends the run (it used to hold the run for
+    # max_wait_s after every row: hours)
+    sim = await simulator_factory(faults={"http_503": 1.0, "retry_after_s": 86400})
+    spec = job(tmp_path, sim.base_url, 50, limits={"max_concurrency": 1})
+    outcome = await asyncio.wait_for(run_job(spec), 60)
+    assert outcome.exit_code == 1
+    assert outcome.stats.stop_reason.value == "fatal"
+    assert sim.stats()["requests"] <= 20  # one attempt per row, until fail-fast
+    assert "retry-after" in (outcome.stats.fatal_error or "").lower() or "503" in (
+        outcome.stats.fatal_error or ""
+    )

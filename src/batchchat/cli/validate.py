@@ -37,7 +37,8 @@ def validate(job: Path, variables: tuple[str, ...]) -> None:
     (rendering the first rows), output.keep_columns, labels, prices, and that ids are
     unique. Exit status: 0 when the job is ready to run, 2 with every problem listed.
     """
-    compiled = compiled_or_problems(job, load_spec(job, variables=parse_vars(variables)))
+    spec = load_spec(job, variables=parse_vars(variables))
+    compiled = compiled_or_problems(job, spec, read_every_line=True)
     console = Console(highlight=False)
     console.print(grid(_summary_rows(compiled, job)))
     for warning in compiled.warnings:

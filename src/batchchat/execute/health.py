@@ -8,7 +8,8 @@ how many attempts it may have in flight now:
   costs a couple of attempts, not a burst of ``max_concurrency``;
 * **out** for a cool-down after ``routing.failures`` consecutive failures of the kind that
   say "this server is unwell" (5xx, timeouts, dropped or refused connections, broken
-  bodies), none: the others go on meanwhile;
+  bodies), none: the others go on meanwhile; or out for as long as a server asked, when its
+  retry-after is longer than ``retry.max_wait_s`` (which would fail a row of one endpoint);
 * **probing** once the cool-down is over: one attempt at a time. It succeeds: the endpoint is
   in again. It fails: out again for twice as long, up to ``routing.max_cooldown_s``;
 * **removed** for the rest of the run: a rejected key or no quota (``is_fatal``), nothing
@@ -17,8 +18,8 @@ how many attempts it may have in flight now:
   :data:`SUSPECT_ROWS` different rows before any success (a gateway that answers a wrong key
   with 400, a model name it does not know).
 
-A 429 does not touch health: the endpoint's own admission holds it for the server's
-retry-after (or its learned window) while the others go on.
+A 429 with shorter advice (or none) does not touch health: the endpoint's own admission
+holds it for the server's retry-after (or its learned window) while the others go on.
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ SUSPECT_ROWS = 3
 class Health:
     """The health of one pool endpoint; ``now`` and ``sent_at`` are clock times."""
 
-    def __init__(self, routing: RoutingSpec) -> None:
+    def __init__(self, routing: RoutingSpec, *, max_wait_s: float = math.inf) -> None:
         self._routing = routing
+        #: the longest a server's retry-after holds an endpoint (retry.max_wait_s); longer
+        #: advice (a day-long 429 or 503) puts it out for as long as the server asked
+        self._max_wait_s = max_wait_s
         #: consecutive failures that count towards a cool-down (reset by a success)
         self.failures = 0
         self.successes = 0
@@ -118,6 +122,9 @@ class Health:
             return self._remove(f"{error_type_name(error)}: {error}")
         if isinstance(error, ConnectError | ConnectTimeout) and self._lost(error, now):
             return True
+        advice = getattr(error, "retry_after", None)
+        if advice is not None and advice > self._max_wait_s and is_retryable(error):
+            return self._out_for(advice, now)
         if isinstance(error, RateLimitError):
             return False  # its admission holds it; health is for failures
         if is_retryable(error):
@@ -136,10 +143,14 @@ class Health:
         self.failures += 1
         if not self.probing and self.failures < self._routing.failures:
             return False
-        self.out_until = now + self._next_cooldown_s
-        self._out_began = now
+        cooldown = self._next_cooldown_s
         self._next_cooldown_s = min(self._next_cooldown_s * 2, self._routing.max_cooldown_s)
-        self.probing = True  # once the cool-down is over
+        return self._out_for(cooldown, now)
+
+    def _out_for(self, seconds: float, now: float) -> bool:
+        self.out_until = max(self.out_until, now + seconds)
+        self._out_began = now
+        self.probing = True  # once the time out is over
         self.cooldowns += 1
         return True
 

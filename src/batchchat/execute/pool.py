@@ -115,7 +115,7 @@ class Pool:
                 models=member.spec.model,
                 weight=member.spec.weight,
                 priority=member.spec.priority,
-                health=Health(settings.routing),
+                health=Health(settings.routing, max_wait_s=max_pause_s),
             )
             for member in settings.members
         ]

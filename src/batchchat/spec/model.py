@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2 import StrictUndefined, TemplateError, UndefinedError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import Field, field_validator, model_validator
 
@@ -229,12 +229,31 @@ def _render_path(raw: str, variables: Mapping[str, str], name: str) -> str:
     if "{" not in raw:
         return raw
     try:
-        return _PATH_TEMPLATES.from_string(raw).render(vars=variables, name=name)
+        template = _PATH_TEMPLATES.from_string(raw)
+        missing = sorted(_vars_used(raw) - set(variables))
+        if missing:
+            raise SpecError(
+                f"path {raw!r} uses {', '.join(f'vars.{v}' for v in missing)}, which "
+                f"{'is' if len(missing) == 1 else 'are'} not set: add "
+                f"{'it' if len(missing) == 1 else 'them'} under vars: or pass "
+                + " ".join(f"--var {v}=..." for v in missing)
+            )
+        return template.render(vars=variables, name=name)
     except UndefinedError as exc:
-        known = ", ".join(sorted(variables)) or "none"
-        raise SpecError(
-            f"path {raw!r} uses a variable that is not set ({exc.message}); pass it with "
-            f"--var KEY=VALUE (variables set: {known})"
-        ) from None
+        raise SpecError(f"path {raw!r}: {exc.message}") from None
     except TemplateError as exc:
         raise SpecError(f"path {raw!r} is not a valid template: {exc}") from None
+
+
+def _vars_used(raw: str) -> set[str]:
+    """The names a path template reads as ``vars.x`` or ``vars['x']``."""
+    used = set()
+    tree = _PATH_TEMPLATES.parse(raw)
+    for attr in tree.find_all(nodes.Getattr):
+        if isinstance(attr.node, nodes.Name) and attr.node.name == "vars":
+            used.add(attr.attr)
+    for item in tree.find_all(nodes.Getitem):
+        reads_vars = isinstance(item.node, nodes.Name) and item.node.name == "vars"
+        if reads_vars and isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
+            used.add(item.arg.value)
+    return used
