@@ -336,3 +336,15 @@ async def test_an_interrupt_while_attempts_wait_for_room_ends_the_run() -> None:
     stats = await asyncio.wait_for(run(500, stop=stop), 10)
     assert stats.stop_reason == StopReason.INTERRUPTED
     assert 3 <= len(run.results) < 500
+
+
+async def test_a_key_a_server_echoes_is_masked_in_the_warning_and_the_counters() -> None:
+    def echoes_the_key(request: HTTPRequest) -> HTTPResponse:
+        body = {"error": {"message": "Incorrect API key provided: sk-proj-abcdef0123456789abcd"}}
+        return HTTPResponse(401, {}, orjson.dumps(body))
+
+    run = PoolRun(Member("good", ok_completion), Member("echo", echoes_the_key))
+    stats = await run(20)
+    assert "sk-proj-abcdef0123456789abcd" not in " ".join(run.warnings)
+    assert stats.endpoints["echo"].removed is not None
+    assert "sk-proj-abcdef0123456789abcd" not in stats.endpoints["echo"].removed

@@ -23,6 +23,7 @@ from batchchat.execute.lane import Lane, Pricer
 from batchchat.execute.router import Router
 from batchchat.execute.transport import AiohttpTransport, Transport
 from batchchat.models import EndpointStats
+from batchchat.secrets import redact_shapes
 from batchchat.spec import LimitsSpec, PoolEndpointSpec, RoutingSpec
 
 if TYPE_CHECKING:  # the executor's state imports this module
@@ -97,6 +98,7 @@ class Pool:
         max_pause_s: float,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
+        redact: Callable[[str], str] = redact_shapes,
     ) -> None:
         self.lanes = [
             Lane(
@@ -122,6 +124,8 @@ class Pool:
         self.router = Router(self.lanes, settings.routing, clock=clock, sleep=sleep)
         self._clock = clock
         self._on_warning = settings.on_warning
+        #: masks secrets in what is kept or said of an error (a server may echo a key)
+        self._redact = redact
         #: why the run must stop: no lane is left (None while some is)
         self.verdict: str | None = None
 
@@ -203,13 +207,11 @@ class Pool:
     # -- the end ------------------------------------------------------------------------------
 
     def _removed(self, lane: Lane, reason: str) -> None:
-        lane.stats.removed = reason
+        reason = lane.stats.removed = self._redact(reason)
         if self._on_warning is not None:
             self._on_warning(f"endpoint {lane.display} is out of the pool for this run: {reason}")
         if not any(other.alive for other in self.lanes):
-            reasons = "; ".join(
-                f"{other.display}: {other.health.removed}" for other in self.lanes if other.health
-            )
+            reasons = "; ".join(f"{other.display}: {other.stats.removed}" for other in self.lanes)
             self.verdict = f"every endpoint of the pool is out: {reasons}"
             self.router.close()
 

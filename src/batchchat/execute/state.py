@@ -127,6 +127,7 @@ class Execution:
                 max_pause_s=retry.max_wait_s,
                 clock=clock,
                 sleep=sleep,
+                redact=settings.redact,
             )
             stats.endpoints = self.pool.endpoint_stats()
             self.lane = self.pool.lanes[0]  # only what enqueue encodes: a route replaces it
