@@ -348,3 +348,23 @@ async def test_a_key_a_server_echoes_is_masked_in_the_warning_and_the_counters()
     assert "sk-proj-abcdef0123456789abcd" not in " ".join(run.warnings)
     assert stats.endpoints["echo"].removed is not None
     assert "sk-proj-abcdef0123456789abcd" not in stats.endpoints["echo"].removed
+
+
+async def test_a_row_left_with_no_endpoint_that_may_take_it_gets_its_last_error() -> None:
+    # row 0 is refused by "a" while "a" is on trial (a 400 that may be a's fault), so it waits
+    # for "b"; then "b" turns out to have a wrong key. Nowhere is left for row 0: its own
+    # last error becomes its result, and the run ends (it must not wait for ever)
+    async def slow_wrong_key(request: HTTPRequest) -> HTTPResponse:
+        await asyncio.sleep(0.05)
+        return wrong_key(request)
+
+    a = Member("a", refuses_row(0, _error(400, "invalid_request_error")))
+    b = Member("b", slow_wrong_key, limits={"max_concurrency": 1})
+    run = PoolRun(a, b)
+    stats = await asyncio.wait_for(run(30), 10)
+    assert stats.stop_reason == StopReason.COMPLETED
+    assert run.rows() == list(range(30))
+    (zero,) = [r for r in run.results if r.request.row_id == "0"]
+    assert not zero.ok and zero.http_status == 400 and zero.endpoint == "a"
+    assert all(r.ok for r in run.results if r.request.row_id != "0")
+    assert stats.endpoints["b"].removed is not None

@@ -138,13 +138,14 @@ class Router:
         avoid: Lane | None = None,
         refused: Collection[str] = (),
     ) -> Lane | None:
-        """The lane for an attempt, once one has room; None once :attr:`closed`."""
+        """The lane for an attempt, once one has room; None once :attr:`closed`, or once no
+        lane is left that the attempt may use (the others refused it, or are out for good)."""
         if not self.closed and (refused or not self._line):
             lane = self.pick(tokens, key=key, avoid=avoid, refused=refused)
             if lane is not None:
                 return lane
         first_time = True
-        while not self.closed:
+        while not self.closed and self.reachable(refused):
             future = asyncio.get_running_loop().create_future()
             if refused:
                 self._apart.append(future)
@@ -167,6 +168,10 @@ class Router:
                     self.wake()  # room may be left for the next in line
                 return lane
         return None
+
+    def reachable(self, refused: Collection[str] = ()) -> bool:
+        """Whether some lane may still take an attempt that ``refused`` refused."""
+        return any(lane.alive and lane.name not in refused for lane in self.lanes)
 
     def wake(self) -> None:
         """Something changed (an attempt ended, a lane's health): the first in line looks,

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from batchchat.errors import RateLimitError, RequestError
+from batchchat.errors import RateLimitError, RequestError, is_fatal
 from batchchat.execute.admission import Admission
 from batchchat.execute.budget import Budget
 from batchchat.execute.failfast import FailFast
@@ -41,6 +41,7 @@ class Job:
         "first_sent",
         "http",
         "lane",
+        "last_error",
         "last_sent",
         "limited_since",
         "refused",
@@ -63,9 +64,10 @@ class Job:
         #: clock time of the first 429 of the current run of them (inf: none)
         self.limited_since = math.inf
         # -- in a pool only --
-        #: the lane of the last attempt, and when it went out
+        #: the lane of the last attempt, when it went out, and how it failed
         self.lane: Lane | None = None
         self.last_sent = 0.0
+        self.last_error: RequestError | None = None
         #: names of the endpoints that refused it with a client error (never again there)
         self.refused: frozenset[str] | None = None
         #: what keeps it on one endpoint (``routing.sticky``), once worked out
@@ -179,7 +181,14 @@ class Execution:
         self.queue.put_nowait(Job(request, http))
 
     def drop(self, job: Job) -> None:
-        """Forget a job without a result (the run stopped): a re-run sends it again."""
+        """Forget a job without a result (the run stopped): a re-run sends it again.
+
+        In a pool whose run goes on, a job is dropped only when no endpoint is left that may
+        take it (the others refused it, or are out for good): its last error is its result.
+        """
+        if self.stopping is None and job.last_error is not None:
+            self.finish(job, None, job.last_error)
+            return
         self._release_slot()
 
     def retry_later(self, job: Job, wait_s: float) -> None:
@@ -219,7 +228,9 @@ class Execution:
         except Exception as failure:  # the results cannot be written (a full disk)
             self.stop_on_error(failure)
         self._release_slot()
-        self.failfast.finished(error)
+        # in a pool, a rejected key or no quota is one endpoint's: its health takes it out
+        if self.pool is None or error is None or not is_fatal(error):
+            self.failfast.finished(error)
         self._stop_if_hopeless()
 
     def _release_slot(self) -> None:
@@ -263,6 +274,7 @@ class Execution:
         if self.pool is None:
             self.failfast.attempt_failed(error)
         else:  # each endpoint's own health judges its connections (a pool goes on without one)
+            job.last_error = error
             self.pool.failed(job, error, sent_at=job.last_sent)
         self._stop_if_hopeless()
 
