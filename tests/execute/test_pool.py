@@ -23,6 +23,7 @@ from batchchat.execute.pool import PoolMember, PoolSettings
 from batchchat.execute.transport import HTTPRequest, HTTPResponse, MockTransport
 from batchchat.models import ChatRequest, ChatResult, ExecutionStats, StopReason
 from batchchat.spec import LimitsSpec, PoolEndpointSpec, RetrySpec, RoutingSpec
+from tests._fake_time import FakeTime
 
 Handler = Callable[[HTTPRequest], Any]
 
@@ -368,3 +369,17 @@ async def test_a_row_left_with_no_endpoint_that_may_take_it_gets_its_last_error(
     assert not zero.ok and zero.http_status == 400 and zero.endpoint == "a"
     assert all(r.ok for r in run.results if r.request.row_id != "0")
     assert stats.endpoints["b"].removed is not None
+
+
+async def test_a_pool_whose_every_endpoint_stays_down_stops_after_a_minute() -> None:
+    # the clock jumps with every sleep here, so the minute of cool-downs and probes passes
+    # at once; a single endpoint's run stops the same way when its server stays away
+    time = FakeTime()
+    run = PoolRun(Member("a", always_overloaded), Member("b", always_overloaded))
+    stats = await asyncio.wait_for(run(500, sleep=time.sleep, clock=time.clock), 10)
+    assert stats.stop_reason == StopReason.FATAL
+    assert stats.fatal_error is not None
+    assert stats.fatal_error.startswith("every endpoint of the pool has been out for")
+    assert "'a' (" in stats.fatal_error and "ServerError: HTTP 503" in stats.fatal_error
+    assert stats.requests_sent < 60  # a few probes, not 500 rows × 6 attempts
+    assert not any(r.ok for r in run.results)

@@ -73,11 +73,22 @@ class Health:
         self.cooldowns = 0
         #: why it is out for the rest of the run (None: it is not)
         self.removed: str | None = None
+        #: the last failure it answered with, for messages
+        self.last_failure = ""
 
     @property
     def proven(self) -> bool:
         """Whether it answered one request well: its client errors are the rows' own."""
         return self.successes > 0
+
+    @property
+    def down(self) -> bool:
+        """Out for the run, or out since its last failures and not back yet (probing)."""
+        return self.removed is not None or self.probing
+
+    def state(self) -> str:
+        """What it is, for messages."""
+        return self.removed or f"cooling down, probed now and then; last: {self.last_failure}"
 
     @property
     def on_trial(self) -> bool:
@@ -114,6 +125,7 @@ class Health:
         endpoint out for a cool-down or removes it (:attr:`removed` then says why)."""
         if self.removed is not None:
             return False
+        self.last_failure = f"{error_type_name(error)}: {error}"
         if error.http_status is not None:
             self.answered = True
             self._connect_failures = 0

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from batchchat.errors import ClientError, RequestError
 from batchchat.execute.admission import Admission
 from batchchat.execute.endpoint import Target, open_target, resolve_headers
+from batchchat.execute.failfast import LOST_SERVER_S
 from batchchat.execute.health import Health
 from batchchat.execute.lane import Lane, Pricer
 from batchchat.execute.router import Router
@@ -128,6 +129,8 @@ class Pool:
         self._redact = redact
         #: why the run must stop: no lane is left (None while some is)
         self.verdict: str | None = None
+        #: since when every lane is down (None: some lane is in or on trial)
+        self._down_since: float | None = None
 
     @property
     def allowed(self) -> int:
@@ -172,11 +175,13 @@ class Pool:
         endpoint that refused it as a row it will not take."""
         lane = job.lane
         assert lane is not None and lane.health is not None  # pool jobs are routed
-        if lane.health.failed(error, sent_at=sent_at, now=self._clock()):
+        now = self._clock()
+        if lane.health.failed(error, sent_at=sent_at, now=now):
             lane.stats.cooldowns = lane.health.cooldowns
             if lane.health.removed is not None:
                 self._removed(lane, lane.health.removed)
             self.router.wake()
+        self._stop_if_all_down(now)
         if isinstance(error, ClientError) and lane.name is not None:
             job.refused = (job.refused or frozenset()) | {lane.name}
 
@@ -184,6 +189,7 @@ class Pool:
         assert lane.health is not None
         was_probing = lane.health.probing
         lane.health.succeeded()
+        self._down_since = None
         if was_probing:
             self.router.wake()  # back in: more may go there now
 
@@ -211,9 +217,28 @@ class Pool:
         if self._on_warning is not None:
             self._on_warning(f"endpoint {lane.display} is out of the pool for this run: {reason}")
         if not any(other.alive for other in self.lanes):
-            reasons = "; ".join(f"{other.display}: {other.stats.removed}" for other in self.lanes)
-            self.verdict = f"every endpoint of the pool is out: {reasons}"
-            self.router.close()
+            self._give_up("every endpoint of the pool is out")
+
+    def _stop_if_all_down(self, now: float) -> None:
+        """Every endpoint out (cooling down since its last failures, or removed) for as long
+        as a single endpoint's run may fail to connect before it stops: give up."""
+        if not all(lane.health is not None and lane.health.down for lane in self.lanes):
+            self._down_since = None
+            return
+        if self._down_since is None:
+            self._down_since = now
+        elif now - self._down_since >= LOST_SERVER_S:
+            gone = f"{now - self._down_since:.0f}s"
+            self._give_up(f"every endpoint of the pool has been out for {gone}")
+
+    def _give_up(self, why: str) -> None:
+        states = "; ".join(
+            f"{lane.display}: {self._redact(lane.health.state())}"
+            for lane in self.lanes
+            if lane.health is not None
+        )
+        self.verdict = f"{why}: {states}"
+        self.router.close()
 
     def close(self) -> None:
         """The run stops sending: attempts waiting for a lane get none."""
