@@ -24,6 +24,7 @@ from batchchat.cli import main
 from batchchat.errors import ResumeError
 from batchchat.execute.health import PROVING_IN_FLIGHT
 from batchchat.models import StopReason
+from batchchat.report.build import build_report
 from batchchat.runner import RunOptions, run_job
 from batchchat.simulator import SimulatorServer
 from batchchat.spec import JobSpec, load_spec
@@ -242,3 +243,16 @@ async def test_a_dry_run_rehearses_the_pool_on_simulators(
     outcome = await run_job(spec, RunOptions(dry_run=True))
     assert outcome.exit_code == 0 and outcome.report.rows_ok == 30
     assert {e.name for e in outcome.report.endpoints} == {"openai", "local"}
+
+
+def test_the_example_pool_job_runs_on_the_simulator(tmp_path: Path) -> None:
+    job = Path(__file__).resolve().parents[2] / "jobs" / "pool.yaml"
+    out = tmp_path / "pool"
+    result = CliRunner().invoke(main, ["run", str(job), "--limit", "40", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    df = batchchat.read_results(out)
+    assert df.height == 40 and (df["status"] == "ok").all()
+    assert set(df["endpoint"]) <= {"key-a", "key-b", "fallback"}  # never the broken one
+    report = {e.name: e for e in build_report(out).endpoints}
+    assert list(report) == ["key-a", "key-b", "flaky", "fallback"]
+    assert report["flaky"].rows_ok == 0 and report["flaky"].failed_attempts >= 1
