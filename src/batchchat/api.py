@@ -68,9 +68,32 @@ def run(
 ) -> RunReport:
     """Run a job to its end and return its report.
 
-    >>> report = batchchat.run("jobs/quickstart.yaml", limit=20)
-    >>> report.rows_ok
-    20
+    Works from plain code and inside a running event loop (Jupyter), where the job runs on a
+    worker thread. Rows that fail do not raise: check ``rows_error`` and ``stop_reason`` of
+    the report.
+
+    Args:
+        spec: a job file's path, a ``JobSpec``, or a mapping (whose relative paths resolve
+            against the working directory).
+        variables: ``vars`` values, as ``--var`` gives them.
+        retry_failed: on a re-run, send the rows that failed before again.
+        force: start over in place; the old results are moved to ``superseded/``.
+        dry_run: send everything to the built-in simulator instead, into
+            ``<output>-dry-run`` unless ``output`` is given.
+        **overrides: ``limit``, ``output``, ``concurrency``, ``rpm``, ``tpm``: like the
+            ``batchchat run`` flags of the same names.
+
+    Returns:
+        The run's report (``report.json`` as an object; in Jupyter it shows as tables).
+
+    Raises:
+        BatchchatError: a spec, input, resume or lock problem (``SpecError``,
+            ``InputError``, ``ResumeError``, ``LockedError``…), before anything is sent.
+
+    Examples:
+        >>> report = batchchat.run("jobs/quickstart.yaml", limit=20)
+        >>> report.rows_ok
+        20
     """
     resolved = resolve_spec(spec, overrides, variables)
     if dry_run and "output" not in overrides:
@@ -89,10 +112,20 @@ def validate(
 ) -> list[str]:
     """Every problem that would stop the job from running, as lines; empty when it is ready.
 
-    >>> batchchat.validate("jobs/quickstart.yaml")
-    []
+    The same checks as ``batchchat validate``: columns, types of templated fields (the
+    first rows rendered), ids, labels, prices. Nothing is sent; no key is needed.
 
-    A spec that cannot be read at all (invalid YAML, unknown keys) raises SpecError.
+    Args:
+        spec: a job file's path, a ``JobSpec`` or a mapping.
+        variables: ``vars`` values, as ``--var`` gives them.
+        **overrides: ``limit``, ``output``, ``concurrency``, ``rpm``, ``tpm``.
+
+    Raises:
+        SpecError: the spec cannot be read at all (invalid YAML, unknown keys).
+
+    Examples:
+        >>> batchchat.validate("jobs/quickstart.yaml")
+        []
     """
     return job_problems(resolve_spec(spec, overrides, variables))
 
@@ -106,10 +139,16 @@ def plan(
 ) -> PlanEstimate:
     """Render every request without sending one: rows, requests, tokens and the cost range.
 
-    ``batch_file`` also writes each request as an OpenAI Batch API input line there.
+    Args:
+        spec: a job file's path, a ``JobSpec`` or a mapping.
+        variables: ``vars`` values, as ``--var`` gives them.
+        batch_file: also write each request there as an OpenAI Batch API input line (what
+            vLLM's ``run_batch`` reads too); the file appears only when planning finished.
+        **overrides: ``limit``, ``output``, ``concurrency``, ``rpm``, ``tpm``.
 
-    >>> batchchat.plan("jobs/quickstart.yaml").requests
-    200
+    Examples:
+        >>> batchchat.plan("jobs/quickstart.yaml").requests
+        200
     """
     job = compile_job(resolve_spec(spec, overrides, variables), require_key=False)
     if batch_file is None:
@@ -135,8 +174,13 @@ def rehearsal_spec(spec: JobSpec) -> JobSpec:
 def read_results(out_dir: str | os.PathLike[str]) -> pl.DataFrame:
     """The results of an output directory: one row per (row_id, sample), the ok one if any.
 
-    For labeling jobs with ``samples > 1`` each line also carries its row's
-    ``label_majority``, ``label_votes`` and ``label_agreement``.
+    Also for partial, interrupted and running jobs (a retried row's error and its later
+    answer are resolved to the answer). For labeling jobs with ``samples > 1`` each line
+    also carries its row's ``label_majority``, ``label_votes`` and ``label_agreement``.
+
+    Examples:
+        >>> df = batchchat.read_results("out/quickstart")
+        >>> df.group_by("status").len()
     """
     return add_label_summaries(read_deduplicated(Path(out_dir)), Path(out_dir))
 

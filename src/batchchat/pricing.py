@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from batchchat.models import ChatRequest, ChatResult, Usage
+from batchchat.models import ChatRequest, ChatResponse, ChatResult, Usage
 from batchchat.spec import JobSpec, PoolEndpointSpec, PriceSpec
 
 PER_TOKENS = 1_000_000
@@ -203,8 +203,12 @@ class MemberPrices:
         """Cost of one result this member answered (None: no price, or no usage)."""
         if result.response is None:
             return None
-        price = self.price(self._sent(result.request), result.response.model)
-        return None if price is None else price.cost_usd(result.response.usage)
+        return self.answer_cost(result.request, result.response)
+
+    def answer_cost(self, request: ChatRequest, response: ChatResponse) -> float | None:
+        """Cost of one answer it gave to ``request`` (None: no price, or no usage)."""
+        price = self.price(self._sent(request), response.model)
+        return None if price is None else price.cost_usd(response.usage)
 
     def request_cost_bounds(self, request: ChatRequest) -> tuple[float, float] | None:
         price = self.price(self._sent(request))

@@ -23,15 +23,18 @@ from typing import Any
 
 import polars as pl
 
+from batchchat.cache.serve import RunCache
 from batchchat.errors import SinkError
 from batchchat.execute.budget import Budget
 from batchchat.execute.endpoint import open_target, secret_values
 from batchchat.execute.executor import execute
 from batchchat.execute.pool import PoolSettings, open_pool
+from batchchat.execute.reask import Reasker
 from batchchat.execute.transport import AiohttpTransport
 from batchchat.job import CompiledJob, compile_job
 from batchchat.models import (
     ChatRequest,
+    ChatResponse,
     ChatResult,
     ExecutionStats,
     ExitCode,
@@ -100,12 +103,14 @@ async def run_job(
     for warning in job.warnings:
         if options.on_warning is not None:
             options.on_warning(warning)
+    upstream = None if job.upstream is None else job.upstream.record
     with open_output(
         spec.output_dir,
-        spec,
+        job.spec,
         force=options.force,
         run_id=options.run_id,
         dry_run=options.dry_run,
+        upstream=upstream,
     ) as out:
         return await _run_in(out, job, options, stop or asyncio.Event())
 
@@ -130,21 +135,27 @@ async def _run_in(
         sink.write(_unsendable(failure))
 
     requests = _skipping(job, out, options.retry_failed, stats, issues.append, on_failure)
+    cache = _open_cache(job, stats, options)
+    on_result: Callable[[ChatResult], None] = sink.write
+    if cache is not None:
+        requests = cache.serve(requests, on_hit=sink.write)
+        on_result = _writing_then_caching(sink, cache)
 
     async with _endpoints(job, options) as (route, transports):
-        housekeeping = asyncio.create_task(_housekeep(out.path, sink, stats, options))
+        housekeeping = asyncio.create_task(_housekeep(out.path, sink, stats, options, cache))
         try:
             await execute(
                 requests,
                 limits=spec.limits,
                 retry=spec.retry,
                 keep_raw=spec.output.keep_raw,
-                on_result=sink.write,
+                on_result=on_result,
                 stats=stats,
                 budget=_budget(spec.budget, job.prices, stats),
                 redact=redact,
                 stop=stop,
                 drain_timeout_s=options.drain_timeout_s,
+                reask=_reasker(job),
                 **route,
             )
         except BaseException:
@@ -159,6 +170,8 @@ async def _run_in(
                 await housekeeping
             for transport in transports:
                 await transport.aclose()
+            if cache is not None:
+                cache.close()
             stats.resent = sum(transport.stale_retries for transport in transports)
             # the planner holds the resume index (every finished key): let it go before
             # compaction and the report, which read every result again
@@ -187,7 +200,7 @@ async def _endpoints(
             yield route, [transport]
         return
     members = job.prices.members if isinstance(job.prices, PoolPriceTable) else []
-    costs = {prices.member.name: prices.cost_of for prices in members}
+    costs = {prices.member.name: prices.answer_cost for prices in members}
     async with open_pool(
         spec.endpoints,
         limits=spec.limits,
@@ -297,6 +310,49 @@ def _budget(spec: BudgetSpec | None, prices: PriceTable, stats: ExecutionStats) 
     )
 
 
+def _open_cache(job: CompiledJob, stats: ExecutionStats, options: RunOptions) -> RunCache | None:
+    """The response cache of the job (None: it has none, or this is a rehearsal, whose
+    simulated answers must neither be stored for nor served to the real endpoint)."""
+    directory, spec = job.spec.cache_dir, job.spec.cache
+    if directory is None or spec is None:
+        return None
+    warn = options.on_warning or (lambda message: None)
+    if options.dry_run:
+        warn("cache: not used by a --dry-run (simulated answers are not the endpoint's)")
+        return None
+    reask = job.spec.output.reask
+    return RunCache(
+        spec,
+        directory,
+        stats,
+        price=_cost_of(job.prices),
+        check=job.check,
+        reasks=0 if reask is None else reask.count,
+        keep_raw=job.spec.output.keep_raw,
+        on_warning=warn,
+    )
+
+
+def _writing_then_caching(sink: ParquetSink, cache: RunCache) -> Callable[[ChatResult], None]:
+    def on_result(result: ChatResult) -> None:
+        sink.write(result)  # the output directory first: the cache is only a saving
+        cache.offer(result)
+
+    return on_result
+
+
+def _reasker(job: CompiledJob) -> Reasker | None:
+    reask = job.spec.output.reask
+    if reask is None or reask.count == 0 or job.check is None:
+        return None
+    prices = job.prices
+
+    def price(request: ChatRequest, response: ChatResponse) -> float | None:
+        return prices.cost_usd(response.model or request.body.get("model"), response.usage)
+
+    return Reasker(reask, job.check, price)
+
+
 def _cost_of(prices: PriceTable) -> Callable[[ChatResult], float | None]:
     def cost_of(result: ChatResult) -> float | None:
         response = result.response
@@ -309,17 +365,24 @@ def _cost_of(prices: PriceTable) -> Callable[[ChatResult], float | None]:
 
 
 async def _housekeep(
-    out_path: Path, sink: ParquetSink, stats: ExecutionStats, options: RunOptions
+    out_path: Path,
+    sink: ParquetSink,
+    stats: ExecutionStats,
+    options: RunOptions,
+    cache: RunCache | None = None,
 ) -> None:
-    """The sink's journal every few tens of ms; progress each second; the counters (for
-    ``status`` and the report of a killed run) every few seconds."""
+    """The sink's journal every few tens of ms; progress and the cache's writes each
+    second; the counters (for ``status`` and the report of a killed run) every few seconds."""
     last_progress = last_stats = time.monotonic()
     while True:
         await asyncio.sleep(BATCH_S)
         sink.tick()
         now = time.monotonic()
-        if options.on_progress is not None and now - last_progress >= _PROGRESS_S:
-            options.on_progress(stats)
+        if now - last_progress >= _PROGRESS_S:
+            if options.on_progress is not None:
+                options.on_progress(stats)
+            if cache is not None:
+                cache.flush()
             last_progress = now
         if now - last_stats >= _STATS_S:
             with contextlib.suppress(SinkError):  # a full disk: the sink says so

@@ -78,7 +78,7 @@ class Member:
     def opened(self, price: float | None = None) -> PoolMember:
         url = f"http://{self.spec.name}.test/v1/chat/completions"
         target = Target(url=url, headers={"authorization": "Bearer k"}, display=url)
-        cost = None if price is None else (lambda result, p=price: p)
+        cost = None if price is None else (lambda request, response, p=price: p)
         return PoolMember(self.spec, target, MockTransport(self), cost)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from batchchat.cli._common import reports_errors
+from batchchat.cli._docs import docs_epilog
 from batchchat.spec import SimulatorSpec
 
 #: fault flag → FaultSpec field
@@ -31,6 +32,9 @@ _FAULT_FLAGS = {
     "empty_choices": "empty_choices",
     "no_message": "no_message",
     "trickle": "trickle",
+    "invalid_json": "invalid_json",
+    "schema_mismatch": "schema_mismatch",
+    "off_label": "off_label",
 }
 #: flags that set a SimulatorSpec field of the same name
 _TOP_FLAGS = (
@@ -49,6 +53,12 @@ _TOP_FLAGS = (
 #: flags that set a FaultSpec field besides the probabilities
 _FAULT_KNOBS = {"stall_s": "stall_s", "trickle_interval_s": "trickle_interval_s"}
 _FAULT_KNOBS |= {"retry_after_s": "retry_after_s", "fault_seed": "seed"}
+#: latency flags → LatencySpec field
+_LATENCY_FLAGS = {
+    "latency_ms": "mean_ms",
+    "latency_distribution": "distribution",
+    "jitter_ms": "jitter_ms",
+}
 _PROBABILITY = click.FloatRange(0, 1)
 
 
@@ -56,7 +66,7 @@ def _fault_option(flag: str, text: str) -> Callable[[Any], Any]:
     return click.option(flag, type=_PROBABILITY, metavar="P", help=f"Probability of {text}.")
 
 
-@click.command()
+@click.command(epilog=docs_epilog("simulate"))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option(
     "--port",
@@ -154,6 +164,9 @@ def _fault_option(flag: str, text: str) -> Callable[[Any], Any]:
 @_fault_option("--empty-choices", 'a 200 with "choices": []')
 @_fault_option("--no-message", "a 200 whose choices lack message (streams: delta)")
 @_fault_option("--trickle", "a body sent a byte per --trickle-interval-s")
+@_fault_option("--invalid-json", "an answer in a JSON response format that is not valid JSON")
+@_fault_option("--schema-mismatch", "a JSON answer that breaks the request's json_schema")
+@_fault_option("--off-label", "an answer that is none of the prompt's labels")
 @click.option("--stall-s", type=click.FloatRange(min=0, min_open=True), help="Length of a stall.")
 @click.option(
     "--trickle-interval-s",
@@ -211,11 +224,7 @@ def build_spec(base: SimulatorSpec, options: dict[str, Any]) -> SimulatorSpec:
     data = base.model_dump()
     given = {key: value for key, value in options.items() if value is not None}
     latency = data["latency"]
-    for flag, field in (
-        ("latency_ms", "mean_ms"),
-        ("latency_distribution", "distribution"),
-        ("jitter_ms", "jitter_ms"),
-    ):
+    for flag, field in _LATENCY_FLAGS.items():
         if flag in given:
             latency[field] = given[flag]
     for flag in _TOP_FLAGS:
@@ -227,6 +236,16 @@ def build_spec(base: SimulatorSpec, options: dict[str, Any]) -> SimulatorSpec:
     if "api_key_env" in given:
         data["api_key"] = _read_key(given["api_key_env"])
     return SimulatorSpec.model_validate(data)
+
+
+def spec_keys() -> dict[str, str]:
+    """Each flag (by parameter name) → the key under ``endpoint.simulator`` that it sets."""
+    keys = {flag: f"latency.{field}" for flag, field in _LATENCY_FLAGS.items()}
+    keys |= {flag: flag for flag in _TOP_FLAGS}
+    faults = {**_FAULT_FLAGS, **_FAULT_KNOBS}
+    keys |= {flag: f"faults.{field}" for flag, field in faults.items()}
+    keys["api_key_env"] = "api_key"
+    return keys
 
 
 def _read_key(name: str) -> str:

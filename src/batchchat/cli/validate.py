@@ -20,13 +20,14 @@ from batchchat.cli._common import (
     shown_path,
     var_option,
 )
+from batchchat.cli._docs import docs_epilog
 from batchchat.cli._pool import describe_limits, pool_rows
 from batchchat.job import CompiledJob
 from batchchat.planning.reader import count_rows
 from batchchat.spec import JobSpec, SeedSpec, load_spec
 
 
-@click.command()
+@click.command(epilog=docs_epilog("validate"))
 @job_argument
 @var_option
 @reports_errors

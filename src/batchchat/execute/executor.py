@@ -26,9 +26,12 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mappin
 from batchchat.errors import RequestError
 from batchchat.execute.admission import Admission
 from batchchat.execute.budget import Budget
+from batchchat.execute.job import Job
+from batchchat.execute.lane import Pricer
 from batchchat.execute.parse import parse_response
 from batchchat.execute.pool import PoolSettings
-from batchchat.execute.state import Execution, Job, Pricer, Settings
+from batchchat.execute.reask import Reasker
+from batchchat.execute.state import Execution, Settings
 from batchchat.execute.transport import HTTPResponse, Transport
 from batchchat.models import ChatRequest, ChatResponse, ChatResult, ExecutionStats, StopReason
 from batchchat.secrets import redact_shapes
@@ -157,7 +160,7 @@ def _settle(run: Execution, job: Job, outcome: ChatResponse | RequestError) -> N
     """A success or a final error becomes a result; a retryable error waits and goes again."""
     run.stats.concurrency = run.allowed
     if isinstance(outcome, ChatResponse):
-        run.finish(job, outcome, None)
+        run.settle_answer(job, outcome)
         return
     run.failed(job, outcome)
     wait_s = run.next_wait(job, outcome)
@@ -224,6 +227,7 @@ async def execute(
     clock: Callable[[], float] = time.monotonic,
     max_pending: int | None = None,
     pool: PoolSettings | None = None,
+    reask: Reasker | None = None,
 ) -> ExecutionStats:
     """Send every request, retrying per ``retry`` within ``limits``; one
     :class:`ChatResult` per finished request goes to ``on_result``.
@@ -239,7 +243,8 @@ async def execute(
     ``endpoint`` names the server in messages (default: ``url``); ``redact`` masks secrets
     in what is kept of an error (``stats.fatal_error``). ``max_pending`` bounds
     the requests pulled from ``requests`` and not finished yet (default: 4 ×
-    max_concurrency, at least 1024).
+    max_concurrency, at least 1024). ``reask`` checks each answer and asks a row again
+    when it fails the check (:mod:`batchchat.execute.reask`).
 
     With a ``pool`` of endpoints (:mod:`batchchat.execute.pool`) instead of ``transport``,
     ``url`` and ``headers``, each attempt goes to the endpoint the pool's router picks, each
@@ -261,6 +266,7 @@ async def execute(
         budget=budget,
         cost_of=cost_of,
         pool=pool,
+        reask=reask,
     )
     workers = limits.max_concurrency if pool is None else pool.workers(limits)
     run = Execution(
@@ -282,6 +288,7 @@ async def execute(
         await _cancel_all([*tasks, *run.timers])
         if run.pool is not None:
             await run.pool.aclose()
+        run.settle_reasks()
         stats.in_flight = 0
     if run.fatal is not None:
         raise run.fatal

@@ -12,6 +12,7 @@ import orjson
 
 from batchchat.execute.admission import Admission
 from batchchat.execute.health import Health
+from batchchat.execute.reask import AnswerPrice
 from batchchat.execute.transport import HTTPRequest, Transport
 from batchchat.models import ChatRequest, ChatResult, EndpointStats
 
@@ -29,6 +30,7 @@ class Lane:
         "health",
         "models",
         "name",
+        "price",
         "priority",
         "stats",
         "transport",
@@ -50,6 +52,7 @@ class Lane:
         weight: float = 1.0,
         priority: int = 1,
         health: Health | None = None,
+        price: AnswerPrice | None = None,
     ) -> None:
         self.url = url
         self.headers = {"content-type": "application/json", **headers}
@@ -58,6 +61,8 @@ class Lane:
         #: the endpoint as people know it (no credentials), for messages
         self.display = display
         self.cost_of = cost_of
+        #: a pool member's prices of each answer (a re-asked row sums its answers')
+        self.price = price
         #: the pool member's name (None: the job's single endpoint)
         self.name = name
         #: the request's model name → this endpoint's name for it

@@ -13,22 +13,20 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from batchchat.errors import ClientError, RequestError
 from batchchat.execute.admission import Admission
 from batchchat.execute.endpoint import Target, open_target, resolve_headers
 from batchchat.execute.failfast import LOST_SERVER_S
 from batchchat.execute.health import Health
-from batchchat.execute.lane import Lane, Pricer
+from batchchat.execute.job import Job
+from batchchat.execute.lane import Lane
+from batchchat.execute.reask import AnswerPrice
 from batchchat.execute.router import Router
 from batchchat.execute.transport import AiohttpTransport, Transport
-from batchchat.models import EndpointStats
+from batchchat.models import ChatResult, EndpointStats
 from batchchat.secrets import redact_shapes
 from batchchat.spec import LimitsSpec, PoolEndpointSpec, RoutingSpec
-
-if TYPE_CHECKING:  # the executor's state imports this module
-    from batchchat.execute.state import Job
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,13 @@ class PoolMember:
     target: Target
     transport: Transport
     #: prices what it answers (None: nothing is priced)
-    cost_of: Pricer | None = None
+    price: AnswerPrice | None = None
+
+    def cost_of(self, result: ChatResult) -> float | None:
+        """The cost of a result it answered (None: unpriced, or no answer)."""
+        if self.price is None or result.response is None:
+            return None
+        return self.price(result.request, result.response)
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ async def open_pool(
     endpoints: Sequence[PoolEndpointSpec],
     *,
     limits: LimitsSpec,
-    prices: Callable[[PoolEndpointSpec], Pricer | None] = lambda member: None,
+    prices: Callable[[PoolEndpointSpec], AnswerPrice | None] = lambda member: None,
     force_simulator: bool = False,
 ) -> AsyncIterator[list[PoolMember]]:
     """Open every member (simulators started, transports made); close them at the end."""
@@ -114,6 +118,7 @@ class Pool:
                 ),
                 display=f"'{member.spec.name}' ({member.target.display})",
                 cost_of=member.cost_of,
+                price=member.price,
                 name=member.spec.name,
                 models=member.spec.model,
                 weight=member.spec.weight,
@@ -129,6 +134,7 @@ class Pool:
         self._redact = redact
         #: why the run must stop: no lane is left (None while some is)
         self.verdict: str | None = None
+        self._by_name = {lane.name: lane.stats for lane in self.lanes if lane.name is not None}
         #: since when every lane is down (None: some lane is in or on trial)
         self._down_since: float | None = None
 
@@ -193,11 +199,15 @@ class Pool:
         if was_probing:
             self.router.wake()  # back in: more may go there now
 
-    def finished(self, lane: Lane, ok: bool) -> None:
+    def finished(self, name: str | None, ok: bool) -> None:
+        """A row's result names endpoint ``name`` (None: it never went anywhere)."""
+        stats = self._by_name.get(name) if name is not None else None
+        if stats is None:
+            return
         if ok:
-            lane.stats.results_ok += 1
+            stats.results_ok += 1
         else:
-            lane.stats.results_error += 1
+            stats.results_error += 1
 
     def elsewhere(self, job: Job) -> bool:
         """Whether another lane may still take ``job`` (one not removed, not the last to

@@ -21,62 +21,17 @@ from batchchat.errors import RateLimitError, RequestError, is_fatal
 from batchchat.execute.admission import Admission
 from batchchat.execute.budget import Budget
 from batchchat.execute.failfast import FailFast
+from batchchat.execute.job import Job
 from batchchat.execute.lane import Lane, Pricer
 from batchchat.execute.pool import Pool, PoolSettings
+from batchchat.execute.reask import Asked, Reasker
 from batchchat.execute.retry import RetryPolicy
 from batchchat.execute.stats import StatsRecorder
 from batchchat.execute.transport import HTTPRequest, Transport
 from batchchat.models import ChatRequest, ChatResponse, ChatResult, ExecutionStats, StopReason
 from batchchat.spec import LimitsSpec, RetrySpec
 
-__all__ = ["Execution", "Job", "Pricer", "Settings"]
-
-
-class Job:
-    """One request on its way: the encoded HTTP request and what its attempts did."""
-
-    __slots__ = (
-        "attempts",
-        "counted",
-        "first_sent",
-        "http",
-        "lane",
-        "last_error",
-        "last_sent",
-        "limited_since",
-        "refused",
-        "request",
-        "route_key",
-        "status",
-    )
-
-    def __init__(self, request: ChatRequest, http: HTTPRequest) -> None:
-        self.request = request
-        self.http = http
-        #: attempts sent
-        self.attempts = 0
-        #: attempts that count against retry.max_attempts (rate-limited ones do not)
-        self.counted = 0
-        #: clock time of the first send
-        self.first_sent = 0.0
-        #: HTTP status of the last attempt (0: no response)
-        self.status = 0
-        #: clock time of the first 429 of the current run of them (inf: none)
-        self.limited_since = math.inf
-        # -- in a pool only --
-        #: the lane of the last attempt, when it went out, and how it failed
-        self.lane: Lane | None = None
-        self.last_sent = 0.0
-        self.last_error: RequestError | None = None
-        #: names of the endpoints that refused it with a client error (never again there)
-        self.refused: frozenset[str] | None = None
-        #: what keeps it on one endpoint (``routing.sticky``), once worked out
-        self.route_key: str | None = None
-
-    @property
-    def body(self) -> bytes:
-        """The request body as encoded once (a lane may send another model name)."""
-        return self.http.body
+__all__ = ["Execution", "Settings"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +52,8 @@ class Settings:
     redact: Callable[[str], str] = str
     budget: Budget | None = None
     cost_of: Pricer | None = None
+    #: the job's check of answers and its re-asks (None: every answer is final)
+    reask: Reasker | None = None
     #: a pool of endpoints instead of the single one
     pool: PoolSettings | None = None
 
@@ -163,6 +120,8 @@ class Execution:
         self.error: Exception | None = None
         #: tasks waiting out a retry's backoff
         self.timers: set[asyncio.Task[None]] = set()
+        #: re-asks not settled yet: each holds a paid answer that must reach the sink
+        self.reasking: set[Job] = set()
         #: set when nothing is in flight any more (created by the drain)
         self.idle: asyncio.Event | None = None
         #: set when a budget reservation is given back (created by a waiting attempt)
@@ -173,23 +132,65 @@ class Execution:
 
     # -- jobs in and out --------------------------------------------------------------------
 
-    def enqueue(self, request: ChatRequest) -> None:
+    def enqueue(self, request: ChatRequest, asked: Asked | None = None) -> Job:
+        """Queue ``request``: a new row's (taking a pending slot), or a re-ask of a row
+        that holds one already (``asked``)."""
         body = orjson.dumps(request.body)
         lane = self.lane
         http = HTTPRequest(lane.url, body, lane.headers, bool(request.body.get("stream")))
-        self.pending += 1
-        self.queue.put_nowait(Job(request, http))
+        job = Job(request, http, asked)
+        if asked is None:
+            self.pending += 1
+        else:
+            self.reasking.add(job)
+        self.queue.put_nowait(job)
+        return job
+
+    def settle_reasks(self) -> None:
+        """The run is over: each re-ask still queued, waiting or cut off in flight ends
+        with the answer its row already paid for."""
+        for job in list(self.reasking):
+            self.finish(job, None, None)
 
     def drop(self, job: Job) -> None:
-        """Forget a job without a result (the run stopped): a re-run sends it again.
+        """Forget a job without a result (the run stopped): a re-run sends it again. A row
+        that holds a paid answer (a re-ask was due) ends with that answer instead.
 
         In a pool whose run goes on, a job is dropped only when no endpoint is left that may
         take it (the others refused it, or are out for good): its last error is its result.
         """
+        if job.asked is not None and job.asked.answers:
+            self.finish(job, None, None)
+            return
         if self.stopping is None and job.last_error is not None:
             self.finish(job, None, job.last_error)
             return
         self._release_slot()
+
+    def settle_answer(self, job: Job, response: ChatResponse) -> None:
+        """An answer came back: the row's result, or, when its job re-asks and the answer
+        fails the check, a re-ask (the answer is counted now: it is paid for)."""
+        reask = self.settings.reask
+        if reask is None:
+            self.finish(job, response, None)
+            return
+        asked = job.asked = job.asked or Asked(job.request, job.first_sent)
+        lane = job.lane
+        price = lane.price if lane is not None and lane.price is not None else reask.price
+        cost = price(asked.original, response)
+        asked.answers.append(response)
+        asked.costs.append(cost)
+        asked.answer_status = job.status
+        self.recorder.answer(response.usage, cost, reask=asked.reasks > 0)
+        follow_up = reask.follow_up(asked, job.request) if self.stopping is None else None
+        if follow_up is None:
+            self.finish(job, response, None)
+            return
+        asked.earlier_attempts += job.attempts
+        self.stats.reasks += 1
+        self.reasking.discard(job)  # the row goes on as the follow-up's job
+        follow = self.enqueue(follow_up, asked)
+        follow.answered_by = job.lane.name if job.lane is not None else None
 
     def retry_later(self, job: Job, wait_s: float) -> None:
         if wait_s <= 0:
@@ -206,22 +207,39 @@ class Execution:
     def finish(self, job: Job, response: ChatResponse | None, error: RequestError | None) -> None:
         """Build the job's final result, price it, count it and hand it to the sink."""
         now = self.clock()
+        asked = job.asked
+        self.reasking.discard(job)
+        status, unanswered = job.status, False
+        if asked is not None and response is None and asked.answers:
+            # a re-ask failed, or the run stopped before it went: the row keeps the last
+            # answer it paid for (its parse status says what is wrong with it); a re-ask
+            # that went out counts, answered or not
+            response, error, status = asked.answers[-1], None, asked.answer_status
+            unanswered = job.attempts > 0
+        first_sent = job.first_sent if asked is None else asked.first_sent
         result = ChatResult(
-            request=job.request,
+            request=job.request if asked is None else asked.original,
             response=response,
             error=error,
-            http_status=job.status or None,
-            attempts=job.attempts,
-            latency_ms=(now - job.first_sent) * 1000.0,
-            started_at=self._wall(job.first_sent),
+            http_status=status or None,
+            attempts=job.attempts + (0 if asked is None else asked.earlier_attempts),
+            latency_ms=(now - first_sent) * 1000.0,
+            started_at=self._wall(first_sent),
             finished_at=self._wall(now),
         )
         lane = job.lane or self.lane  # in a pool, the lane of the last attempt
-        if lane.cost_of is not None:
+        if asked is not None:
+            result.reasks = asked.reasks + (1 if unanswered else 0)
+            result.ask_costs_usd = list(asked.costs)
+            known = [cost for cost in asked.costs if cost is not None]
+            result.cost_usd = math.fsum(known) if known else None
+        elif lane.cost_of is not None:
             result.cost_usd = lane.cost_of(result)
-        if self.pool is not None and job.lane is not None:
-            result.endpoint = job.lane.name
-            self.pool.finished(job.lane, ok=response is not None)
+        if self.pool is not None:
+            # a row that keeps an earlier answer names the endpoint that gave it
+            replied = job.answered_by if unanswered or job.lane is None else job.lane.name
+            result.endpoint = replied
+            self.pool.finished(replied, ok=result.response is not None)
         self.recorder.result(result, now)
         try:
             self.settings.on_result(result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from batchchat.spec.base import SIMULATOR
+from batchchat.spec.cache import CacheSpec
 from batchchat.spec.endpoint import EndpointSpec, FaultSpec, LatencySpec, SimulatorSpec
 from batchchat.spec.load import load_spec
 from batchchat.spec.model import JobSpec
@@ -13,6 +14,7 @@ from batchchat.spec.sections import (
     LimitsSpec,
     OutputSpec,
     PriceSpec,
+    ReaskSpec,
     RetrySpec,
     SeedSpec,
 )
@@ -20,6 +22,7 @@ from batchchat.spec.sections import (
 __all__ = [
     "SIMULATOR",
     "BudgetSpec",
+    "CacheSpec",
     "EndpointLimitsSpec",
     "EndpointSpec",
     "FaultSpec",
@@ -30,6 +33,7 @@ __all__ = [
     "OutputSpec",
     "PoolEndpointSpec",
     "PriceSpec",
+    "ReaskSpec",
     "RetrySpec",
     "RoutingSpec",
     "SeedSpec",

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from batchchat.errors import SpecError
 from batchchat.spec.base import Strict
+from batchchat.spec.cache import CacheSpec, default_cache_dir
 from batchchat.spec.endpoint import (
     EndpointSpec,
     without_password,
@@ -51,27 +52,58 @@ def _as_text(value: Any) -> Any:
     return value
 
 
-#: the top-level keys of a job spec
 class JobSpec(Strict):
+    """A job: which rows, sent where, asking what, written how. Relative paths in it are
+    relative to the job file's own directory, so a job runs the same from anywhere."""
+
+    #: the job's name; the default output directory is ``out/<name>``
+    #: default: the job file's name without ``.yaml``
     name: str
+    #: the dataset
     input: InputSpec
+    #: where requests go
+    #: default: the built-in simulator
     endpoint: EndpointSpec = EndpointSpec()
-    #: a pool of endpoints instead of ``endpoint`` (:mod:`batchchat.spec.pool`)
+    #: a pool of endpoints instead of ``endpoint``: several endpoints for one job, each with
+    #: its own name, key, limits, prices and model mapping (see [Endpoint pools](../pools.md))
+    #: default: none (one ``endpoint``)
     endpoints: list[PoolEndpointSpec] | None = None
+    #: how a pool spreads rows over its endpoints and treats a failing one (only with
+    #: ``endpoints``)
     routing: RoutingSpec = RoutingSpec()
+    #: the Chat Completions body, templated per row: ``model`` and ``messages`` are required,
+    #: every other field is passed through (see [The job file](../job.md#the-request))
     request: dict[str, Any]
+    #: ``1234``: that seed on every request. ``{base: 1234, per_row: true}``: a stable seed
+    #: per row and sample, the same on every re-run. Set it here or as ``request.seed``
+    #: default: none
     seed: int | SeedSpec | None = None
+    #: independent requests per row (custom ids ``<row id>#0``, ``#1``, …)
     samples: int = Field(default=1, gt=0)
+    #: client-side rate limits
     limits: LimitsSpec = LimitsSpec()
+    #: the retry policy
     retry: RetrySpec = RetrySpec()
+    #: where and what to write
     output: OutputSpec = OutputSpec()
+    #: prices per model, extending and overriding the built-in table
+    #: default: the built-in table
     pricing: dict[str, PriceSpec] = Field(default_factory=dict)
-    #: USD per unit of each other currency used by a price (e.g. {CNY: 0.14})
+    #: USD per unit of each other currency used by a price (e.g. ``{CNY: 0.14}``)
     currency_rates: dict[str, float] = Field(default_factory=dict)
+    #: a spending cap per run
+    #: default: no budget
     budget: BudgetSpec | None = None
-    #: values for ``{{ vars.x }}`` in templates and output.path; ``--var k=v`` overrides
+    #: the response cache shared by jobs: answers already paid for are taken from it
+    #: (``cache: true`` takes every default; see [The response cache](../cache.md))
+    #: default: no cache
+    cache: CacheSpec | None = None
+    #: text values for ``{{ vars.x }}`` in templates and paths (quote numbers: ``t: "0.7"``);
+    #: ``--var x=value`` overrides them
     vars: dict[str, str] = Field(default_factory=dict)
-    #: the directory relative paths in the spec are resolved against
+    #: the directory relative paths in the spec are resolved against; set it only in a spec
+    #: given to the Python API as a mapping
+    #: default: the job file's directory (for a mapping: the working directory)
     base_dir: str = "."
 
     @field_validator("vars", mode="before")
@@ -81,6 +113,13 @@ class JobSpec(Strict):
         if not isinstance(value, dict):
             return value
         return {key: _as_text(item) for key, item in value.items()}
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_switch(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        return None if value is False else value
 
     @field_validator("request")
     @classmethod
@@ -138,6 +177,15 @@ class JobSpec(Strict):
         against the spec's directory, so a cron job may run from any working directory."""
         path = Path(os.path.expanduser(_render_path(raw, self.vars, self.name)))
         return path if path.is_absolute() else Path(os.path.normpath(Path(self.base_dir) / path))
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """The response cache's directory; None when the job uses no cache."""
+        if self.cache is None or not self.cache.is_on:
+            return None
+        if self.cache.path is None:
+            return default_cache_dir()
+        return self.resolve_path(self.cache.path)
 
     def request_identity(self) -> dict[str, Any]:
         """Everything that changes what is sent, and which rows results belong to, as plain

@@ -35,11 +35,20 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 
 
 class EndpointLimitsSpec(Strict):
-    """One member's own limits; a key left out (or null) keeps the job's ``limits:`` value."""
+    """One endpoint's own limits (it learns tighter ones from its own headers and 429s); a
+    key left out (or null) keeps the job's ``limits:`` value."""
 
+    #: requests per minute at this endpoint
+    #: default: the job's ``limits.rpm``
     rpm: int | None = Field(default=None, gt=0)
+    #: tokens per minute at this endpoint
+    #: default: the job's ``limits.tpm``
     tpm: int | None = Field(default=None, gt=0)
+    #: requests (and HTTP connections) in flight at once at this endpoint
+    #: default: the job's ``limits.max_concurrency``
     max_concurrency: int | None = Field(default=None, gt=0, le=4096)
+    #: adapt this endpoint's concurrency to its 429s, 503s and timeouts
+    #: default: the job's ``limits.adaptive``
     adaptive: bool | None = None
 
     def over(self, job: LimitsSpec) -> LimitsSpec:
@@ -49,18 +58,25 @@ class EndpointLimitsSpec(Strict):
 
 
 class PoolEndpointSpec(EndpointSpec):
-    """One endpoint of a pool (``endpoints:`` items)."""
+    """One endpoint of a pool (an item of ``endpoints:``): every key of ``endpoint``, plus
+    its name, model mapping, weight, tier, limits and prices (see [Endpoint
+    pools](../pools.md))."""
 
-    #: short and stable: the ``endpoint`` column and the report say it; never a URL or a key
+    #: a short stable name (up to 32 letters, digits, ``_``, ``.``, ``-``), unique in the
+    #: pool: the ``endpoint`` column and the report say it; never a URL or a key
     name: str
-    #: the request's model name → this endpoint's name for it (others are sent as they are)
+    #: the request's model name → this endpoint's name for it (an Azure deployment); other
+    #: models are sent as they are
     model: dict[str, str] = Field(default_factory=dict)
-    #: share of the traffic among the members of its tier that have room
+    #: its share of the rows among the endpoints of its tier that have room
     weight: float = Field(default=1.0, gt=0)
-    #: the tier: every member of priority 1 is tried before any of priority 2, and so on
+    #: its tier: every endpoint of priority 1 is tried before any of priority 2, and so on
     priority: int = Field(default=1, ge=1)
+    #: its own limits, over the job's ``limits:``
+    #: default: the job's ``limits:``
     limits: EndpointLimitsSpec | None = None
-    #: prices of what this endpoint answers (over the job's ``pricing:`` and the built-ins)
+    #: prices of what this endpoint answers, over the job's ``pricing:`` and the built-in
+    #: table (same shape as ``pricing:``)
     pricing: dict[str, PriceSpec] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -103,8 +119,9 @@ class RoutingSpec(Strict):
     #: consecutive failures (5xx, timeouts, dropped or refused connections) that put an
     #: endpoint out of the pool for a while
     failures: int = Field(default=5, gt=0)
-    #: the first time out; each failed probe after it doubles it, up to ``max_cooldown_s``
+    #: the first time out, seconds; each failed probe after it doubles it
     cooldown_s: float = Field(default=5.0, gt=0)
+    #: the longest time out, seconds
     max_cooldown_s: float = Field(default=300.0, gt=0)
 
 
