@@ -277,6 +277,20 @@ async def test_the_fallback_tier_takes_over_when_the_first_is_out() -> None:
     assert stats.endpoints["cheap"].removed is not None
 
 
+async def test_a_first_tier_held_by_a_429_before_any_answer_hands_its_rows_to_the_fallback() -> (
+    None
+):
+    # as the LiteLLM proxy does when its minute is used up: 429s and a 60 s retry-after from
+    # the first request on. Held, the tier is saturated: the fallback must not wait it out
+    run = PoolRun(
+        Member("cheap", rate_limited_for(20)), Member("fallback", ok_completion, priority=2)
+    )
+    stats = await asyncio.wait_for(run(50), timeout=10)
+    assert run.answered_by() == Counter({"fallback": 50})
+    assert stats.endpoints["cheap"].requests_sent <= PROVING_IN_FLIGHT
+    assert max(r.latency_ms for r in run.results) < 10_000
+
+
 async def test_each_endpoint_is_sent_its_own_model_name_and_prices_its_own_answers() -> None:
     run = PoolRun(
         Member("azure", ok_completion, model={"m": "my-deployment"}),

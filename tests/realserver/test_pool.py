@@ -94,3 +94,54 @@ def test_a_pool_of_real_servers_answers_every_row_once_and_drops_the_wrong_key(
         sum(e["requests_sent"] for e in endpoints.values())
         == jobs.report(tmp_path)["requests"]["sent"]
     )
+
+
+def test_a_pool_with_real_failing_gateway_deployments_cools_them_down_not_per_row(
+    tmp_path: Path, llama: Server, llama_nojinja: Server, litellm: Server
+) -> None:
+    """LiteLLM's always-500 and always-429 deployments as pool members beside the two
+    llama-servers: the 500s cool their member down after ``routing.failures`` and it is only
+    probed after that; the 429s (no ``retry-after`` at all) hold their member alone; every
+    row is answered once by the llama-servers."""
+    spec = jobs.job_spec(llama, jobs.write_input(tmp_path, jobs.prompts(ROWS)))
+    del spec["endpoint"]
+    gateway = {"base_url": litellm.base_url, "api_key_env": "POOL_LITELLM_KEY"}
+    spec["endpoints"] = [
+        {"name": "llama-a", "base_url": llama.base_url, "limits": {"max_concurrency": 8}},
+        {"name": "llama-b", "base_url": llama_nojinja.base_url, "limits": {"max_concurrency": 8}},
+        {"name": "gateway-500", **gateway, "model": {"tiny": "mock-500"}},
+        {"name": "gateway-429", **gateway, "model": {"tiny": "mock-ratelimit"}},
+    ]
+    job = jobs.write_job(tmp_path, spec)
+    env = {**os.environ, "POOL_LITELLM_KEY": LITELLM_KEY}
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "batchchat", "run", str(job)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    wall = time.monotonic() - start
+    output = proc.stdout + proc.stderr
+    df = jobs.results(tmp_path)
+    report = jobs.report(tmp_path)
+    endpoints = report["endpoints"]
+    split = {
+        name: (e["requests_sent"], e["rows_ok"], e["rate_limited"], e["failed_attempts"])
+        for name, e in endpoints.items()
+    }
+    print(f"exit {proc.returncode}; wall {wall:.1f} s; (requests, ok, 429s, failed): {split}")
+
+    assert proc.returncode == 0, output[-3000:]
+    assert df.height == ROWS and df["row_id"].n_unique() == ROWS
+    assert (df["status"] == "ok").all()
+    assert set(df["endpoint"]) == {"llama-a", "llama-b"}
+    assert list(endpoints) == ["llama-a", "llama-b", "gateway-500", "gateway-429"]
+    broken = endpoints["gateway-500"]
+    assert broken["rows_ok"] == 0 and broken["cooldowns"] >= 1
+    assert broken["failed_attempts"] == broken["requests_sent"] <= 15  # not once per row
+    limited = endpoints["gateway-429"]
+    assert limited["rows_ok"] == 0 and limited["rate_limited"] == limited["requests_sent"] <= 15
+    assert wall < 60, "a failing member held the whole pool"
+    assert LITELLM_KEY not in output

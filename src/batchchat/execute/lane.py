@@ -93,6 +93,17 @@ class Lane:
                 return math.inf
         return self.admission.ready_in_s(tokens)
 
+    def awaits_verdict(self, now: float) -> bool:
+        """Whether it is on trial with attempts in flight and nothing else holding it (no
+        429's hold): not saturated -- their answers will say whether it can take more."""
+        health = self.health
+        return (
+            health is not None
+            and health.on_trial
+            and self.admission.concurrency.in_use > 0
+            and self.admission.paused_until <= now
+        )
+
     @property
     def alive(self) -> bool:
         """Whether it may still take attempts in this run (not removed)."""

@@ -3,7 +3,8 @@
 **The choice.** Tiers by priority: the first tier with an endpoint that has room now (its
 own limits, its health) takes the attempt, so a fallback tier gets traffic only while the
 tiers before it are saturated or out. (An endpoint still on trial -- new, with a couple of
-attempts in flight and no answer yet -- is neither: the next tier waits for its verdict.)
+attempts in flight, no good answer yet and nothing else holding it -- is neither: the next
+tier waits for its verdict. Held by a 429 before its first good answer, it is saturated.)
 Within the tier, a weighted random choice among the endpoints with room. The endpoint whose
 failure sent the row back is passed over when another has room; endpoints that refused the
 row with a client error never see it again.
@@ -101,7 +102,7 @@ class Router:
                 chosen = self._weighted_choice(lanes, tokens, now, avoid)
             if chosen is not None:
                 return chosen
-            if any(lane.health is not None and lane.health.on_trial for lane in lanes):
+            if any(lane.awaits_verdict(now) for lane in lanes):
                 return None  # not saturated, on trial: the next tier waits for its verdict
         return None
 
