@@ -178,6 +178,26 @@ async def test_the_fallback_tier_gets_traffic_only_while_the_first_is_saturated(
     assert fallback.stats()["requests"] == 0
 
 
+async def test_a_first_tier_whose_minute_is_used_up_hands_its_rows_to_the_fallback_at_once(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    # the LiteLLM proxy mid-minute: its first answer is a 429 with a 60 s retry-after and
+    # nothing else; held (not on trial), the cheap tier is saturated from the start
+    gateway = await simulator_factory(rpm=10, prefill=True, rate_limit_style="gateway")
+    fallback = await simulator_factory()
+    members = [member("gateway", gateway), member("fallback", fallback, priority=2)]
+    # the minute is within retry.max_wait_s: the advice holds the member (it is not put out)
+    retry = {"max_attempts": 6, "max_wait_s": 120, "initial_wait_s": 0.05}
+    outcome = await run_job(pool_job(tmp_path, members, rows=60, retry=retry))
+
+    assert outcome.exit_code == 0
+    assert outcome.stats.endpoints["fallback"].results_ok == 60
+    assert 1 <= gateway.stats()["requests"] <= PROVING_IN_FLIGHT
+    assert outcome.stats.endpoints["gateway"].rate_limited == gateway.stats()["requests"]
+    slowest = batchchat.read_results(tmp_path / "out")["latency_ms"].max()
+    assert isinstance(slowest, float) and slowest < 30_000  # nobody waited out the minute
+
+
 async def test_a_pool_resumes_with_members_added_or_removed_but_not_remapped(
     simulator_factory: SimulatorFactory, tmp_path: Path
 ) -> None:
