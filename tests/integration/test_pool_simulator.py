@@ -198,6 +198,30 @@ async def test_a_first_tier_whose_minute_is_used_up_hands_its_rows_to_the_fallba
     assert isinstance(slowest, float) and slowest < 30_000  # nobody waited out the minute
 
 
+async def test_a_pool_job_is_served_from_the_response_cache_and_a_hit_names_no_endpoint(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    a, b = await simulator_factory(), await simulator_factory()
+    members = [member("a", a), member("b", b)]
+    request = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Label: {{ text }}"}],
+        "max_tokens": 512,  # room to finish: an answer cut by the limit is not kept
+        "temperature": 0,  # deterministic: cacheable
+    }
+    cache = {"path": str(tmp_path / "cache")}
+    first = await run_job(pool_job(tmp_path / "1", members, rows=50, request=request, cache=cache))
+    second = await run_job(pool_job(tmp_path / "2", members, rows=50, request=request, cache=cache))
+
+    assert first.stats.requests_sent == 50 and first.stats.cache_stored == 50
+    assert second.exit_code == 0 and second.stats.requests_sent == 0
+    assert a.stats()["requests"] + b.stats()["requests"] == 50  # not one more
+    rows = batchchat.read_results(tmp_path / "2" / "out")
+    assert rows.height == 50 and rows["cached"].all() and rows["endpoint"].is_null().all()
+    assert second.stats.cache_hits == 50
+    assert all(e.requests_sent == 0 for e in second.stats.endpoints.values())
+
+
 async def test_a_pool_resumes_with_members_added_or_removed_but_not_remapped(
     simulator_factory: SimulatorFactory, tmp_path: Path
 ) -> None:
