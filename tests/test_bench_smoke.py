@@ -16,7 +16,7 @@ def test_bench_help_lists_every_scenario() -> None:
     )
     assert done.returncode == 0, done.stderr
     for name in (
-        *("overhead", "latency", "rate_limit", "faults", "scale", "resume"),
+        *("overhead", "latency", "rate_limit", "faults", "scale", "resume", "pool"),
         *("faults_s4", "faults_20k", "degrade"),  # issue 15
     ):
         assert name in done.stdout

@@ -12,6 +12,7 @@ from scenarios import (
     kills,
     latency,
     overhead,
+    pool,
     rate_limit,
     resume,
     scale,
@@ -28,4 +29,5 @@ ALL: list[ModuleType] = [
     scale,
     resume,
     kills,
+    pool,
 ]

@@ -104,6 +104,8 @@ class SimulatorSpec(Strict):
     context_tokens: int | None = Field(default=None, gt=0)
     #: how the context-overflow 400 is worded: like OpenAI or like llama.cpp's server
     error_style: Literal["openai", "llamacpp"] = "openai"
+    #: how a wrong key is refused: OpenAI's 401, or a LiteLLM proxy's 400 "No connected db."
+    auth_error: Literal["openai", "litellm"] = "openai"
     #: requests the server handles at once at full speed; past it, it degrades like a
     #: loaded server: each answer's latency is stretched by in-flight ÷ capacity, and past
     #: twice it, requests get 503 "overloaded" at once
