@@ -10,6 +10,11 @@ Layout::
       results/.journal-NNNNN.arrows  results on their way into part NNNNN
       results/.reserve       space set aside for when the disk fills
       runs/<run_id>.json     counters of each run
+      batches/state.json     batch mode: every shard of the job and its batch, saved before
+                             each Batch API call (see batchchat.batchapi.state)
+      batches/<shard>.input.jsonl    a shard's Batch API input lines, as uploaded
+      batches/<shard>.lines.parquet  which row each of its lines is (ids, hash, kept columns)
+      batches/<shard>.<kind>.jsonl   an output or error file, while it is read
       report.json, report.md, report.html   the run report
       superseded/<time>/     what --force moved aside; never deleted by batchchat
 
@@ -70,6 +75,27 @@ class OutputLayout:
     def superseded(self) -> Path:
         return self.root / "superseded"
 
+    @property
+    def batches(self) -> Path:
+        """Batch mode's state: the shards of the job and the batches made of them."""
+        return self.root / "batches"
+
+    @property
+    def batch_state(self) -> Path:
+        return self.batches / "state.json"
+
+    def batch_input(self, shard: str) -> Path:
+        """A shard's Batch API input lines, exactly as uploaded."""
+        return self.batches / f"{shard}.input.jsonl"
+
+    def batch_lines(self, shard: str) -> Path:
+        """Which row each line of a shard's input file is."""
+        return self.batches / f"{shard}.lines.parquet"
+
+    def batch_download(self, shard: str, kind: str) -> Path:
+        """A shard's ``output`` or ``error`` file, while it is read."""
+        return self.batches / f"{shard}.{kind}.jsonl"
+
     def report(self, suffix: str) -> Path:
         """``report.json``, ``report.md`` or ``report.html``."""
         return self.root / f"report.{suffix}"
@@ -85,13 +111,14 @@ class OutputLayout:
         return self.runs / f"{run_id}.input-issues.jsonl"
 
     def is_output_dir(self) -> bool:
-        """Whether batchchat ever wrote here (a manifest, results or run counters)."""
-        return any(path.exists() for path in (self.manifest, self.results, self.runs))
+        """Whether batchchat ever wrote here (a manifest, results, run counters or batches)."""
+        paths = (self.manifest, self.results, self.runs, self.batches)
+        return any(path.exists() for path in paths)
 
     def written(self) -> list[Path]:
         """What batchchat writes here (what --force moves aside), the manifest last."""
         reports = [self.report(suffix) for suffix in ("json", "md", "html")]
-        return [self.results, self.runs, self.job_yaml, *reports, self.manifest]
+        return [self.results, self.runs, self.batches, self.job_yaml, *reports, self.manifest]
 
     def problem(self) -> str | None:
         """Why this path cannot be an output directory (None when it can): batchchat writes

@@ -49,6 +49,7 @@ class ResultColumns:
         groups = [
             columns.identity(self.keep),
             columns.outcome(run_id, redact),
+            columns.batch(),
             columns.response(),
         ]
         if self.choices:

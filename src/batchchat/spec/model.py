@@ -10,15 +10,16 @@ import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from jinja2 import StrictUndefined, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from batchchat.errors import SpecError
 from batchchat.spec.base import Strict
+from batchchat.spec.batch import BatchSpec, with_flex_patience
 from batchchat.spec.endpoint import (
     EndpointSpec,
     without_password,
@@ -62,6 +63,25 @@ class JobSpec(Strict):
     vars: dict[str, str] = Field(default_factory=dict)
     #: the directory relative paths in the spec are resolved against
     base_dir: str = "."
+    #: online: requests sent one by one; batch: through the provider's Batch API
+    mode: Literal["online", "batch"] = "online"
+    batch: BatchSpec = BatchSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flex_is_patient(cls, data: Any) -> Any:
+        return with_flex_patience(data)
+
+    @field_validator("mode")
+    @classmethod
+    def _batch_requests_do_not_stream(cls, mode: str, info: ValidationInfo) -> str:
+        request = info.data.get("request") or {}
+        if mode == "batch" and request.get("stream") is True:
+            raise ValueError(
+                "request.stream is true, but the Batch API does not stream answers: remove "
+                "stream (or run the job with mode: online)"
+            )
+        return mode
 
     @field_validator("vars", mode="before")
     @classmethod

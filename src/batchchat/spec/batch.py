@@ -1,0 +1,128 @@
+"""Batch mode's settings (``mode: batch``, ``batch:``), and the patience flex processing needs.
+
+The defaults are OpenAI's limits: an input file holds at most 50,000 lines and 200 MB, and
+a batch is answered within ``24h``. Azure allows 100,000 lines; DashScope 500 MB and windows
+up to ``336h``: raise them there.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from batchchat.spec.base import Strict
+
+#: what OpenAI's Batch API takes in one input file
+MAX_LINES = 50_000
+MAX_BYTES = 200_000_000
+#: the metadata pairs a batch may carry (OpenAI: 16), and how many batchchat uses itself
+MAX_METADATA = 16
+OWN_METADATA = 2
+#: flex processing answers slowly and is refused with 429s when capacity is short: a long
+#: deadline (OpenAI advises 15 minutes) and an hour of patience with 429s, unless set
+FLEX_TIMEOUT_S = 900.0
+FLEX_RATE_LIMIT_PATIENCE_S = 3600.0
+
+_WINDOW = re.compile(r"[1-9][0-9]*h")
+
+
+class BatchSpec(Strict):
+    """How a job runs through a provider's Batch API (``mode: batch``)."""
+
+    #: lines in one batch's input file
+    lines_per_batch: int = Field(default=MAX_LINES, gt=0, le=1_000_000)
+    #: bytes in one batch's input file
+    bytes_per_batch: int = Field(default=MAX_BYTES, gt=0)
+    #: prompt tokens (the offline estimate) this job keeps enqueued per model at once: a
+    #: batch waits for earlier ones to end rather than pass it (None: no limit of its own;
+    #: a batch refused with ``token_limit_exceeded`` waits and is created again either way)
+    max_enqueued_tokens: int | None = Field(default=None, gt=0)
+    #: the time the provider has to answer a batch (OpenAI: 24h; DashScope: up to 336h)
+    completion_window: str = "24h"
+    #: the first wait between two looks at a batch; it grows by ``poll_backoff`` while
+    #: nothing changes, up to ``max_poll_interval_s``
+    poll_interval_s: float = Field(default=30.0, gt=0)
+    max_poll_interval_s: float = Field(default=600.0, gt=0)
+    poll_backoff: float = Field(default=1.5, ge=1)
+    #: how often the lines that failed, expired or are missing are sent again, each time
+    #: as a new, smaller batch
+    resubmit_rounds: int = Field(default=3, ge=0)
+    #: finish reasons of answers worth sending again (e.g. ``length``); the first answer is
+    #: kept, a later ok answer replaces it
+    resubmit_finish_reasons: list[str] = Field(default_factory=list)
+    #: the wait after ``token_limit_exceeded`` when none of this job's batches is running
+    #: (when one is, the next batch is created once it ends)
+    token_limit_backoff_s: float = Field(default=300.0, gt=0)
+    #: delete the uploaded input files and the output and error files at the provider once
+    #: the results are on disk here
+    delete_files: bool = True
+    #: deadline of one Batch API call; uploads and downloads of big files take a while
+    http_timeout_s: float = Field(default=600.0, gt=0)
+    #: the request path the batch runs (OpenAI, Azure, DashScope: /v1/chat/completions)
+    url: str = "/v1/chat/completions"
+    #: more metadata for every batch (batchchat adds its own two keys)
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("completion_window")
+    @classmethod
+    def _is_hours(cls, value: str) -> str:
+        if not _WINDOW.fullmatch(value):
+            raise ValueError(f"must be hours such as 24h (DashScope: up to 336h), got {value!r}")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _is_a_path(cls, value: str) -> str:
+        if not value.startswith("/") or "://" in value:
+            raise ValueError(f"must be a request path such as /v1/chat/completions, got {value!r}")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _fits_the_metadata_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        room = MAX_METADATA - OWN_METADATA
+        if len(value) > room:
+            raise ValueError(f"at most {room} pairs (a batch carries {MAX_METADATA}, 2 are ours)")
+        for key, text in value.items():
+            if key.startswith("batchchat_"):
+                raise ValueError(f"{key}: keys starting with batchchat_ are batchchat's own")
+            if len(key) > 64 or len(text) > 512:
+                raise ValueError(f"{key}: keys are at most 64 characters, values 512")
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_ends_above_its_start(self) -> BatchSpec:
+        if self.max_poll_interval_s < self.poll_interval_s:
+            raise ValueError(
+                f"max_poll_interval_s ({self.max_poll_interval_s:g}) is below "
+                f"poll_interval_s ({self.poll_interval_s:g})"
+            )
+        return self
+
+    @property
+    def hours(self) -> int:
+        """The completion window in hours."""
+        return int(self.completion_window.removesuffix("h"))
+
+
+def with_flex_patience(data: Any) -> Any:
+    """Raw spec data whose request asks for ``service_tier: flex``, with the long deadline
+    and the patience with 429s flex needs where the spec does not set them."""
+    if not isinstance(data, dict):
+        return data
+    request = data.get("request")
+    if not isinstance(request, dict) or request.get("service_tier") != "flex":
+        return data
+    data = dict(data)
+    for section, key, value in (
+        ("endpoint", "timeout_s", FLEX_TIMEOUT_S),
+        ("retry", "rate_limit_patience_s", FLEX_RATE_LIMIT_PATIENCE_S),
+    ):
+        given = data.get(section)
+        if given is None:
+            data[section] = {key: value}
+        elif isinstance(given, dict) and key not in given:
+            data[section] = {**given, key: value}
+    return data
