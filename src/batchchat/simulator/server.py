@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import os
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -22,9 +21,11 @@ from aiohttp import web
 
 from batchchat.planning.tokens import REPLY_PRIMING_TOKENS
 from batchchat.simulator import context, replies, send, stream
+from batchchat.simulator.batchapi import BatchAPI
 from batchchat.simulator.completion import (
     Completion,
     build_completion,
+    completion_id,
     force_first_tokens,
     response_body,
 )
@@ -58,10 +59,9 @@ Sleep = Callable[[float], Awaitable[None]]
 class SimulatorServer:
     """A local OpenAI-compatible Chat Completions server, started in-process.
 
-    ``clock`` (monotonic seconds) drives the sliding rate-limit windows,
-    ``wall_clock`` (epoch seconds) the gateway style's calendar minutes, and
-    ``sleep`` every wait (latency, streaming pace, stalls, trickles), so tests
-    control time.
+    ``clock`` (monotonic seconds) drives the sliding rate-limit windows and the Batch API's
+    time, ``wall_clock`` (epoch seconds) the gateway style's calendar minutes, and ``sleep``
+    every wait (latency, streaming pace, stalls, trickles), so tests control time.
 
     >>> async with SimulatorServer(SimulatorSpec(rpm=60)) as sim:
     ...     sim.base_url  # 'http://127.0.0.1:41234/v1'
@@ -92,6 +92,9 @@ class SimulatorServer:
         self._stats = Stats()
         self._connections = Connections()
         self._models: set[str] = set(LISTED_MODELS)  # every model asked for, for /v1/models
+        self._batch_api = BatchAPI(
+            config.batch, clock, self._cache, self._record_answer, self._is_authorized
+        )
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
 
@@ -146,7 +149,8 @@ class SimulatorServer:
     def stats(self) -> dict[str, Any]:
         """The counters of ``GET /stats``."""
         connections = self._connections
-        return self._stats.snapshot(connections.open, connections.max_open)
+        counters = self._stats.snapshot(connections.open, connections.max_open)
+        return {**counters, "batch": self._batch_api.stats()}
 
     async def wait_connections(self, at_most: int = 0) -> None:
         """Return once no more than ``at_most`` TCP connections are open (wrap in a timeout).
@@ -164,10 +168,9 @@ class SimulatorServer:
         self._cache.clear()
 
     def _app(self) -> web.Application:
-        app = web.Application(
-            client_max_size=64 * 1024 * 1024,  # prompts may carry images
-            middlewares=[self._close_retired],
-        )
+        # prompts may carry images; Batch API input files are up to max_bytes
+        most = max(64 * 1024 * 1024, self.config.batch.max_bytes + (1 << 20))
+        app = web.Application(client_max_size=most, middlewares=[self._close_retired])
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._list_models)
@@ -175,6 +178,7 @@ class SimulatorServer:
         app.router.add_get("/health", self._health)
         app.router.add_get("/stats", self._get_stats)
         app.router.add_post("/stats/reset", self._reset_stats)
+        app.router.add_routes(self._batch_api.routes())
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
 
@@ -261,7 +265,7 @@ class SimulatorServer:
             return send.drop(request)
         cached = self._cache.cached_tokens(sim.model, encoded, tokens)
         completion = build_completion(
-            sim, prompt_tokens, cached, id=_completion_id(), created=int(time.time())
+            sim, prompt_tokens, cached, id=completion_id(), created=int(time.time())
         )
         if fault == "forced_token":
             if force_first_tokens(completion):
@@ -394,7 +398,3 @@ def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> w
     return web.Response(
         status=status, body=orjson.dumps(payload), content_type=_JSON, headers=headers
     )
-
-
-def _completion_id() -> str:
-    return "chatcmpl-sim" + os.urandom(10).hex()

@@ -8,7 +8,7 @@ up to ``336h``: raise them there.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -126,3 +126,42 @@ def with_flex_patience(data: Any) -> Any:
         elif isinstance(given, dict) and key not in given:
             data[section] = {**given, key: value}
     return data
+
+
+class BatchSimSpec(Strict):
+    """The simulator's Batch API (``endpoint.simulator.batch``): its pace and its faults.
+
+    Time in the Batch API is simulated: ``time_scale`` simulated seconds pass each real
+    second, so ``time_scale: 86400`` runs a day-long batch in a second.
+    """
+
+    #: how /v1/files and /v1/batches answer: "openai", the Batch API; or as a server without
+    #: one: "llamacpp" (404), "vllm" (404), "new-api" (501 api_not_implemented), "litellm"
+    #: (a LiteLLM proxy without files_settings: 500s)
+    api: Literal["openai", "llamacpp", "vllm", "new-api", "litellm"] = "openai"
+    #: simulated seconds per real second (600: the default ~11-minute batch takes a second)
+    time_scale: float = Field(default=600.0, gt=0)
+    #: simulated seconds a batch spends validating, in progress, finalizing, cancelling
+    validating_s: float = Field(default=30.0, ge=0)
+    in_progress_s: float = Field(default=600.0, ge=0)
+    finalizing_s: float = Field(default=30.0, ge=0)
+    cancelling_s: float = Field(default=60.0, ge=0)
+    #: write the output file in shuffled order, as the real Batch API may
+    shuffle: bool = True
+    #: share of lines answered with ``fail_status`` (in the error file)
+    fail_lines: float = Field(default=0.0, ge=0, le=1)
+    fail_status: Literal[400, 408, 409, 429, 500, 503] = 429
+    #: share of lines not run before the window closed: the batch ends "expired"
+    expire_lines: float = Field(default=0.0, ge=0, le=1)
+    #: share of batches that fail validation as a whole (no line named)
+    fail_validation: float = Field(default=0.0, ge=0, le=1)
+    #: share of lines the validation refuses by line number (their batch fails)
+    invalid_lines: float = Field(default=0.0, ge=0, le=1)
+    #: share of batches whose every line fails: completed, with no output file
+    no_output_file: float = Field(default=0.0, ge=0, le=1)
+    #: prompt tokens enqueued per model at once; a batch past it fails token_limit_exceeded
+    enqueued_token_limit: int | None = Field(default=None, gt=0)
+    #: what one input file may hold
+    max_lines: int = Field(default=MAX_LINES, gt=0)
+    max_bytes: int = Field(default=MAX_BYTES, gt=0)
+    seed: int = 0
