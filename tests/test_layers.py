@@ -25,6 +25,9 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"simulator"}),
     frozenset({"execute"}),
     frozenset({"results"}),
+    # the second executor: it writes through results' sink and keeps its state in the
+    # output directory results lays out; the report and status read that state
+    frozenset({"batchapi"}),
     frozenset({"labels"}),
     frozenset({"report"}),
     frozenset({"job"}),

@@ -149,9 +149,7 @@ class PriceTable:
                     return price
         return None
 
-    def cost_usd(
-        self, model: str | None, usage: Usage, tier: Tier = STANDARD
-    ) -> float | None:
+    def cost_usd(self, model: str | None, usage: Usage, tier: Tier = STANDARD) -> float | None:
         """Cost of one response; None when the model has no price or the usage is unknown."""
         price = self.lookup(model, tier)
         return None if price is None else price.cost_usd(usage)

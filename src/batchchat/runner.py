@@ -22,9 +22,12 @@ from pathlib import Path
 
 import polars as pl
 
+from batchchat.batchapi.cancel import check_online
+from batchchat.batchapi.session import BatchJob, check_batch_api, pending_keys, run_batches
+from batchchat.batchapi.state import read_state
 from batchchat.errors import SinkError
 from batchchat.execute.budget import Budget
-from batchchat.execute.endpoint import open_target, secret_values
+from batchchat.execute.endpoint import Target, open_target, secret_values
 from batchchat.execute.executor import execute
 from batchchat.execute.transport import AiohttpTransport
 from batchchat.job import CompiledJob, compile_job
@@ -40,9 +43,10 @@ from batchchat.models import (
 )
 from batchchat.planning.planner import RowFailure
 from batchchat.planning.reader import InputIssue, count_rows
-from batchchat.pricing import PriceTable
+from batchchat.pricing import PriceTable, tier_of
 from batchchat.report.build import RunReport, build_report, write_reports
 from batchchat.results.encoder import ResultEncoder
+from batchchat.results.ledger import ResumeIndex
 from batchchat.results.outdir import OutputDir, open_output
 from batchchat.results.runstats import save_input_issues, save_stats
 from batchchat.results.sink import BATCH_S, ParquetSink
@@ -63,6 +67,9 @@ class RunOptions:
     #: rehearse against the built-in simulator instead of the spec's endpoint
     dry_run: bool = False
     drain_timeout_s: float = 30.0
+    #: batch mode: wait until every batch has ended (False: submit, collect what has ended,
+    #: and return; ``--no-wait``)
+    wait: bool = True
     #: called about once a second with the live stats (progress bars, log lines)
     on_progress: Callable[[ExecutionStats], None] | None = None
     #: told what is allowed but worth a look, once the job is compiled
@@ -98,18 +105,27 @@ async def run_job(
     for warning in job.warnings:
         if options.on_warning is not None:
             options.on_warning(warning)
-    with open_output(
-        spec.output_dir,
-        spec,
-        force=options.force,
-        run_id=options.run_id,
-        dry_run=options.dry_run,
-    ) as out:
-        return await _run_in(out, job, options, stop or asyncio.Event())
+    async with open_target(spec.endpoint, force_simulator=options.dry_run) as target:
+        batch = _batch_job(job, target, options) if spec.mode == "batch" else None
+        if batch is not None:  # before anything is written: can this endpoint run batches?
+            await check_batch_api(batch, wait=options.wait, force=options.force)
+        with open_output(
+            spec.output_dir,
+            spec,
+            force=options.force,
+            run_id=options.run_id,
+            dry_run=options.dry_run,
+        ) as out:
+            return await _run_in(out, job, target, batch, options, stop or asyncio.Event())
 
 
 async def _run_in(
-    out: OutputDir, job: CompiledJob, options: RunOptions, stop: asyncio.Event
+    out: OutputDir,
+    job: CompiledJob,
+    target: Target,
+    batch: BatchJob | None,
+    options: RunOptions,
+    stop: asyncio.Event,
 ) -> RunOutcome:
     spec = job.spec
     redact = Redactor(secret_values(spec.endpoint))
@@ -127,46 +143,86 @@ async def _run_in(
         stats.results_error += 1
         sink.write(_unsendable(failure))
 
-    requests = _skipping(job, out, options.retry_failed, stats, issues.append, on_failure)
-
-    async with open_target(spec.endpoint, force_simulator=options.dry_run) as target:
-        transport = AiohttpTransport(spec.endpoint, max_connections=spec.limits.max_concurrency)
-        housekeeping = asyncio.create_task(_housekeep(out.path, sink, stats, options))
-        try:
-            await execute(
+    index = out.completed()
+    if batch is None:
+        check_online(out.layout, read_state(out.layout))
+    pending = pending_keys(out.layout) if batch is not None else None
+    requests = _skipping(
+        job, index, options.retry_failed, stats, issues.append, on_failure, pending=pending
+    )
+    housekeeping = asyncio.create_task(_housekeep(out.path, sink, stats, options))
+    try:
+        if batch is None:
+            await _execute_online(job, target, requests, sink, stats, redact, options, stop)
+        else:
+            await run_batches(
+                batch,
+                out.layout,
                 requests,
-                limits=spec.limits,
-                retry=spec.retry,
-                keep_raw=spec.output.keep_raw,
-                transport=transport,
-                url=target.url,
-                headers=target.headers,
                 on_result=sink.write,
+                flush=sink.flush,
                 stats=stats,
-                budget=_budget(spec.budget, job.prices, stats),
-                cost_of=_cost_of(job.prices),
-                endpoint=target.display,
-                redact=redact,
+                done=index,
+                wait=options.wait,
                 stop=stop,
-                drain_timeout_s=options.drain_timeout_s,
             )
-        except BaseException:
-            # a malformed input line, a disk that is full: the run did not complete, and
-            # `status` must not say it did (what finished is saved all the same)
-            stats.stop_reason = StopReason.ERROR
-            stats.finished_at = datetime.now(UTC)
-            raise
-        finally:
-            housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await housekeeping
-            await transport.aclose()
-            stats.resent = transport.stale_retries
-            # the planner holds the resume index (every finished key): let it go before
-            # compaction and the report, which read every result again
-            del requests
-            _close(sink, out.path, stats, issues)
+    except BaseException:
+        # a malformed input line, a disk that is full: the run did not complete, and
+        # `status` must not say it did (what finished is saved all the same)
+        stats.stop_reason = StopReason.ERROR
+        stats.finished_at = datetime.now(UTC)
+        raise
+    finally:
+        housekeeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await housekeeping
+        # the planner holds the resume index (every finished key): let it go before
+        # compaction and the report, which read every result again
+        del requests, index
+        _close(sink, out.path, stats, issues)
     return _finish(out, job, stats, issues)
+
+
+async def _execute_online(
+    job: CompiledJob,
+    target: Target,
+    requests: Iterator[ChatRequest],
+    sink: ParquetSink,
+    stats: ExecutionStats,
+    redact: Redactor,
+    options: RunOptions,
+    stop: asyncio.Event,
+) -> None:
+    spec = job.spec
+    transport = AiohttpTransport(spec.endpoint, max_connections=spec.limits.max_concurrency)
+    try:
+        await execute(
+            requests,
+            limits=spec.limits,
+            retry=spec.retry,
+            keep_raw=spec.output.keep_raw,
+            transport=transport,
+            url=target.url,
+            headers=target.headers,
+            on_result=sink.write,
+            stats=stats,
+            budget=_budget(spec.budget, job.prices, stats),
+            cost_of=_cost_of(job.prices),
+            endpoint=target.display,
+            redact=redact,
+            stop=stop,
+            drain_timeout_s=options.drain_timeout_s,
+        )
+    finally:
+        await transport.aclose()
+        stats.resent = transport.stale_retries
+
+
+def _batch_job(job: CompiledJob, target: Target, options: RunOptions) -> BatchJob:
+    schema = job.plan.source.schema
+    keep = {name: schema[name] for name in job.spec.output.keep_columns}
+    in_process = job.spec.endpoint.is_simulator or options.dry_run
+    return BatchJob(job.spec, job.prices, keep, target, in_process)
 
 
 def _close(
@@ -193,7 +249,8 @@ def _finish(
     partial, so a kill while compacting never leaves a directory that claims done."""
     out.compact()
     stats.finished_at = datetime.now(UTC)
-    report = build_report(out.path, prices=job.prices, latest=stats)
+    online = tier_of(job.spec.request)
+    report = build_report(out.path, prices=job.prices, latest=stats, online_tier=online)
     write_reports(out.path, report)
     save_stats(out.path, stats)
     return RunOutcome(report, stats, out.path, issues)
@@ -201,19 +258,21 @@ def _finish(
 
 def _skipping(
     job: CompiledJob,
-    out: OutputDir,
+    index: ResumeIndex,
     retry_failed: bool,
     stats: ExecutionStats,
     on_issue: Callable[[InputIssue], None],
     on_failure: Callable[[RowFailure], None],
+    *,
+    pending: ResumeIndex | None = None,
 ) -> Iterator[ChatRequest]:
-    """Planned requests minus the ones an earlier run finished, counting what it skips."""
-    index = out.completed()
+    """Planned requests minus the ones an earlier run finished, counting what it skips,
+    and minus the ``pending`` ones (lines in the Batch API's hands)."""
 
     def skip(row_ids: pl.Series, sample: int) -> pl.Series:
         done = index.done(row_ids, sample, retry_failed=retry_failed)
         stats.skipped += int(done.sum())
-        return done
+        return done if pending is None else done | pending.done(row_ids, sample)
 
     return job.plan.requests(skip=skip, on_issue=on_issue, on_failure=on_failure, check_ids=False)
 
@@ -263,7 +322,7 @@ def _cost_of(prices: PriceTable) -> Callable[[ChatResult], float | None]:
         if response is None:
             return None
         model = response.model or result.request.body.get("model")
-        return prices.cost_usd(model, response.usage)
+        return prices.cost_usd(model, response.usage, tier_of(result.request.body))
 
     return cost_of
 

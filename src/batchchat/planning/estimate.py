@@ -78,12 +78,7 @@ def estimate(
     return totals
 
 
-def batch_line(request: ChatRequest) -> bytes:
+def batch_line(request: ChatRequest, url: str = "/v1/chat/completions") -> bytes:
     """One line of an OpenAI Batch API input file (also what vLLM's run_batch reads)."""
-    line = {
-        "custom_id": request.custom_id,
-        "method": "POST",
-        "url": "/v1/chat/completions",
-        "body": request.body,
-    }
+    line = {"custom_id": request.custom_id, "method": "POST", "url": url, "body": request.body}
     return orjson.dumps(line, option=orjson.OPT_NON_STR_KEYS) + b"\n"

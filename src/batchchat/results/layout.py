@@ -184,24 +184,60 @@ def write_atomically(
     ``content`` is the bytes, or a function that writes them to the open file; ``what``
     names the file for the error message ("run stats").
     """
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            if isinstance(content, bytes):
-                handle.write(content)
-            else:
-                content(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException as exc:
+    with AtomicFile(path, what=what) as handle:
+        if isinstance(content, bytes):
+            handle.write(content)
+        else:
+            content(handle)
+
+
+class AtomicFile:
+    """A file written piece by piece that appears at ``path`` whole, or not at all.
+
+    A context manager yielding the open temporary file: on a clean exit it is fsynced and
+    renamed over ``path`` (then the directory is fsynced); on an error it is removed. The
+    one atomic write of an output directory, also for files too big to hold in memory.
+    """
+
+    def __init__(self, path: Path, *, what: str = "") -> None:
+        self.path = path
+        self._tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
+        self._what = f"{what} {path}" if what else str(path)
+        self._handle: BinaryIO | None = None
+
+    def __enter__(self) -> BinaryIO:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self._tmp, "wb")
+        except OSError as exc:
+            raise write_error(self._what, exc) from None
+        return self._handle
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        handle, self._handle = self._handle, None
+        assert handle is not None
+        try:
+            if exc_type is None:
+                handle.flush()
+                os.fsync(handle.fileno())
+            handle.close()
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+                fsync_dir(self.path.parent)
+        except BaseException as error:
+            self._discard(handle)
+            if isinstance(error, OSError):
+                raise write_error(self._what, error) from None
+            raise
+        if exc_type is not None:
+            self._discard(handle)
+            if isinstance(exc, OSError):
+                raise write_error(self._what, exc) from None
+
+    def _discard(self, handle: BinaryIO) -> None:
         with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise write_error(f"{what} {path}" if what else str(path), exc) from None
-        raise
+            handle.close()
+            self._tmp.unlink(missing_ok=True)
 
 
 def write_error(what: str, exc: OSError) -> SinkError:
