@@ -31,7 +31,8 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"labels"}),
     frozenset({"report"}),
     frozenset({"job"}),
-    frozenset({"runner"}),
+    # batchops: batch mode's commands beside run (cancel, import), wired as runs are
+    frozenset({"runner", "batchops"}),
     frozenset({"api"}),
     frozenset({"cli", "__main__", "__init__"}),
 )

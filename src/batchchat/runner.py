@@ -129,12 +129,7 @@ async def _run_in(
 ) -> RunOutcome:
     spec = job.spec
     redact = Redactor(secret_values(spec.endpoint))
-    sink = ParquetSink(
-        out.results_dir,
-        ResultEncoder(job.columns, run_id=options.run_id, redact=redact),
-        part_rows=spec.output.part_rows,
-        part_seconds=spec.output.part_seconds,
-    )
+    sink = open_sink(out, job, options.run_id, redact)
     stats = ExecutionStats(run_id=options.run_id, started_at=datetime.now(UTC))
     stats.planned = count_rows(job.plan.source) * spec.samples
     issues: list[InputIssue] = []
@@ -179,8 +174,8 @@ async def _run_in(
         # the planner holds the resume index (every finished key): let it go before
         # compaction and the report, which read every result again
         del requests, index
-        _close(sink, out.path, stats, issues)
-    return _finish(out, job, stats, issues)
+        close_results(sink, out.path, stats, issues)
+    return finish_run(out, job, stats, issues)
 
 
 async def _execute_online(
@@ -225,11 +220,22 @@ def _batch_job(job: CompiledJob, target: Target, options: RunOptions) -> BatchJo
     return BatchJob(job.spec, job.prices, keep, target, in_process)
 
 
-def _close(
+def open_sink(out: OutputDir, job: CompiledJob, run_id: str, redact: Redactor) -> ParquetSink:
+    """The sink of one run into ``out`` (a killed run's journals are folded first)."""
+    output = job.spec.output
+    return ParquetSink(
+        out.results_dir,
+        ResultEncoder(job.columns, run_id=run_id, redact=redact),
+        part_rows=output.part_rows,
+        part_seconds=output.part_seconds,
+    )
+
+
+def close_results(
     sink: ParquetSink, out_path: Path, stats: ExecutionStats, issues: list[InputIssue]
 ) -> None:
     """Write what is left, and the run's counters (as unfinished unless it failed: only
-    :func:`_finish` commits a finished run, once its results are compacted)."""
+    :func:`finish_run` commits a finished run, once its results are compacted)."""
     try:
         sink.close()
     except BaseException:
@@ -242,7 +248,7 @@ def _close(
             save_input_issues(out_path, stats.run_id, issues)
 
 
-def _finish(
+def finish_run(
     out: OutputDir, job: CompiledJob, stats: ExecutionStats, issues: list[InputIssue]
 ) -> RunOutcome:
     """Compact, report, then commit: until the counters say finished, ``status`` says

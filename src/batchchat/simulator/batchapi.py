@@ -8,6 +8,7 @@ theirs as published), so a client's handling of them can be tested.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -117,11 +118,14 @@ class BatchAPI:
         submitted = self.store.submissions
         return {
             "requests": dict(self.requests),
-            "files_uploaded": sum(f.purpose == "batch" for f in self.store.files.values()),
+            "files_uploaded": self.store.uploads,
+            "files_stored": len(self.store.files),
             "batches_created": len(batches),
             "lines_per_batch": [len(batch.checked.lines) for batch in batches],
             "by_status": dict(Counter(batch.status for batch in batches)),
             "lines_submitted": sum(submitted.values()),
+            "lines_ok": self.store.lines_ok,
+            "lines_failed": self.store.lines_failed,
             "custom_ids": len(submitted),
             "most_submissions": max(submitted.values(), default=0),
         }
@@ -146,6 +150,8 @@ class BatchAPI:
                 status, body, upload_body = _UNSUPPORTED[style]
                 return _json(status, upload_body if upload and upload_body else body)
             answer: web.StreamResponse = await handler(request)
+            if self.config.answer_delay_s:
+                await asyncio.sleep(self.config.answer_delay_s)
             return answer
 
         return guarded

@@ -134,11 +134,17 @@ class BatchStore:
         self.batches: dict[str, SimBatch] = {}  # in creation order
         #: custom id → times it was in a created batch
         self.submissions: Counter[str] = Counter()
+        #: input files ever uploaded (deleted ones too)
+        self.uploads = 0
+        #: lines answered ok, and lines in error files (failed or expired), over all batches
+        self.lines_ok = 0
+        self.lines_failed = 0
 
     # -- files ------------------------------------------------------------------------------
 
     def add_file(self, filename: str, purpose: str, content: bytes) -> SimFile:
         file = SimFile(_id("file-"), filename, purpose, content, int(self._now()))
+        self.uploads += purpose == "batch"
         self.files[file.id] = file
         return file
 
@@ -265,6 +271,8 @@ class BatchStore:
             status = "expired"
         batch.status, batch.times[status] = status, at
         batch.counts.update(completed=len(outputs), failed=len(errors))
+        self.lines_ok += len(outputs)
+        self.lines_failed += len(errors)
         if outputs:
             batch.output_file_id = self.add_output(f"{batch.id}_output.jsonl", b"".join(outputs))
         if errors:

@@ -161,6 +161,9 @@ class BatchSimSpec(Strict):
     no_output_file: float = Field(default=0.0, ge=0, le=1)
     #: prompt tokens enqueued per model at once; a batch past it fails token_limit_exceeded
     enqueued_token_limit: int | None = Field(default=None, gt=0)
+    #: real seconds every Batch API call waits after it acted, before it answers (a create
+    #: that made its batch and has not said so yet: what a client killed then meets)
+    answer_delay_s: float = Field(default=0.0, ge=0)
     #: what one input file may hold
     max_lines: int = Field(default=MAX_LINES, gt=0)
     max_bytes: int = Field(default=MAX_BYTES, gt=0)
