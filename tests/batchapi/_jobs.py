@@ -26,6 +26,7 @@ def batch_spec(
 ) -> JobSpec:
     """A batch-mode job of ``rows`` rows; ``extra`` sections are merged over the defaults
     (``batch={...}``, ``simulator={...}`` for the built-in simulator's knobs)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     data = write_rows(tmp_path / "rows.jsonl", rows)
     simulator = extra.pop("simulator", None)
     spec: dict[str, Any] = {
