@@ -143,6 +143,7 @@ class _Writer:
             if is_retryable(outcome):
                 self.resend.add(request.custom_id)
         stats.status_counts[status or 0] = stats.status_counts.get(status or 0, 0) + 1
+        stats.rate_limited += status == 429
         if self.again and _was_done(run.done, request):
             return  # written (and made durable) by the run that was killed collecting
         run.on_result(self._result(request, outcome, status))
