@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from batchchat.models import ChatRequest, Usage
-from batchchat.pricing import ModelPrice, PriceTable, builtin_table
+from batchchat.pricing import ModelPrice, PriceTable, builtin_table, tier_of
 from batchchat.spec import JobSpec, load_spec
 
 # USD per 1M tokens, deliberately round so the expected figures below are easy to check
@@ -284,3 +284,58 @@ def test_bounds_of_an_unpriced_model_are_none() -> None:
     table = PriceTable({"plain": PLAIN})
     assert table.request_cost_bounds(request("mystery")) is None
     assert table.worst_case_usd(request("mystery")) is None
+
+
+# -- batch and flex prices ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "tier", "expected"),
+    [
+        # gpt-4o-mini: 0.15 in, 0.075 cached, 0.60 out; the Batch API and flex halve them all
+        ("gpt-4o-mini", "standard", (1000 * 0.15 + 1000 * 0.075 + 100 * 0.60) / 1e6),
+        ("gpt-4o-mini", "batch", (1000 * 0.075 + 1000 * 0.0375 + 100 * 0.30) / 1e6),
+        ("gpt-4o-mini", "flex", (1000 * 0.075 + 1000 * 0.0375 + 100 * 0.30) / 1e6),
+        ("qwen-plus", "batch", 0.5 * 0.14 * (1000 * 0.8 + 1000 * 0.16 + 100 * 2.0) / 1e6),
+        ("deepseek-chat", "batch", None),  # no Batch API: no batch price
+        ("qwen-plus", "flex", None),
+    ],
+)
+def test_batch_and_flex_prices_are_shares_of_the_list_prices(
+    model: str, tier: Any, expected: float | None
+) -> None:
+    used = Usage(prompt_tokens=2000, completion_tokens=100, cached_tokens=1000)
+    cost = shipped_prices().cost_usd(model, used, tier)
+    assert cost == (None if expected is None else pytest.approx(expected, rel=1e-9))
+
+
+def test_a_spec_price_costs_half_in_a_batch_unless_it_says_otherwise() -> None:
+    table = PriceTable.from_spec(
+        spec_with(
+            pricing={
+                "mine": {"input": 1.0, "output": 2.0},
+                "theirs": {"input": 1.0, "output": 2.0, "batch": 0.25},
+            }
+        )
+    )
+    used = Usage(prompt_tokens=1_000_000, completion_tokens=0)
+    assert table.cost_usd("mine", used, "batch") == pytest.approx(0.5)
+    assert table.cost_usd("theirs", used, "batch") == pytest.approx(0.25)
+    assert table.cost_usd("theirs", used) == pytest.approx(1.0)
+
+
+def test_request_bounds_at_batch_prices_are_half_the_online_ones() -> None:
+    table = shipped_prices()
+    request = ChatRequest("1", 0, "1#0", {"model": "gpt-4o"}, "h", 1000, 100)
+    online, batch = table.request_cost_bounds(request), table.request_cost_bounds(request, "batch")
+    assert online is not None and batch is not None
+    assert batch == pytest.approx((online[0] / 2, online[1] / 2))
+
+
+@pytest.mark.parametrize(
+    ("body", "batch", "tier"),
+    [({}, False, "standard"), ({"service_tier": "flex"}, False, "flex"), ({}, True, "batch"),
+     ({"service_tier": "flex"}, True, "batch"), ({"service_tier": "priority"}, False, "standard")],
+)  # fmt: skip
+def test_how_a_request_is_billed(body: dict[str, Any], batch: bool, tier: str) -> None:
+    assert tier_of(body, batch=batch) == tier
