@@ -79,6 +79,7 @@ async def cancel_job(
                     batch,
                     out.layout,
                     on_result=sink.write,
+                    on_results=sink.write_many,
                     flush=sink.flush,
                     stats=stats,
                     wait=wait,

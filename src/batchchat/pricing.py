@@ -107,6 +107,9 @@ class PriceTable:
     def __init__(self, prices: Mapping[str, ModelPrice]) -> None:
         #: lower-cased entry name → price in USD
         self._prices = {name.lower(): price for name, price in prices.items()}
+        #: (model name as asked, tier) → what lookup found: a run asks for a few names
+        #: a million times
+        self._found: dict[tuple[str, Tier], ModelPrice | None] = {}
 
     @classmethod
     def from_spec(cls, spec: JobSpec) -> PriceTable:
@@ -130,11 +133,15 @@ class PriceTable:
         """
         if not model:
             return None
+        if (model, tier) in self._found:
+            return self._found[(model, tier)]
         name = model.strip().lower()
         found = self._match(name)
         if found is None and "/" in name:
             found = self._match(name.rsplit("/", 1)[1])
-        return None if found is None else found.at_tier(tier)
+        price = None if found is None else found.at_tier(tier)
+        self._found[(model, tier)] = price
+        return price
 
     def _match(self, name: str) -> ModelPrice | None:
         exact = self._prices.get(name)

@@ -155,6 +155,7 @@ async def _run_in(
                 out.layout,
                 requests,
                 on_result=sink.write,
+                on_results=sink.write_many,
                 flush=sink.flush,
                 stats=stats,
                 done=index,

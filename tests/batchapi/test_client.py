@@ -159,3 +159,40 @@ async def test_a_batch_is_found_by_its_metadata_key_or_its_shard_is_made_ready_a
     assert (found.phase, found.batch_id) == ("submitted", made["id"])
     assert (missing.phase, missing.batch_id) == ("uploaded", None)
     assert simulator.stats()["batch"]["batches_created"] == 4
+
+
+async def test_a_search_reads_older_pages_until_it_finds_the_batch(
+    simulator: SimulatorServer, connect: Connect, tmp_path: Path
+) -> None:
+    client = connect(simulator)
+    line = {"custom_id": "a#0", "method": "POST", "url": "/v1/chat/completions", "body": {}}
+    file_id = await client.upload("in.jsonl", orjson.dumps(line) + b"\n")
+    state = BatchState("tok")
+    wanted = Shard("s00001", "m", 1, 0, 0, phase="creating", intent_at=0.0)
+    state.shards = [wanted]
+    url = "/v1/chat/completions"
+    made = await client.create(file_id, url, "24h", {"batchchat_key": wanted.metadata_key("tok")})
+    for _ in range(120):  # newer batches: a page and more
+        await client.create(file_id, url, "24h", {})
+    run = BatchRun(
+        OutputLayout(tmp_path), state, BatchSpec(), client, PriceTable({}), {}, False,
+        lambda result: None, lambda: None, ExecutionStats("r", started_at=datetime.now(UTC)),
+    )  # fmt: skip
+    assert await find_created(run, [wanted])
+    assert wanted.batch_id == made["id"]
+
+
+async def test_odd_answers_of_the_files_api_are_errors_or_said_plainly() -> None:
+    def provider(request: HTTPRequest) -> HTTPResponse:
+        if request.method == "DELETE":
+            return HTTPResponse(404, {}, b'{"error": {"message": "No such File object"}}')
+        if request.url.endswith("/files"):
+            return HTTPResponse(200, {}, b'{"object": "file"}')
+        return HTTPResponse(200, {}, b'{"object": "list"}')
+
+    client = BatchClient(MockTransport(provider), "http://x/v1", {}, retry=RETRY, display="x")
+    assert await client.delete_file("file-1") is False
+    with pytest.raises(BatchAPIError, match="POST /files answered without 'id'"):
+        await client.upload("in.jsonl", b"{}\n")
+    with pytest.raises(BatchUnsupportedError, match="GET /batches gave no list of batches"):
+        await client.probe()

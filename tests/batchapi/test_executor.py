@@ -248,3 +248,23 @@ async def test_a_dry_run_rehearses_batch_mode_in_the_simulator(tmp_path: Path) -
     spec = batch_spec(tmp_path, "https://api.openai.com/v1", rows=10)
     outcome = await run_job(spec, RunOptions(dry_run=True))
     assert outcome.exit_code == ExitCode.OK and outcome.report.rows_ok == 10
+
+
+async def test_a_request_no_batch_can_hold_is_an_error_row_and_the_others_go(
+    tmp_path: Path,
+) -> None:
+    spec = batch_spec(tmp_path, rows=6, simulator=sim(), batch={"bytes_per_batch": 250})
+    # rows of ~60 bytes of text; one is made too long for any batch
+    lengthen(Path(spec.input.path), 3)
+    outcome = await run_job(spec)
+    df = batchchat.read_results(spec.output_dir).sort("row_id")
+    assert outcome.exit_code == ExitCode.FAILED and outcome.report.rows_ok == 5
+    refused = df.filter(pl.col("status") == "error").row(0, named=True)
+    assert refused["row_id"] == "r00003" and refused["error_type"] == "BatchLineInvalid"
+    assert "batch.bytes_per_batch: 250" in refused["error_message"]
+
+
+def lengthen(data: Path, row: int) -> None:
+    lines = data.read_bytes().splitlines()
+    lines[row] = lines[row].replace(b"review number", b"review number " + b"x" * 300)
+    data.write_bytes(b"\n".join(lines) + b"\n")

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 import batchchat
+from batchchat.batchops import import_results
 from batchchat.errors import InputError
 from batchchat.pricing import PriceTable
 from tests.batchapi._jobs import answer_prefix, batch_spec
@@ -93,8 +94,11 @@ def test_vllm_run_batch_output_is_imported_with_its_errors(tmp_path: Path) -> No
         {"id": "vllm-2", "custom_id": "r00002#0", "response": refused, "error": "No such model."},
     ]
     results = tmp_path / "results.jsonl"
-    results.write_bytes(b"\n".join(orjson.dumps(line) for line in lines) + b"\n")
-    report = batchchat.import_results(spec, [results], batch_id="vllm-run-1")
+    content = b"\n".join(orjson.dumps(line) for line in lines) + b"\n{a line cut short\n"
+    results.write_bytes(content)
+    done = import_results(spec, [results], batch_id="vllm-run-1")
+    assert (done.count.ok, done.count.failed, done.count.unreadable) == (1, 1, 1)
+    report = done.outcome.report
     df = batchchat.read_results(spec.output_dir).sort("row_id")
     assert df["row_id"].to_list() == ["r00000", "r00002"] and report.rows_ok == 1
     assert df["text"].to_list() == ["review number 0 about item 0", "review number 2 about item 14"]

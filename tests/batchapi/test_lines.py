@@ -86,6 +86,21 @@ def error_body(
         (raw({"status_code": 200, "body": None}), ResponseFormatError, True),
         # neither a response nor an error object
         (raw(None, None), BatchLineError, True),
+        (raw(None, "a plain message"), BatchLineError, True),
+        # an error status whose error is in the line's "error", as an object or nothing at all
+        (raw({"status_code": 503, "body": None}, {"message": "busy"}), ServerError, True),
+        (raw({"status_code": 404, "body": None}), ClientError, False),
+        # a completion whose shape no check foresaw
+        (
+            raw(
+                {
+                    "status_code": 200,
+                    "body": {**COMPLETION, "choices": [{"message": {"content": 7}}]},
+                }
+            ),
+            ResponseFormatError,
+            True,
+        ),
     ],
 )
 def test_each_line_becomes_the_answer_or_the_error_it_stands_for(

@@ -250,3 +250,22 @@ def test_the_example_batch_job_runs_against_the_simulator_in_seconds(
     assert df.height == 200 and (df["status"] == "ok").all()
     assert df["batch_id"].is_not_null().all() and df["label"].is_not_null().all()
     assert os.fspath(ROOT / "jobs" / "batch.yaml")
+
+
+async def test_cancel_without_waiting_exits_75_while_the_batches_cancel(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    server = await simulator_factory(batch={"time_scale": 10, "cancelling_s": 600})
+    job = write_job(tmp_path, server.base_url)
+    assert (await run_process("run", job, "--no-wait", "-q"))[0] == 75
+    result = await invoke_beside("cancel", tmp_path / "out", "--no-wait")
+    assert result.exit_code == 75
+    assert "2 batch(es) are still cancelling" in result.output
+
+
+def test_cancel_needs_the_jobs_own_spec(tmp_path: Path) -> None:
+    state = tmp_path / "out" / "batches" / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b'{"token": "t", "next_number": 1, "shards": []}')
+    result = invoke("cancel", tmp_path / "out")
+    assert result.exit_code == 2 and "no job.yaml" in result.output

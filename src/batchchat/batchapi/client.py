@@ -228,20 +228,28 @@ def _probe_error(display: str, error: BatchAPIError) -> BatchAPIError:
             f"{display} refused the key for the Batch API ({cause}); check the key "
             "(endpoint.api_key_env) and that it may use /v1/files and /v1/batches"
         )
-    if status is not None and (status in _ABSENT or (400 <= status < 500 and status != 429)):
-        return BatchUnsupportedError(_no_batch_api(display, f"answered {cause}"))
+    answered = f"answered {str(cause).rstrip('.')}"
+    if status in _ABSENT:
+        return BatchUnsupportedError(_no_batch_api(display, answered))
+    if status is not None and 400 <= status < 500 and status != 429:
+        return BatchUnsupportedError(_no_batch_api(display, answered, refused=True))
     if status is not None and status >= 500:
-        return BatchAPIError(_no_batch_api(display, f"answered {cause}", maybe=True))
+        return BatchAPIError(_no_batch_api(display, answered, maybe=True))
     return BatchAPIError(f"the Batch API of {display} cannot be reached: {error}")
 
 
-def _no_batch_api(display: str, what: str, *, maybe: bool = False) -> str:
+def _no_batch_api(display: str, what: str, *, maybe: bool = False, refused: bool = False) -> str:
     """Why batch mode cannot run here, and what to do instead."""
     if maybe:
         head = (
             f"{display} did not answer like a Batch API: GET /batches {what}. If the endpoint "
             "does run batches, try again later; a gateway without Batch API support (a LiteLLM "
             "proxy without files_settings, say) answers like this for good."
+        )
+    elif refused:
+        head = (
+            f"{display} refused the Batch API: GET /batches {what}. The endpoint, the key or "
+            "the gateway's configuration does not allow Batch API jobs here."
         )
     else:
         head = f"{display} runs no Batch API jobs: GET /batches {what}."
@@ -258,5 +266,5 @@ def _no_batch_api(display: str, what: str, *, maybe: bool = False) -> str:
 def _text(data: Mapping[str, Any], key: str, call: str) -> str:
     value = data.get(key)
     if not isinstance(value, str) or not value:
-        raise BatchAPIError(f"{call} answered without a {key}: {str(data)[:200]}")
+        raise BatchAPIError(f"{call} answered without {key!r}: {str(data)[:200]}")
     return value

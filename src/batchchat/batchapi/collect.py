@@ -48,6 +48,8 @@ _NOT_RUN = {
 }
 _MISSING = ("missing", "the line is in neither the output nor the error file of its batch")
 TOKEN_LIMIT = "token_limit_exceeded"
+#: results handed to the sink at once while a file is read
+CHUNK = 5000
 
 
 @dataclass
@@ -76,6 +78,8 @@ class BatchRun:
     pace: float = 1.0
     #: why no more batches should be created (a batch failed validation as a whole)
     fatal: str | None = None
+    #: takes many results at once (the sink's write_many; without it: one by one)
+    on_results: Callable[[list[ChatResult]], None] | None = None
 
     def save(self) -> None:
         self.state.save(self.layout)
@@ -125,6 +129,7 @@ class _Writer:
     def __init__(self, run: BatchRun, shard: Shard, again: bool) -> None:
         self.run, self.shard, self.again = run, shard, again
         self.seen: set[str] = set()
+        self._pending: list[ChatResult] = []
         self.resend: set[str] = set()
         self.ok = self.failed = self.strays = 0
         self.started = _when(shard.created_at, run.clock)
@@ -146,7 +151,18 @@ class _Writer:
         stats.rate_limited += status == 429
         if self.again and _was_done(run.done, request):
             return  # written (and made durable) by the run that was killed collecting
-        run.on_result(self._result(request, outcome, status))
+        self._pending.append(self._result(request, outcome, status))
+        if len(self._pending) >= CHUNK:
+            self.hand_over()
+
+    def hand_over(self) -> None:
+        """Give the results gathered so far to the sink."""
+        results, self._pending = self._pending, []
+        if self.run.on_results is not None and results:
+            self.run.on_results(results)
+        else:
+            for result in results:
+                self.run.on_result(result)
 
     def _result(
         self, request: ChatRequest, outcome: ChatResponse | RequestError, status: int | None
@@ -183,6 +199,7 @@ def _count(run: BatchRun, result: ChatResult) -> None:
 
 async def _finish(run: BatchRun, shard: Shard, writer: _Writer, resend: set[str]) -> None:
     """Durable results, then the next round's shard and ``done`` in one state write."""
+    writer.hand_over()
     child = None
     if resend and shard.round < run.settings.resubmit_rounds:
         child = _child(run, shard, resend, round=shard.round + 1)
@@ -241,6 +258,7 @@ async def _settle_failed(run: BatchRun, shard: Shard) -> None:
 async def _finish_validation(
     run: BatchRun, shard: Shard, writer: _Writer, child: Shard | None
 ) -> None:
+    writer.hand_over()
     run.flush()
     shard.phase = "done"
     shard.outcome = {"ok": 0, "failed": writer.failed, "resubmitted": 0, "strays": 0}

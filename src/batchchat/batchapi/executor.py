@@ -3,7 +3,7 @@
 The steps, each saving the state before the Batch API call it makes::
 
     find_created    shards caught "creating" by a kill → their batch, found by metadata
-    _shard          planned requests → shards on disk
+    shard_requests  planned requests → shards on disk
     poll            running batches, when due (backing off while nothing changes)
     collect         ended batches → results (batchapi.collect)
     _submit         the shards a wave admits → uploaded → created
@@ -52,7 +52,7 @@ async def execute_batches(
 ) -> StopReason:
     """Take ``requests`` through the Batch API; why it returned."""
     await find_created(run, [s for s in run.state.shards if s.phase == "creating"])
-    await _shard(run, requests, on_oversize)
+    await shard_requests(run, requests, on_oversize)
     failures = 0
     while True:
         if stop.is_set():
@@ -95,7 +95,7 @@ def _is_ended(shard: Shard) -> bool:
 # -- sharding -----------------------------------------------------------------------------------
 
 
-async def _shard(
+async def shard_requests(
     run: BatchRun, requests: Iterable[ChatRequest], on_oversize: Callable[[ChatRequest, str], None]
 ) -> None:
     """Write every planned request into a shard, saving the state at each finished shard."""

@@ -111,6 +111,7 @@ async def run_batches(
     done: ResumeIndex,
     wait: bool,
     stop: asyncio.Event,
+    on_results: Callable[[list[ChatResult]], None] | None = None,
 ) -> StopReason:
     """Run ``requests`` through the Batch API into ``on_result``; why it stopped (the
     reason is also in ``stats``, with ``fatal_error`` when a batch was refused whole)."""
@@ -120,6 +121,7 @@ async def run_batches(
         _forget_the_provider(state)
     async with batch_client(job) as client:
         run = _batch_run(job, layout, state, client, on_result, flush, stats, done)
+        run.on_results = on_results
         budget = spec.budget.max_cost_usd if spec.budget is not None else None
 
         def on_oversize(request: ChatRequest, why: str) -> None:
@@ -149,11 +151,13 @@ async def cancel_job_batches(
     stats: ExecutionStats,
     wait: bool,
     stop: asyncio.Event,
+    on_results: Callable[[list[ChatResult]], None] | None = None,
 ) -> Cancelled:
     """Cancel the job's batches (see :mod:`batchchat.batchapi.cancel`)."""
     state = load_state(layout)
     async with batch_client(job) as client:
         run = _batch_run(job, layout, state, client, on_result, flush, stats, ResumeIndex.empty())
+        run.on_results = on_results
         return await cancel_batches(run, wait=wait, stop=stop)
 
 

@@ -145,7 +145,7 @@ class BatchAPI:
                 response.force_close()
                 return response
             if not self._authorized(request):
-                return _json(401, replies.unauthorized_body())
+                return _refused_key(style, request)
             if style != "openai":
                 status, body, upload_body = _UNSUPPORTED[style]
                 return _json(status, upload_body if upload and upload_body else body)
@@ -276,6 +276,29 @@ class BatchAPI:
 
 
 _NOT_FOUND = ("invalid_request_error", None, None)
+
+
+def _refused_key(style: str, request: web.Request) -> web.Response:
+    """401; a LiteLLM proxy without its database answers a wrong key with a 400 instead."""
+    if style != "litellm":
+        return _json(401, replies.unauthorized_body())
+    if "Authorization" not in request.headers:
+        message, kind, param, code = (
+            "Authentication Error, No api key passed in.",
+            "auth_error",
+            "None",
+            "401",
+        )
+        return _json(
+            401, {"error": {"message": message, "type": kind, "param": param, "code": code}}
+        )
+    error = {
+        "message": "No connected db.",
+        "type": "no_db_connection",
+        "param": None,
+        "code": "400",
+    }
+    return _json(400, {"error": error})
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
