@@ -268,3 +268,13 @@ def lengthen(data: Path, row: int) -> None:
     lines = data.read_bytes().splitlines()
     lines[row] = lines[row].replace(b"review number", b"review number " + b"x" * 300)
     data.write_bytes(b"\n".join(lines) + b"\n")
+
+
+async def test_a_model_without_a_batch_price_is_unpriced_and_the_report_says_how_to_fix_it(
+    tmp_path: Path,
+) -> None:
+    prices = {"gpt-4o-mini": {"input": 0.15, "output": 0.6, "batch": None}}
+    spec = batch_spec(tmp_path, rows=5, simulator=sim(), pricing=prices)
+    report = (await run_job(spec)).report
+    assert not report.cost_complete
+    assert any("set pricing.gpt-4o-mini.batch" in warning for warning in report.warnings)

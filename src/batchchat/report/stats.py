@@ -212,6 +212,11 @@ def _cost_warnings(model: ModelCost, usage_missing: int) -> list[str]:
     if not model.priced:
         hint = "add it under pricing: in the job spec"
         return [f"model {name} has no price: cost unknown for {unpriced} rows ({hint})"]
+    if unpriced > usage_missing:  # rows billed at a tier the model has no price for
+        hint = f"set pricing.{name}.batch (or .flex) in the job spec"
+        return [
+            f"model {name} has no batch or flex price: cost unknown for {unpriced} rows ({hint})"
+        ]
     return [f"model {name}: the server reported no usage for {usage_missing} rows: cost unknown"]
 
 
