@@ -20,6 +20,7 @@ from batchchat.execute.transport import AiohttpTransport, HTTPRequest, HTTPRespo
 from batchchat.models import ExecutionStats
 from batchchat.pricing import PriceTable
 from batchchat.results.layout import OutputLayout
+from batchchat.secrets import Redactor
 from batchchat.simulator import SimulatorServer
 from batchchat.spec import BatchSpec, EndpointSpec, RetrySpec
 from tests.conftest import SimulatorFactory
@@ -196,3 +197,24 @@ async def test_odd_answers_of_the_files_api_are_errors_or_said_plainly() -> None
         await client.upload("in.jsonl", b"{}\n")
     with pytest.raises(BatchUnsupportedError, match="GET /batches gave no list of batches"):
         await client.probe()
+
+
+async def test_a_key_a_server_echoes_never_reaches_an_error_message() -> None:
+    key = "sk-echoed-secret-123456"
+
+    def echoing(request: HTTPRequest) -> HTTPResponse:
+        body = {"error": {"message": f"Incorrect API key provided: {key}", "code": "bad"}}
+        return HTTPResponse(400, {}, orjson.dumps(body))
+
+    client = BatchClient(
+        MockTransport(echoing),
+        "http://x/v1",
+        {"Authorization": f"Bearer {key}"},
+        retry=RETRY,
+        display="x",
+        redact=Redactor(frozenset({key})),
+    )
+    for call in (client.probe(), client.retrieve("b1")):
+        with pytest.raises(BatchAPIError) as info:
+            await call
+        assert key not in str(info.value) and "Incorrect API key provided" in str(info.value)

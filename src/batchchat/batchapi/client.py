@@ -29,6 +29,7 @@ from batchchat.errors import (
 from batchchat.execute.parse import status_error
 from batchchat.execute.retry import RetryPolicy
 from batchchat.execute.transport import HTTPRequest, Transport
+from batchchat.secrets import redact_shapes
 from batchchat.spec import RetrySpec
 
 #: what a server without a Batch API answers on its routes
@@ -75,8 +76,11 @@ class BatchClient:
         retry: RetrySpec,
         display: str,
         sleep: Sleep = asyncio.sleep,
+        redact: Callable[[str], str] = redact_shapes,
     ) -> None:
         self._transport = transport
+        #: masks secrets in what a server said, before it goes into an error message
+        self.redact = redact
         self._root = api_root(base_url)
         self._headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
         self._policy = RetryPolicy(retry)
@@ -96,7 +100,8 @@ class BatchClient:
         try:
             listing = await self._json("GET", "batches?limit=1", attempts=PROBE_ATTEMPTS)
         except BatchAPIError as exc:
-            raise _probe_error(self.display, exc) from None
+            error = _probe_error(self.display, exc)
+            raise type(error)(self.redact(str(error))) from None
         if not isinstance(listing.get("data"), list):
             raise BatchUnsupportedError(_no_batch_api(self.display, "gave no list of batches"))
 
@@ -196,7 +201,7 @@ class BatchClient:
                 return error
             wait = self._policy.next_wait(error, attempt, congested=True)
             if wait is None or (attempts is not None and attempt >= attempts):
-                raise _call_error(method, path, error, attempt)
+                raise _call_error(method, path, error, attempt, self.redact)
             await self._sleep(wait)
 
     async def _attempt(self, request: HTTPRequest) -> bytes | RequestError:
@@ -209,9 +214,11 @@ class BatchClient:
         return status_error(response.status, response.headers, response.body)
 
 
-def _call_error(method: str, path: str, error: RequestError, attempts: int) -> BatchAPIError:
+def _call_error(
+    method: str, path: str, error: RequestError, attempts: int, redact: Callable[[str], str]
+) -> BatchAPIError:
     tries = f" ({attempts} tries)" if attempts > 1 else ""
-    failure = BatchAPIError(f"{method} /{path.split('?')[0]} failed{tries}: {error}")
+    failure = BatchAPIError(redact(f"{method} /{path.split('?')[0]} failed{tries}: {error}"))
     failure.__cause__ = error
     return failure
 

@@ -247,7 +247,7 @@ async def _settle_failed(run: BatchRun, shard: Shard) -> None:
         )
         writer.write(request_of(row, shard.model), error)
     if not named:
-        run.fatal = (
+        run.fatal = run.client.redact(
             f"batch {shard.batch_id} (shard {shard.id}, {shard.lines:,} lines) failed "
             f"validation: {summary}"
         )

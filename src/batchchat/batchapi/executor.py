@@ -52,7 +52,7 @@ async def execute_batches(
 ) -> StopReason:
     """Take ``requests`` through the Batch API; why it returned."""
     await find_created(run, [s for s in run.state.shards if s.phase == "creating"])
-    await shard_requests(run, requests, on_oversize)
+    await shard_requests(run, requests, on_oversize, stop)
     failures = 0
     while True:
         if stop.is_set():
@@ -96,9 +96,13 @@ def _is_ended(shard: Shard) -> bool:
 
 
 async def shard_requests(
-    run: BatchRun, requests: Iterable[ChatRequest], on_oversize: Callable[[ChatRequest, str], None]
+    run: BatchRun,
+    requests: Iterable[ChatRequest],
+    on_oversize: Callable[[ChatRequest, str], None],
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Write every planned request into a shard, saving the state at each finished shard."""
+    """Write every planned request into a shard, saving the state at each finished shard
+    (until ``stop``: the shards written so far are kept, the rest planned by a later run)."""
 
     def on_shard(shard: Shard) -> None:
         run.state.shards.append(shard)
@@ -118,6 +122,8 @@ async def shard_requests(
             sharder.add(request)
             if count % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # the journal and the progress display go on
+                if stop is not None and stop.is_set():
+                    break
     except BaseException:
         sharder.discard()
         raise

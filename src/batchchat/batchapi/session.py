@@ -22,12 +22,13 @@ from batchchat.batchapi.collect import BatchRun
 from batchchat.batchapi.executor import execute_batches
 from batchchat.batchapi.state import BatchState, load_state, pending_index, read_state
 from batchchat.errors import BatchLineInvalid, ResumeError, SpecError
-from batchchat.execute.endpoint import Target
+from batchchat.execute.endpoint import Target, secret_values
 from batchchat.execute.transport import AiohttpTransport
 from batchchat.models import ChatRequest, ChatResult, ExecutionStats, StopReason
 from batchchat.pricing import PriceTable
 from batchchat.results.layout import OutputLayout
 from batchchat.results.ledger import ResumeIndex
+from batchchat.secrets import Redactor
 from batchchat.spec import JobSpec, SimulatorSpec
 
 #: Batch API calls in flight at once (they are few and big)
@@ -61,9 +62,15 @@ async def batch_client(job: BatchJob) -> AsyncIterator[BatchClient]:
     endpoint = spec.endpoint.model_copy(update={"timeout_s": spec.batch.http_timeout_s})
     transport = AiohttpTransport(endpoint, max_connections=_CONNECTIONS)
     target = job.target
+    redact = Redactor(secret_values(spec.endpoint))
     try:
         yield BatchClient(
-            transport, target.url, target.headers, retry=spec.retry, display=target.display
+            transport,
+            target.url,
+            target.headers,
+            retry=spec.retry,
+            display=target.display,
+            redact=redact,
         )
     finally:
         await transport.aclose()
