@@ -269,6 +269,8 @@ def request(
         # the worst case uses the dearest completion rate
         (REASONING, 1, 50, (200 + 10) / 1e6, (200 + 50 * 40) / 1e6),
         (THINKING, 1, 50, (200 + 10) / 1e6, (200 + 50 * 30) / 1e6),
+        # the low end: the whole prompt from the provider's cache
+        (CACHED, 1, 50, (100 * 0.5 + 10) / 1e6, (100 * 2 + 50 * 10) / 1e6),
     ],
 )
 def test_request_cost_bounds(

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 import batchchat
@@ -442,3 +443,37 @@ async def test_a_full_disk_stops_sending_keeps_every_answer_and_a_rerun_finishes
         assert outcome.exit_code == 0
         assert batchchat.read_results(spec.output_dir).height == 600
         assert sorted(sim.stats()["answers"].values()) == [1] * 600
+
+
+async def test_row_index_puts_results_back_in_input_order(
+    simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    spec = job(tmp_path, simulator.base_url, rows=30, samples=2)
+    await run_job(spec)
+    df = batchchat.read_results(spec.output_dir).sort("row_index", "sample")
+    assert df["row_index"].dtype == pl.Int64
+    assert df["row_id"].to_list() == [f"r{i:03d}" for i in range(30) for _ in range(2)]
+    assert df["row_index"].to_list() == [i for i in range(30) for _ in range(2)]
+
+
+async def test_parts_written_before_a_column_existed_still_read_and_resume(
+    simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    spec = job(tmp_path, simulator.base_url, rows=10)
+    await run_job(spec.model_copy(update={"input": spec.input.model_copy(update={"limit": 4})}))
+    results = spec.output_dir / "results"
+    (part,) = sorted(results.glob("part-*.parquet"))
+    old = pq.read_table(part)
+    pq.write_table(old.drop_columns(["row_index"]), part)  # as an older batchchat wrote it
+    outcome = await run_job(spec)
+    assert outcome.stats.skipped == 4 and outcome.stats.results_ok == 6
+    df = batchchat.read_results(spec.output_dir)
+    assert df.height == 10 and (df["status"] == "ok").all()
+    assert df.filter(pl.col("row_index").is_null())["row_id"].sort().to_list() == [
+        "r000", "r001", "r002", "r003",
+    ]  # fmt: skip
+    assert sorted(
+        pl.scan_parquet(results / "*.parquet", missing_columns="insert")
+        .collect()["row_id"]
+        .to_list()
+    ) == sorted(df["row_id"].to_list())

@@ -73,12 +73,35 @@ def run(
 ) -> RunReport:
     """Run a job to its end and return its report.
 
-    ``wait=False`` (batch mode): submit the batches, collect what has ended, and return;
-    ``report.stop_reason == "pending"`` while batches are running (run it again later).
+    Works from plain code and inside a running event loop (Jupyter), where the job runs on a
+    worker thread. Rows that fail do not raise: check ``rows_error`` and ``stop_reason`` of
+    the report.
 
-    >>> report = batchchat.run("jobs/quickstart.yaml", limit=20)
-    >>> report.rows_ok
-    20
+    Args:
+        spec: a job file's path, a ``JobSpec``, or a mapping (whose relative paths resolve
+            against the working directory).
+        variables: ``vars`` values, as ``--var`` gives them.
+        retry_failed: on a re-run, send the rows that failed before again.
+        force: start over in place; the old results are moved to ``superseded/``.
+        dry_run: send everything to the built-in simulator instead, into
+            ``<output>-dry-run`` unless ``output`` is given.
+        wait: batch mode: wait until every batch has ended. ``False``: submit the batches,
+            collect what has ended and return; ``stop_reason`` is ``"pending"`` while batches
+            run (run it again later, as ``batchchat run --no-wait`` does).
+        **overrides: ``limit``, ``output``, ``concurrency``, ``rpm``, ``tpm``: like the
+            ``batchchat run`` flags of the same names.
+
+    Returns:
+        The run's report (``report.json`` as an object; in Jupyter it shows as tables).
+
+    Raises:
+        BatchchatError: a spec, input, resume or lock problem (``SpecError``,
+            ``InputError``, ``ResumeError``, ``LockedError``…), before anything is sent.
+
+    Examples:
+        >>> report = batchchat.run("jobs/quickstart.yaml", limit=20)
+        >>> report.rows_ok
+        20
     """
     resolved = resolve_spec(spec, overrides, variables)
     if dry_run and "output" not in overrides:
@@ -90,7 +113,17 @@ def run(
 def cancel(out_dir: str | os.PathLike[str], *, wait: bool = True) -> RunReport:
     """Cancel the batches of the job in ``out_dir`` (batch mode); what they answered is kept.
 
-    ``wait=False``: ask for the cancellations and return; a later run collects them.
+    Args:
+        out_dir: the output directory of a job that ran in batch mode; its ``job.yaml``
+            names the endpoint and the key variable.
+        wait: wait for the batches to end and collect what they answered. ``False``: ask
+            for the cancellations and return; a later run (or ``cancel``) collects them.
+
+    Returns:
+        The report of the output directory afterwards.
+
+    Raises:
+        BatchchatError: no batches there (``InputError``), or a Batch API call failed.
     """
     from batchchat.batchops import cancel_job
 
@@ -105,8 +138,24 @@ def import_results(
     variables: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> RunReport:
-    """Import result files of the job's requests made elsewhere (Batch API output and error
-    files, ``vllm run-batch -o``) into its output directory, joined by ``custom_id``."""
+    """Import result files of the job's requests made elsewhere into its output directory.
+
+    Args:
+        spec: a job file's path, a ``JobSpec`` or a mapping.
+        files: Batch API output and error files (OpenAI, Azure, DashScope), or
+            ``vllm run-batch -o`` output, made from the lines ``plan(..., batch_file=...)``
+            writes; each line is joined to its row by ``custom_id``.
+        batch_id: recorded on every imported row (default ``import:<file name>``).
+        variables: ``vars`` values, as ``--var`` gives them.
+        **overrides: ``limit``, ``output``, ``concurrency``, ``rpm``, ``tpm``.
+
+    Returns:
+        The report of the output directory afterwards.
+
+    Raises:
+        BatchchatError: a file names a ``custom_id`` the job does not have (``InputError``,
+            before anything is written), or a spec or input problem.
+    """
     from batchchat.batchops import import_results as import_files
 
     resolved = resolve_spec(spec, overrides, variables)
@@ -122,10 +171,20 @@ def validate(
 ) -> list[str]:
     """Every problem that would stop the job from running, as lines; empty when it is ready.
 
-    >>> batchchat.validate("jobs/quickstart.yaml")
-    []
+    The same checks as ``batchchat validate``: columns, types of templated fields (the
+    first rows rendered), ids, labels, prices. Nothing is sent; no key is needed.
 
-    A spec that cannot be read at all (invalid YAML, unknown keys) raises SpecError.
+    Args:
+        spec: a job file's path, a ``JobSpec`` or a mapping.
+        variables: ``vars`` values, as ``--var`` gives them.
+        **overrides: ``limit``, ``output``, ``concurrency``, ``rpm``, ``tpm``.
+
+    Raises:
+        SpecError: the spec cannot be read at all (invalid YAML, unknown keys).
+
+    Examples:
+        >>> batchchat.validate("jobs/quickstart.yaml")
+        []
     """
     return job_problems(resolve_spec(spec, overrides, variables))
 
@@ -139,10 +198,16 @@ def plan(
 ) -> PlanEstimate:
     """Render every request without sending one: rows, requests, tokens and the cost range.
 
-    ``batch_file`` also writes each request as an OpenAI Batch API input line there.
+    Args:
+        spec: a job file's path, a ``JobSpec`` or a mapping.
+        variables: ``vars`` values, as ``--var`` gives them.
+        batch_file: also write each request there as an OpenAI Batch API input line (what
+            vLLM's ``run_batch`` reads too); the file appears only when planning finished.
+        **overrides: ``limit``, ``output``, ``concurrency``, ``rpm``, ``tpm``.
 
-    >>> batchchat.plan("jobs/quickstart.yaml").requests
-    200
+    Examples:
+        >>> batchchat.plan("jobs/quickstart.yaml").requests
+        200
     """
     job = compile_job(resolve_spec(spec, overrides, variables), require_key=False)
     tier = tier_of(job.spec.request, batch=job.spec.mode == "batch")
@@ -169,8 +234,13 @@ def rehearsal_spec(spec: JobSpec) -> JobSpec:
 def read_results(out_dir: str | os.PathLike[str]) -> pl.DataFrame:
     """The results of an output directory: one row per (row_id, sample), the ok one if any.
 
-    For labeling jobs with ``samples > 1`` each line also carries its row's
-    ``label_majority``, ``label_votes`` and ``label_agreement``.
+    Also for partial, interrupted and running jobs (a retried row's error and its later
+    answer are resolved to the answer). For labeling jobs with ``samples > 1`` each line
+    also carries its row's ``label_majority``, ``label_votes`` and ``label_agreement``.
+
+    Examples:
+        >>> df = batchchat.read_results("out/quickstart")
+        >>> df.group_by("status").len()
     """
     return add_label_summaries(read_deduplicated(Path(out_dir)), Path(out_dir))
 

@@ -133,6 +133,12 @@ class APIStatusError(RequestError):
         #: the server's advice in seconds before trying again (any status may carry it)
         self.retry_after = retry_after
 
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.retry_after is None:
+            return text
+        return f"{text} (the server asks to retry after {self.retry_after:g} s)"
+
 
 class RateLimitError(APIStatusError):
     """429: slow down. ``retry_after`` is the server's advice in seconds, if it gave one."""

@@ -18,7 +18,7 @@ from batchchat.execute.endpoint import resolve_headers
 from batchchat.labels.columns import label_column_group
 from batchchat.planning.ids import check_unique_ids
 from batchchat.planning.planner import Plan, compile_plan
-from batchchat.planning.validate import plan_problems
+from batchchat.planning.validate import plan_problems, read_every_line
 from batchchat.pricing import PriceTable
 from batchchat.results.layout import OutputLayout
 from batchchat.results.schema import ResultColumns, result_columns
@@ -52,14 +52,18 @@ class CompiledJob:
         return self.spec.output_dir
 
 
-def compile_job(spec: JobSpec, *, require_key: bool = True) -> CompiledJob:
+def compile_job(
+    spec: JobSpec, *, require_key: bool = True, read_every_line: bool = False
+) -> CompiledJob:
     """Compile ``spec``; SpecError listing every problem when it is not ready to run.
 
     ``require_key``: the endpoint's key variable must be set (a real run); ``validate``
-    and ``plan`` only mention a missing key.
+    and ``plan`` only mention a missing key. ``read_every_line`` (``validate``): read the
+    whole input as a run would, to find what would stop a run partway (a malformed line,
+    a value that does not fit the types of the first lines); a run meets those as it goes.
     """
     problems = _Problems()
-    compiled = _compile(spec, problems, require_key=require_key)
+    compiled = _compile(spec, problems, require_key=require_key, every_line=read_every_line)
     if compiled is not None and not problems.lines:
         return compiled
     if len(problems.raised) == 1 and len(problems.lines) == 1:
@@ -72,13 +76,16 @@ def compile_job(spec: JobSpec, *, require_key: bool = True) -> CompiledJob:
 
 
 def job_problems(spec: JobSpec) -> list[str]:
-    """Every problem :func:`compile_job` would raise (without requiring the key), as lines."""
+    """Every problem :func:`compile_job` would raise (without requiring the key, reading
+    every line of the input), as lines."""
     problems = _Problems()
-    _compile(spec, problems, require_key=False)
+    _compile(spec, problems, require_key=False, every_line=True)
     return problems.lines
 
 
-def _compile(spec: JobSpec, problems: _Problems, *, require_key: bool) -> CompiledJob | None:
+def _compile(
+    spec: JobSpec, problems: _Problems, *, require_key: bool, every_line: bool = False
+) -> CompiledJob | None:
     plan = problems.check(lambda: compile_plan(spec))
     prices = problems.check(lambda: PriceTable.from_spec(spec))
     if require_key and not spec.endpoint.is_simulator:
@@ -90,6 +97,8 @@ def _compile(spec: JobSpec, problems: _Problems, *, require_key: bool) -> Compil
         return None
     problems.lines.extend(f"  {line}" for line in plan_problems(plan))
     problems.check(lambda: check_unique_ids(plan.source))
+    if every_line:
+        problems.check(lambda: read_every_line(plan.source))
     columns = _result_columns(spec, plan, problems)
     if prices is None or columns is None:
         return None

@@ -100,6 +100,9 @@ class ChatRequest:
     seed: int | None = None
     #: the input columns the spec keeps in the output (``output.keep_columns``)
     keep: dict[str, Any] = field(default_factory=dict)
+    #: the row's 0-based position in the input (results arrive in completion order; this
+    #: puts them back in input order with one numeric sort)
+    row_index: int | None = None
 
     @property
     def est_tokens(self) -> int:

@@ -166,15 +166,20 @@ class PriceTable:
     ) -> tuple[float, float] | None:
         """(low, high) USD of a request before it is sent; None when its model has no price.
 
-        low: the estimated prompt at the full input price and a one-token answer per choice;
-        high: the estimated prompt plus every allowed output token at the dearest output rate.
+        low: the estimated prompt all served from the provider's prompt cache (at the cached
+        price, where the model has one) and a one-token answer per choice;
+        high: the estimated prompt at the full input price plus every allowed output token
+        at the dearest output rate.
         """
         price = self.lookup(_model_of(request), tier)
         if price is None:
             return None
         prompt = request.est_prompt_tokens * price.input
+        cheapest = (
+            price.input if price.cached_input is None else min(price.cached_input, price.input)
+        )
         choices = _choices_of(request)
-        low = prompt + choices * price.output
+        low = request.est_prompt_tokens * cheapest + choices * price.output
         high = prompt + max(request.max_output_tokens, choices) * price.max_output
         return low / PER_TOKENS, high / PER_TOKENS
 

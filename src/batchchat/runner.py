@@ -55,7 +55,7 @@ from batchchat.spec import BudgetSpec, JobSpec
 
 #: how often the progress display and the counters' file are brought up to date
 _PROGRESS_S = 1.0
-_STATS_S = 2.0
+_STATS_S = 1.0
 
 
 @dataclass
@@ -300,6 +300,7 @@ def _unsendable(failure: RowFailure) -> ChatResult:
         est_prompt_tokens=0,
         max_output_tokens=0,
         keep=failure.keep,
+        row_index=failure.row_index,
     )
     return ChatResult(
         request=request,

@@ -11,6 +11,7 @@ from click.testing import CliRunner, Result
 
 from batchchat.cli import main
 from batchchat.planning.planner import compile_plan
+from batchchat.planning.source import SCHEMA_SAMPLE_LINES
 from batchchat.pricing import PriceTable
 from batchchat.spec import load_spec
 
@@ -222,3 +223,19 @@ def test_the_example_jobs_are_all_here() -> None:
     names = {p.name for p in JOBS}
     assert {"quickstart.yaml", "openai.yaml", "vision.yaml", "extract_json.yaml"} <= names
     assert os.fspath(ROOT / "jobs" / "quickstart.yaml") in map(os.fspath, JOBS)
+
+
+def test_validate_reads_every_line_as_a_run_would(job: Path) -> None:
+    # a value far down that does not fit the types of the first lines stops a run
+    # partway (after sending the rows above it): validate finds it first
+    rows = SCHEMA_SAMPLE_LINES + 50
+    lines = [orjson.dumps({"id": f"r{i}", "text": i}) for i in range(rows)]
+    lines.append(orjson.dumps({"id": "late", "text": "a word"}))
+    (job.parent / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    result = invoke("validate", job)
+    assert result.exit_code == 2, result.output
+    assert f"in.jsonl:{rows + 1}: a value does not fit the column types" in result.output
+    assert invoke("validate", job, "--var", "lang=de").exit_code == 2
+    skip = job.read_text().replace("  id_column: id\n", "  id_column: id\n  on_bad_line: skip\n")
+    job.write_text(skip)
+    assert invoke("validate", job).exit_code == 0  # the run would skip it, and say so

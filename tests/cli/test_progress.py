@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from batchchat.cli.progress import ProgressDisplay, Snapshot, format_duration
-from batchchat.models import ExecutionStats
+from batchchat.models import ExecutionStats, StopReason
 
 
 def stats(
@@ -46,8 +46,16 @@ def test_snapshot_rates_and_eta() -> None:
     assert snap.requests_per_s == pytest.approx(12.0)
     assert snap.tokens_per_s == pytest.approx(100.0)
     assert snap.eta_s == pytest.approx(20.0)  # 200 left at 10 rows/s
-    assert "100 done (10 failed)" in snap.line()
+    assert "100/300 done (33%) (10 failed)" in snap.line()
     assert "ETA 20s" in snap.line()
+
+
+def test_a_run_that_is_stopping_shows_what_is_in_flight_not_an_eta() -> None:
+    stopping = stats(90, 10, planned=300)
+    stopping.stop_reason, stopping.in_flight = StopReason.INTERRUPTED, 12
+    line = Snapshot.of(stopping, elapsed=10.0).line()
+    assert "ETA" not in line
+    assert "stopping (interrupted): 12 in flight" in line
 
 
 def test_skipped_rows_are_not_remaining_work() -> None:

@@ -276,6 +276,29 @@ async def test_sigkill_at_random_moments_never_loses_or_duplicates(
     assert thrown_away <= 4 * (4 + 16), thrown_away
 
 
+async def test_a_killed_runs_requests_count_in_the_next_report(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = await simulator_factory(latency={"mean_ms": 20})
+    job = write_job(tmp_path, sim.base_url, rows=2000, limits={"max_concurrency": 4})
+    runs = tmp_path / "out" / "runs"
+    process = await start_run(job)
+    await wait_until(lambda: any(runs.glob("*.json")), "the run's counters saved")
+    await asyncio.sleep(1.5)
+    process.kill()
+    await process.wait()
+    handled = sim.stats()["requests"]
+    (saved,) = [orjson.loads(path.read_bytes()) for path in runs.glob("*.json")]
+    # the counters are saved every second: the killed run's last second may be missing
+    assert 0 < saved["requests_sent"] <= handled
+    assert saved["requests_sent"] >= handled / 3, (saved["requests_sent"], handled)
+    process = await start_run(job)
+    await asyncio.wait_for(process.communicate(), 60)
+    report = orjson.loads((tmp_path / "out" / "report.json").read_bytes())
+    final = sim.stats()["requests"]
+    assert report["requests"]["sent"] >= saved["requests_sent"] + (final - handled)
+
+
 async def test_a_second_run_on_the_same_output_exits_2_at_once(
     simulator: SimulatorServer, simulator_factory: SimulatorFactory, tmp_path: Path
 ) -> None:
@@ -348,3 +371,13 @@ def test_warnings_are_shown_and_sent_as_json_events(tmp_path: Path) -> None:
     events = [orjson.loads(line) for line in result.stdout.splitlines()]
     assert sum(e["event"] == "warning" for e in events) == 2
     assert "literal-key-123" not in (tmp_path / "out" / "job.yaml").read_text()
+
+
+def test_a_budget_stop_says_the_budget_is_per_run(tmp_path: Path) -> None:
+    job = write_job(tmp_path, rows=200, budget={"max_cost_usd": 0.00001})
+    result = CliRunner().invoke(main, ["run", str(job)])
+    assert result.exit_code == 3, result.output
+    text = " ".join(result.output.split())
+    assert "Stopped by the budget: this run spent $" in text
+    assert "The budget counts per run: a re-run sends the" in text
+    assert "requests left with a fresh budget" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time as wall
 
 import pytest
 
@@ -97,10 +98,25 @@ async def test_a_503_retry_after_holds_the_run_too() -> None:
     assert admission.congested
 
 
-async def test_one_piece_of_advice_cannot_hold_the_run_past_max_pause() -> None:
+@pytest.mark.parametrize(
+    "error",
+    [_429(retry_after=3600.0), ServerError("down", status=503, retry_after=86400.0)],
+    ids=["429", "503"],
+)
+async def test_advice_longer_than_max_wait_holds_nothing(error: Exception) -> None:
+    # the attempt fails without a retry (retry.max_wait_s); holding every other row for
+    # max_wait_s each would only turn a quick failure into hours of waiting
     time = FakeTime()
     admission = Admission(LimitsSpec(), max_pause_s=5.0, clock=time.clock, sleep=time.sleep)
-    admission.on_failure(_429(retry_after=3600.0), sent_at=time.now)
+    admission.on_failure(error, sent_at=time.now)  # type: ignore[arg-type]
+    assert admission.paused_until <= time.now
+
+
+async def test_a_reset_header_cannot_hold_the_run_past_max_pause() -> None:
+    time = FakeTime()
+    admission = Admission(LimitsSpec(), max_pause_s=5.0, clock=time.clock, sleep=time.sleep)
+    headers = _rl(remaining_requests="0", reset_requests="6h")
+    admission.on_response(headers, sent_at=time.now, send=1, charged=1)
     assert admission.paused_until == pytest.approx(time.now + 5.0)
 
 
@@ -153,6 +169,37 @@ async def test_a_spent_window_without_a_reset_lets_one_probe_through_at_a_time()
     assert admission.window.left == 56
 
 
+async def test_a_gateways_refusal_holds_until_its_window_has_room_not_a_minute_more() -> None:
+    # LiteLLM says "retry after 60" on every refusal, counted from the refusal; a window
+    # that counted our first attempt of this minute has room a minute after that attempt
+    time = FakeTime()
+    admission = _admission(time, max_concurrency=8)
+    began = time.now
+    first = await admission.admit(1)
+    admission.on_response(
+        _rl(limit_requests="5", remaining_requests="4"), sent_at=began, send=first, charged=1
+    )
+    time.now += 5.0  # the window's other sends went, then the probe was refused
+    admission.on_failure(_429(retry_after=60.0), sent_at=time.now)
+    assert admission.paused_until == pytest.approx(began + 60.0)
+    # after the hold, the next send begins the next window; a refusal a minute after the
+    # window began means the window is not what we thought: the advice counts then
+    time.now = began + 60.0
+    await admission.admit(1)
+    time.now += 61.0
+    admission.on_failure(_429(retry_after=60.0), sent_at=time.now)
+    assert admission.paused_until == pytest.approx(time.now + 60.0)
+
+
+async def test_without_a_window_model_the_advice_is_heeded_as_given() -> None:
+    time = FakeTime()
+    admission = _admission(time)
+    await admission.admit(1)
+    time.now += 5.0
+    admission.on_failure(_429(retry_after=60.0), sent_at=time.now)
+    assert admission.paused_until == pytest.approx(time.now + 60.0)
+
+
 async def test_limits_announced_on_200s_are_not_taken_for_pacing() -> None:
     # a 200's numbers say what is left of this window; pacing smoothly at a gateway's
     # limit would spread a window's burst over a minute, and a daily limit means nothing
@@ -171,6 +218,21 @@ async def test_a_server_counting_a_tighter_limit_than_the_spec_governs_alone() -
     admission.on_response(headers, sent_at=time.now, send=1, charged=1)
     assert admission.rpm is None  # the server's own window (and its counts) govern
     assert admission.tpm is not None and admission.tpm.per_minute == 1_000_000  # ours is lower
+
+
+async def test_attempts_queued_in_a_spec_bucket_go_once_the_server_governs() -> None:
+    # seen on LiteLLM with limits.rpm 3x its own: the attempts already waiting in the
+    # spec's bucket kept its spacing after the bucket was dropped (84 s instead of 60)
+    admission = Admission(LimitsSpec(rpm=6), clock=wall.monotonic, sleep=asyncio.sleep)
+    assert admission.rpm is not None
+    admission.rpm.adjust(-admission.rpm.capacity)  # room for one now, the next in ~10 s
+    send = await admission.admit(1)
+    queued = [asyncio.create_task(admission.admit(1)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    assert not any(task.done() for task in queued)
+    headers = _rl(limit_requests="2", remaining_tokens="1000")
+    admission.on_response(headers, sent_at=wall.monotonic(), send=send, charged=1)
+    assert sorted(await asyncio.wait_for(asyncio.gather(*queued), timeout=5)) == [2, 3, 4]
 
 
 async def test_a_429_announcing_a_lower_limit_is_adopted_for_pacing() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time as wall
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -68,3 +71,32 @@ def test_a_slower_announced_limit_replaces_the_pacer_and_a_faster_one_does_not()
     assert slower(current, 0.5, pacer) is current  # not a limit one request could pass
     assert slower(current, 300, pacer).per_minute == 300  # type: ignore[union-attr]
     assert slower(None, 300, pacer).per_minute == 300  # type: ignore[union-attr]
+
+
+async def test_a_retired_pacer_lets_its_sleeping_and_queued_waiters_go_at_once() -> None:
+    bucket = Pacer(6, clock=wall.monotonic, sleep=asyncio.sleep)  # one per ~10 s, full
+    waiters = [asyncio.create_task(bucket.acquire(1)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    assert not any(w.done() for w in waiters)  # the first sleeps, the others queue
+    level = bucket.level()
+    bucket.retire()
+    await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
+    assert bucket.level() <= level  # retired waiters charge nothing
+
+
+async def test_a_cancelled_waiter_of_a_pacer_is_still_cancelled() -> None:
+    bucket = Pacer(6, clock=wall.monotonic, sleep=asyncio.sleep)
+    waiter = asyncio.create_task(bucket.acquire(1))
+    await asyncio.sleep(0.05)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert not bucket.retired
+
+
+def test_a_slower_pacer_retires_the_one_it_replaces() -> None:
+    time = FakeTime()
+    fast = pacer(600, time)
+    slow = slower(fast, 60, lambda per_minute: pacer(per_minute, time))
+    assert slow is not fast and slow is not None and slow.per_minute == 60
+    assert fast.retired and not slow.retired

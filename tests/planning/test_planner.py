@@ -898,3 +898,21 @@ def test_extra_body_that_would_be_ambiguous_is_a_problem(
     with pytest.raises(SpecError) as caught:
         check_spec_against_input(make_spec(tmp_path, {"extra_body": extra}))
     assert fragment in str(caught.value)
+
+
+def test_a_null_cell_as_a_whole_message_is_that_rows_error_not_an_empty_turn(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        {"id": "ok", "question": "2+2?", "answer": "4"},
+        {"id": "gap", "question": "3+3?", "answer": None},
+    ]
+    messages = [
+        {"role": "user", "content": "{{ question }}"},
+        {"role": "assistant", "content": "{{ answer }}"},
+        {"role": "user", "content": "Sure?"},
+    ]
+    with pytest.raises(TemplateError) as caught:
+        plan(make_spec(tmp_path, {"messages": messages}, rows))
+    assert "request.messages[1]: an assistant message needs content" in str(caught.value)
+    assert "(row id 'gap')" in str(caught.value)

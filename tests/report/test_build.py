@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
+import batchchat
 from batchchat.models import ExecutionStats, TimelineBucket, Usage
 from batchchat.pricing import ModelPrice, PriceTable
 from batchchat.report.build import build_report, write_reports
@@ -613,3 +615,16 @@ async def test_report_of_a_faulty_run_matches_the_simulators_own_counts(
     )
     assert outcome.report.to_dict()["rows"] == report.to_dict()["rows"]
     assert sum(e.count for e in report.errors) == report.rows_error
+
+
+def test_the_terminal_table_of_a_labeling_run_counts_its_labels(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    report = batchchat.run(root / "jobs" / "labeling.yaml", limit=6, output=str(tmp_path / "o"))
+    console = Console(file=io.StringIO(), width=100, record=True)
+    console.print(render_table(report))
+    text = console.export_text()
+    majority = report.labels["majority"] if report.labels else {}
+    assert "Majority label per row" in text
+    for label, entry in majority["labels"].items():
+        assert re.search(rf"{re.escape(label)}\s+{entry['count']}\s", text), label
+    assert "(none matched)" in text and "mean confidence" in text

@@ -34,6 +34,7 @@ CONTRACT: dict[str, Any] = {
     "row_id": pl.String,
     "sample": pl.Int64,
     "request_hash": pl.String,
+    "row_index": pl.Int64,
     "status": pl.String,
     "error_type": pl.String,
     "error_message": pl.String,
@@ -467,3 +468,11 @@ def test_another_module_can_add_a_column_group(tmp_path: Path) -> None:
     assert frame.columns[-2:] == ["label", "label_error"]
     assert frame["label"].to_list() == ["yes", "maybe"]
     assert frame["label_error"].to_list() == [None, "no label matched"]
+
+
+def test_json_cut_off_by_max_tokens_says_so(tmp_path: Path) -> None:
+    choice = make_choice('{"sentiment": "positive", "sco', finish_reason="length")
+    frame = round_trip(tmp_path, schema_spec(), [make_result("1", choices=[choice])])
+    error = frame.item(0, "parse_error")
+    assert error.startswith("the answer was cut off at max_tokens (finish_reason length): ")
+    assert "content is not valid JSON" in error

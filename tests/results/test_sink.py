@@ -231,7 +231,7 @@ def kill_writer_at_a_random_moment(results_dir: Path, part_rows: int, rng: rando
     assert child.stdout is not None
     try:
         assert child.stdout.readline().strip() == "ready"
-        for _ in range(rng.randint(0, 2)):  # let it write a few parts first
+        for _ in range(rng.randint(1, 2)):  # let it write a part or two first
             child.stdout.readline()
         # then kill it mid-flight: while it encodes, writes, fsyncs or renames a part
         _spin(rng.uniform(0, 0.08))

@@ -542,3 +542,13 @@ def test_the_id_column_is_part_of_the_fingerprint(tmp_path: Path) -> None:
     base = load(tmp_path, "input:\n  path: data.jsonl\n  id_column: a").request_fingerprint()
     other = load(tmp_path, "input:\n  path: data.jsonl\n  id_column: b").request_fingerprint()
     assert base != other
+
+
+def test_an_unset_variable_in_a_path_is_named_with_how_to_set_it(tmp_path: Path) -> None:
+    spec = load(tmp_path, "output: {path: \"out/{{ vars.ds }}/{{ vars['part'] }}\"}")
+    with pytest.raises(SpecError) as caught:
+        _ = spec.output_dir
+    message = str(caught.value)
+    assert "uses vars.ds, vars.part, which are not set" in message
+    assert "--var ds=... --var part=..." in message
+    assert "dict object" not in message

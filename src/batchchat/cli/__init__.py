@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from batchchat._version import __version__
+from batchchat.cli._docs import docs_epilog
 
 #: command name → "module:attribute" under batchchat.cli
 COMMANDS = {
@@ -49,7 +50,11 @@ def _exists(target: str) -> bool:
     return importlib.util.find_spec(f"batchchat.cli.{target.split(':')[0]}") is not None
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=docs_epilog(),
+)
 @click.version_option(__version__, prog_name="batchchat")
 def main() -> None:
     """Send a dataset through an OpenAI-compatible Chat Completions endpoint.

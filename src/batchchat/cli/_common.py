@@ -59,12 +59,12 @@ var_option = click.option(
 )
 
 
-def compiled_or_problems(job: Path, spec: JobSpec) -> CompiledJob:
+def compiled_or_problems(job: Path, spec: JobSpec, *, read_every_line: bool = False) -> CompiledJob:
     """The compiled job, or every problem at once, said with the job file's name."""
     from batchchat.job import compile_job  # the engine loads only for the commands that need it
 
     try:
-        return compile_job(spec, require_key=False)
+        return compile_job(spec, require_key=False, read_every_line=read_every_line)
     except BatchchatError as exc:
         problems = exc.problems if isinstance(exc, SpecError) and exc.problems else None
         problems = problems or ["  " + str(exc).replace("\n", "\n  ")]

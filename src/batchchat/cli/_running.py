@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 
 from batchchat.cli.progress import ProgressDisplay
-from batchchat.models import ExitCode, StopReason, new_run_id
+from batchchat.models import ExecutionStats, ExitCode, StopReason, new_run_id
 from batchchat.runner import RunOptions, RunOutcome, run_job
 from batchchat.spec import JobSpec
 
@@ -86,6 +86,17 @@ def _remove_signal_handlers() -> None:
         loop.remove_signal_handler(signum)
 
 
+def _budget_stop(stats: ExecutionStats) -> str:
+    """What a budget stop means: the budget is per run, so a re-run spends it again."""
+    spent = f"this run spent ${stats.cost_usd:,.4f}, up to budget.max_cost_usd"
+    done = stats.skipped + stats.results_ok + stats.results_error
+    left = f"the {stats.planned - done:,} requests left" if stats.planned else "what is left"
+    return (
+        f"{spent}. The budget counts per run: a re-run sends {left} with a fresh budget of "
+        "the same size (lower budget.max_cost_usd first to spend less)."
+    )
+
+
 def _summarize(outcome: RunOutcome, mode: str, display: ProgressDisplay) -> None:
     from batchchat.report.text import render_table
 
@@ -111,6 +122,6 @@ def _summarize(outcome: RunOutcome, mode: str, display: ProgressDisplay) -> None
     if outcome.fatal_error:
         console.print(f"[red]Stopped early:[/] {outcome.fatal_error}")
     if outcome.stats.stop_reason == StopReason.BUDGET:
-        console.print("[red]Stopped by the budget[/] (budget.max_cost_usd); re-run to continue.")
+        console.print(f"[red]Stopped by the budget:[/] {_budget_stop(outcome.stats)}")
     _say_batches_pending(console, outcome)
     console.print(f"Results: {outcome.output_dir}/results/  report: {outcome.output_dir}/report.md")

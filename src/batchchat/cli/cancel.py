@@ -8,9 +8,10 @@ from pathlib import Path
 import click
 
 from batchchat.cli._common import reports_errors
+from batchchat.cli._docs import docs_epilog
 
 
-@click.command()
+@click.command(epilog=docs_epilog("cancel"))
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--no-wait",

@@ -8,10 +8,11 @@ from pathlib import Path
 import click
 
 from batchchat.cli._common import reports_errors
+from batchchat.cli._docs import docs_epilog
 from batchchat.results.export import FORMATS, export_results, export_to_file
 
 
-@click.command()
+@click.command(epilog=docs_epilog("export"))
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--format",

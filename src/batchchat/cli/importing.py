@@ -7,9 +7,10 @@ from pathlib import Path
 import click
 
 from batchchat.cli._common import job_argument, parse_vars, reports_errors, var_option
+from batchchat.cli._docs import docs_epilog
 
 
-@click.command(name="import")
+@click.command(name="import", epilog=docs_epilog("import"))
 @job_argument
 @click.argument(
     "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)

@@ -19,6 +19,7 @@ from batchchat.cli._common import (
     shown_path,
     var_option,
 )
+from batchchat.cli._docs import docs_epilog
 from batchchat.models import ChatRequest
 from batchchat.planning.estimate import PlanEstimate, estimate
 from batchchat.pricing import tier_of
@@ -29,15 +30,19 @@ from batchchat.spec import JobSpec, load_spec
 _SHOWN_CHARS = 300
 
 
-@click.command()
+@click.command(epilog=docs_epilog("plan"))
 @job_argument
-@click.option("--show", default=3, show_default=True, help="How many request bodies to print.")
+@click.option(
+    "--show", default=3, show_default=True, metavar="N", help="How many request bodies to print."
+)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Write every request as an OpenAI Batch API input line (JSONL; vLLM run_batch too).",
 )
-@click.option("--limit", type=click.IntRange(min=1), help="Plan only the first N rows.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), metavar="N", help="Plan only the first N rows."
+)
 @var_option
 @reports_errors
 def plan(

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from batchchat.models import ExecutionStats
+from batchchat.models import ExecutionStats, StopReason
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,11 @@ class Snapshot:
     tokens_per_s: float
     cost_usd: float
     eta_s: float | None
+    #: the requests the job has in all, when known (input rows × samples)
+    total: int | None = None
+    #: why the run is ending early (an ETA would be stale then), else None
+    stopping: str | None = None
+    in_flight: int = 0
 
     @classmethod
     def of(cls, stats: ExecutionStats, elapsed: float) -> Snapshot:
@@ -39,7 +44,10 @@ class Snapshot:
         rate = done / elapsed
         total = stats.planned
         remaining = None if total is None else max(total - done - stats.skipped, 0)
-        eta = remaining / rate if remaining is not None and rate > 0 else None
+        stopping = None
+        if stats.stop_reason != StopReason.COMPLETED and stats.finished_at is None:
+            stopping = stats.stop_reason.value
+        eta = remaining / rate if remaining is not None and rate > 0 and not stopping else None
         return cls(
             done=done,
             failed=stats.results_error,
@@ -51,16 +59,28 @@ class Snapshot:
             tokens_per_s=(stats.prompt_tokens + stats.completion_tokens) / elapsed,
             cost_usd=stats.cost_usd,
             eta_s=eta,
+            total=total,
+            stopping=stopping,
+            in_flight=stats.in_flight,
         )
 
     def line(self) -> str:
         eta = f", ETA {format_duration(self.eta_s)}" if self.eta_s is not None else ""
+        if self.stopping:
+            eta = f", stopping ({self.stopping}): {self.in_flight:,} in flight"
         skipped = f", {self.skipped:,} skipped" if self.skipped else ""
         return (
-            f"{self.done:,} done ({self.failed:,} failed{skipped}), "
+            f"{self._progress()} ({self.failed:,} failed{skipped}), "
             f"{self.requests_per_s:,.1f} req/s, {self.tokens_per_s:,.0f} tok/s, "
             f"${self.cost_usd:,.4f}{eta}"
         )
+
+    def _progress(self) -> str:
+        """``1,234/10,000 done (12%)``, counting rows an earlier run finished as done."""
+        if not self.total:
+            return f"{self.done:,} done"
+        finished = self.done + self.skipped
+        return f"{finished:,}/{self.total:,} done ({100 * finished / self.total:.0f}%)"
 
     def as_event(self) -> dict[str, Any]:
         return {
@@ -74,6 +94,8 @@ class Snapshot:
             "tokens_per_s": round(self.tokens_per_s, 1),
             "cost_usd": round(self.cost_usd, 6),
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
+            "total": self.total,
+            "stopping": self.stopping,
         }
 
 

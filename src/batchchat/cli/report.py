@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from batchchat.cli._common import reports_errors
+from batchchat.cli._docs import docs_epilog
 from batchchat.errors import InputError
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 FORMATS = ("table", "json", "md", "html")
 
 
-@click.command()
+@click.command(epilog=docs_epilog("report"))
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--format",

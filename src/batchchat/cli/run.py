@@ -1,4 +1,4 @@
-"""``batchchat run``: run a job; the exit code says how it ended (see README, "Exit codes")."""
+"""``batchchat run``: run a job; the exit code says how it ended (listed in its --help)."""
 
 from __future__ import annotations
 
@@ -12,28 +12,61 @@ import click
 import orjson
 
 from batchchat.cli._common import parse_vars, reports_errors
+from batchchat.cli._docs import docs_epilog
 from batchchat.errors import BatchchatError
 
 
-@click.command()
+@click.command(epilog=docs_epilog("run"))
 @click.argument("job", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N input rows.")
 @click.option(
-    "--output", "-o", type=click.Path(file_okay=False), help="Output directory (overrides spec)."
+    "--limit",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Only the first N input rows (sets input.limit).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Output directory (overrides output.path).",
 )
 @click.option(
     "--new-output",
     type=click.Path(file_okay=False),
+    metavar="DIR",
     help="Write to this directory, which must not hold results yet.",
 )
-@click.option("--concurrency", type=click.IntRange(min=1), help="Max requests in flight.")
-@click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute limit.")
-@click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute limit.")
-@click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="Template variable.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Requests in flight at once (overrides limits.max_concurrency).",
+)
+@click.option(
+    "--rpm",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Requests per minute (overrides limits.rpm).",
+)
+@click.option(
+    "--tpm",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Tokens per minute (overrides limits.tpm).",
+)
+@click.option(
+    "--var",
+    "variables",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set vars.KEY for templates and paths (repeatable; overrides the spec's vars).",
+)
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="Rehearse against the built-in simulator (no key, no cost), into <output>-dry-run.",
+    help="Send everything to the built-in simulator instead (no key, no cost), into "
+    "<output>-dry-run unless -o says otherwise; a real run never resumes a rehearsal's answers.",
 )
 @click.option(
     "--retry-failed/--no-retry-failed",
@@ -41,13 +74,17 @@ from batchchat.errors import BatchchatError
     show_default=True,
     help="On a re-run, send the rows that failed before again.",
 )
-@click.option("--force", is_flag=True, help="Start over in place; old results are moved aside.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Start over in place; the old results are moved to superseded/, never deleted.",
+)
 @click.option(
     "--no-wait",
     is_flag=True,
     help="Batch mode: submit, collect what has ended, and exit (75 while batches run).",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress and no summary.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no summary, only errors.")
 @click.option("--log-json", is_flag=True, help="One JSON event per line on stdout, nothing else.")
 @reports_errors
 def run(

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from batchchat.cli._common import reports_errors
+from batchchat.cli._docs import docs_epilog
 from batchchat.spec import SimulatorSpec
 
 #: fault flag → FaultSpec field
@@ -48,6 +49,12 @@ _TOP_FLAGS = (
 #: flags that set a FaultSpec field besides the probabilities
 _FAULT_KNOBS = {"stall_s": "stall_s", "trickle_interval_s": "trickle_interval_s"}
 _FAULT_KNOBS |= {"retry_after_s": "retry_after_s", "fault_seed": "seed"}
+#: latency flags → LatencySpec field
+_LATENCY_FLAGS = {
+    "latency_ms": "mean_ms",
+    "latency_distribution": "distribution",
+    "jitter_ms": "jitter_ms",
+}
 #: flags that set a BatchSimSpec field (the Batch API's pace and faults)
 _BATCH_FLAGS = {
     "batch_api": "api",
@@ -63,7 +70,7 @@ def _fault_option(flag: str, text: str) -> Callable[[Any], Any]:
     return click.option(flag, type=_PROBABILITY, metavar="P", help=f"Probability of {text}.")
 
 
-@click.command()
+@click.command(epilog=docs_epilog("simulate"))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option(
     "--port",
@@ -211,11 +218,7 @@ def build_spec(base: SimulatorSpec, options: dict[str, Any]) -> SimulatorSpec:
     data = base.model_dump()
     given = {key: value for key, value in options.items() if value is not None}
     latency = data["latency"]
-    for flag, field in (
-        ("latency_ms", "mean_ms"),
-        ("latency_distribution", "distribution"),
-        ("jitter_ms", "jitter_ms"),
-    ):
+    for flag, field in _LATENCY_FLAGS.items():
         if flag in given:
             latency[field] = given[flag]
     for flag in _TOP_FLAGS:
@@ -230,6 +233,17 @@ def build_spec(base: SimulatorSpec, options: dict[str, Any]) -> SimulatorSpec:
     if "api_key_env" in given:
         data["api_key"] = _read_key(given["api_key_env"])
     return SimulatorSpec.model_validate(data)
+
+
+def spec_keys() -> dict[str, str]:
+    """Each flag (by parameter name) → the key under ``endpoint.simulator`` that it sets."""
+    keys = {flag: f"latency.{field}" for flag, field in _LATENCY_FLAGS.items()}
+    keys |= {flag: flag for flag in _TOP_FLAGS}
+    faults = {**_FAULT_FLAGS, **_FAULT_KNOBS}
+    keys |= {flag: f"faults.{field}" for flag, field in faults.items()}
+    keys |= {flag: f"batch.{field}" for flag, field in _BATCH_FLAGS.items()}
+    keys["api_key_env"] = "api_key"
+    return keys
 
 
 def _read_key(name: str) -> str:

@@ -11,6 +11,7 @@ import click
 import orjson
 
 from batchchat.cli._common import reports_errors
+from batchchat.cli._docs import docs_epilog
 from batchchat.results.status import RunStatus, read_status
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ _STOPPED = {
 }
 
 
-@click.command()
+@click.command(epilog=docs_epilog("status"))
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on standard output.")
 @reports_errors

@@ -20,12 +20,13 @@ from batchchat.cli._common import (
     shown_path,
     var_option,
 )
+from batchchat.cli._docs import docs_epilog
 from batchchat.job import CompiledJob
 from batchchat.planning.reader import count_rows
 from batchchat.spec import JobSpec, SeedSpec, load_spec
 
 
-@click.command()
+@click.command(epilog=docs_epilog("validate"))
 @job_argument
 @var_option
 @reports_errors
@@ -36,7 +37,8 @@ def validate(job: Path, variables: tuple[str, ...]) -> None:
     (rendering the first rows), output.keep_columns, labels, prices, and that ids are
     unique. Exit status: 0 when the job is ready to run, 2 with every problem listed.
     """
-    compiled = compiled_or_problems(job, load_spec(job, variables=parse_vars(variables)))
+    spec = load_spec(job, variables=parse_vars(variables))
+    compiled = compiled_or_problems(job, spec, read_every_line=True)
     console = Console(highlight=False)
     console.print(grid(_summary_rows(compiled, job)))
     for warning in compiled.warnings:

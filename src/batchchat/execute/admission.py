@@ -6,13 +6,13 @@ never in a polling loop:
 1. the run-wide **hold**, set by the server: a 429's retry-after (in any spelling), a
    429 without advice (a pause that grows while 429s go on: the window may be a whole
    minute), or ``x-ratelimit-*`` headers saying the window is spent until its reset;
-2. the **concurrency gate** (AIMD on congestion when ``limits.adaptive``) and the
-   **window allowance**: a server that counts requests without saying when its window
-   resets (a LiteLLM gateway's calendar minute) is sent no more than it has left, and
-   one probe at a time once it has none;
-3. the **RPM** bucket and 4. the **TPM** bucket: the spec's limits, lowered to any lower
-   limit a 429 announces; charged with the planner's estimate at admission and
-   corrected with the real usage afterwards.
+2. the **concurrency gate** (AIMD on congestion when ``limits.adaptive``);
+3. the **RPM** and **TPM** buckets: the spec's limits, lowered to any lower limit a 429
+   announces (dropped when the server's own window is tighter); charged with the
+   planner's estimate at admission and corrected with the real usage afterwards;
+4. the **window allowance**: a server that counts requests without saying when its
+   window resets (a LiteLLM gateway's calendar minute) is sent no more than it has left,
+   and one probe at a time once it has none.
 """
 
 from __future__ import annotations
@@ -30,7 +30,12 @@ from batchchat.errors import (
     is_retryable,
 )
 from batchchat.execute.concurrency import ConcurrencyGate, FailureShare, WindowAllowance
-from batchchat.execute.headers import has_rate_limit_headers, read_quota, wait_for_room_s
+from batchchat.execute.headers import (
+    WINDOW_S,
+    has_rate_limit_headers,
+    read_quota,
+    wait_for_room_s,
+)
 from batchchat.execute.pacing import Pacer, slower
 from batchchat.spec import LimitsSpec
 
@@ -74,6 +79,9 @@ class Admission:
         self.sends = 0
         #: True once any response carried x-ratelimit headers
         self.saw_rate_headers = False
+        #: when the first attempt since the last hold went: a per-minute window that
+        #: counted it has room again a minute later, however it is aligned
+        self._window_began: float | None = None
 
     def _pacer(self, per_minute: float) -> Pacer:
         return Pacer(per_minute, clock=self._clock, sleep=self._sleep)
@@ -87,15 +95,13 @@ class Admission:
             await self._hold()
         await self.concurrency.acquire()
         try:
+            await self._pace(tokens)
+            # last, so that what it knows of the server's window is as fresh as can be
             await self.window.acquire()
         except BaseException:
             self.concurrency.release()
             raise
         try:
-            if self.rpm is not None:
-                await self.rpm.acquire(1)
-            if self.tpm is not None:
-                await self.tpm.acquire(tokens)
             # a 429 may have arrived while this attempt waited for the buckets
             if self.paused_until > self._clock():
                 await self._hold()
@@ -103,7 +109,21 @@ class Admission:
             self.release()
             raise
         self.sends += 1
+        if self._window_began is None:
+            self._window_began = self._clock()
         return self.sends
+
+    async def _pace(self, tokens: int) -> None:
+        """Wait for the RPM and TPM buckets; a bucket replaced while we waited (a server's
+        tighter limit, or none of ours any more) is waited for afresh."""
+        while (rpm := self.rpm) is not None:
+            await rpm.acquire(1)
+            if not rpm.retired:
+                break
+        while (tpm := self.tpm) is not None:
+            await tpm.acquire(tokens)
+            if not tpm.retired:
+                break
 
     def release(self) -> None:
         """The attempt admitted last by this caller has ended."""
@@ -122,6 +142,7 @@ class Admission:
             if self.paused_until <= self._clock():
                 self._pause_began = self._clock()
                 self._answered_since_pause = False
+                self._window_began = None  # the next send begins the next window
             self.paused_until = when
 
     @property
@@ -158,8 +179,10 @@ class Admission:
         minute); the server's counts and resets (or its 429s) say when to stop instead.
         """
         if rpm is not None and self.rpm is not None and rpm < self.rpm.per_minute:
+            self.rpm.retire()  # its waiters go now: the server's window counts for them
             self.rpm = None
         if tpm is not None and self.tpm is not None and tpm < self.tpm.per_minute:
+            self.tpm.retire()
             self.tpm = None
 
     def on_success(self, *, charged: int, counted: int | None = None) -> None:
@@ -184,7 +207,7 @@ class Admission:
             return
         self.failures.record(True)
         advice = error.retry_after if isinstance(error, APIStatusError) else None
-        if advice is not None:
+        if advice is not None and advice <= self._max_pause_s:
             self.hold_until(self._clock() + advice)  # a 503's retry-after is heeded too
         overloaded = isinstance(error, ServerError) and (
             error.http_status in _OVERLOADED or advice is not None
@@ -195,13 +218,26 @@ class Admission:
     def _on_rate_limited(self, error: RateLimitError, sent_at: float) -> None:
         now = self._clock()
         if error.retry_after is not None:
-            self.hold_until(now + error.retry_after)  # the server's word, always heeded
+            # the server's word, heeded; advice longer than retry.max_wait_s holds nothing:
+            # the attempt fails without a retry, and fail-fast ends the run when all do
+            if error.retry_after <= self._max_pause_s:
+                self.hold_until(self._window_end(now, now + error.retry_after))
         elif sent_at >= self._pause_began:
             # (attempts sent before the current hold began are the same storm: ignored)
             self.hold_until(now + self._next_quiet_pause())
         self._adopt_announced_limits(error.headers)
         if not has_rate_limit_headers(error.headers):
             self.concurrency.decrease(now)
+
+    def _window_end(self, now: float, advised: float) -> float:
+        """When a spent window without a reset header (a gateway's) has room again: at the
+        latest a minute after its first attempt, whether it is a rolling window or a
+        calendar minute. A gateway's advice counts from the refusal (LiteLLM always says
+        60 s), so it would waste up to the whole window; it bounds the hold otherwise."""
+        began = self._window_began
+        if not math.isfinite(self.window.left) or began is None or began + WINDOW_S <= now:
+            return advised
+        return min(advised, began + WINDOW_S)
 
     def _next_quiet_pause(self) -> float:
         """1 s, then twice as long while no attempt got through in between, up to a minute."""

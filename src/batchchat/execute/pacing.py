@@ -45,6 +45,9 @@ class Pacer:
         self._at: float | None = None
         #: one waiter sleeps at a time; the others wait here, in order
         self._turn = asyncio.Lock()
+        #: replaced (the server's own limit governs now): waiters leave at once
+        self.retired = False
+        self._napping: asyncio.Future[None] | None = None
 
     def level(self) -> float:
         """What the bucket holds now."""
@@ -62,11 +65,30 @@ class Pacer:
         return excess / self.rate_per_s if excess > self.capacity * 1e-9 else 0.0
 
     async def acquire(self, amount: float = 1) -> None:
-        """Wait until ``amount`` fits, then charge it."""
+        """Wait until ``amount`` fits, then charge it; return at once, charging nothing,
+        once the pacer is retired (the caller then turns to whatever replaced it)."""
         async with self._turn:
-            while (wait := self.wait_s(amount)) > 0:
-                await self._sleep(wait)
-            self.adjust(amount)
+            while not self.retired and (wait := self.wait_s(amount)) > 0:
+                await self._nap(wait)
+            if not self.retired:
+                self.adjust(amount)
+
+    def retire(self) -> None:
+        """Stop pacing: every waiter, the sleeping one too, returns now."""
+        self.retired = True
+        if self._napping is not None:
+            self._napping.cancel()
+
+    async def _nap(self, seconds: float) -> None:
+        napping = self._napping = asyncio.ensure_future(self._sleep(seconds))
+        try:
+            await napping
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self.retired or (task is not None and task.cancelling()):
+                raise  # our caller is being cancelled, not woken by retire()
+        finally:
+            self._napping = None
 
     def adjust(self, delta: float) -> None:
         """Charge (positive) or refund (negative) ``delta`` without waiting."""
@@ -82,4 +104,6 @@ def slower(
         return current
     if current is not None and current.per_minute <= per_minute:
         return current
+    if current is not None:
+        current.retire()  # its waiters queue again on the slower one
     return make(per_minute)

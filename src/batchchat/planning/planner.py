@@ -79,6 +79,8 @@ class RowFailure:
     #: the row's ``output.keep_columns``, so the error row still carries them
     keep: dict[str, Any]
     error: TemplateError
+    #: the row's 0-based position in the input
+    row_index: int | None = None
 
 
 #: ``skip(row_ids, sample)``: which of a batch's row ids are already done for ``sample``
@@ -139,15 +141,18 @@ class RowPlanner:
                 if rows is None:
                     rows = self._rows(batch)
                 try:
-                    request = self.plan_row(rows[index], row_id, sample)
+                    request = self.plan_row(rows[index], row_id, sample, position + index)
                 except TemplateError as exc:
                     if self.on_failure is None:
                         raise
-                    self.on_failure(RowFailure(row_id, sample, self._keep(rows[index]), exc))
+                    keep = self._keep(rows[index])
+                    self.on_failure(RowFailure(row_id, sample, keep, exc, position + index))
                     continue
                 yield request
 
-    def plan_row(self, row: dict[str, Any], row_id: str, sample: int) -> ChatRequest:
+    def plan_row(
+        self, row: dict[str, Any], row_id: str, sample: int, row_index: int | None = None
+    ) -> ChatRequest:
         ctx = {**row, "row": row, "vars": self.vars, "row_id": row_id, "sample": sample}
         if self.builtins:
             ctx.update(self.builtins)
@@ -167,6 +172,7 @@ class RowPlanner:
             max_output_tokens=max_output_tokens(body),
             seed=seed,
             keep=self._keep(row),
+            row_index=row_index,
         )
 
     def _keep(self, row: Mapping[str, Any]) -> dict[str, Any]:

@@ -263,6 +263,8 @@ def _native(evaluate: Render, key: str | int | None) -> Render:
         value = evaluate(ctx)
         if isinstance(value, jinja2.Undefined):
             value._fail_with_undefined_error()
+        if value is None:  # null, not "": the message rules then say which row has no content
+            return None
         if not stringify:
             return jsonable(value)
         if not isinstance(value, list | dict | tuple):

@@ -13,7 +13,8 @@ import polars as pl
 
 from batchchat.errors import TemplateError
 from batchchat.planning.planner import Plan, RowPlanner
-from batchchat.planning.reader import read_head
+from batchchat.planning.reader import iter_batches, read_head
+from batchchat.planning.source import InputSource
 from batchchat.planning.templates import TemplateRef, did_you_mean
 
 #: rows rendered to catch type errors before a run starts
@@ -32,6 +33,13 @@ def plan_problems(plan: Plan) -> list[str]:
     if not problems:
         problems.extend(_trial_problems(plan))
     return problems
+
+
+def read_every_line(source: InputSource) -> int:
+    """Read the whole input as a run reads it; the number of rows. Raises InputError at
+    what would stop a run partway (a malformed line, a value that does not fit the column
+    types inferred from the first lines) unless ``input.on_bad_line: skip``."""
+    return sum(batch.height for batch in iter_batches(source, columns=source.columns))
 
 
 def _ref_problems(

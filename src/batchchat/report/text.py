@@ -254,6 +254,24 @@ def _md(text: str) -> str:
 # -- terminal ----------------------------------------------------------------------------------
 
 
+def _terminal_labels(labels: dict[str, Any]) -> RenderableType:
+    """The label counts (per row when samples vote, else per answer), as a small table."""
+    section = labels.get("majority") or labels
+    title = "Majority label per row" if labels.get("majority") else "Labels"
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False, show_header=False)
+    table.add_column("label")
+    table.add_column("count", justify="right")
+    table.add_column("share", justify="right", style="dim")
+    answered = section["answered"]
+    counts = [(label, entry["count"]) for label, entry in section["labels"].items()]
+    counts.append(("(none matched)", section["unmatched"]))
+    for label, count in counts:
+        table.add_row(label, fmt_int(count), fmt_share(count, answered))
+    if labels.get("mean_confidence") is not None:
+        table.add_row("mean confidence", f"{labels['mean_confidence']:.3f}", "")
+    return table
+
+
 def render_table(report: RunReport) -> RenderableType:
     """The compact table printed at the end of ``batchchat run`` and by ``batchchat report``."""
     title = f"batchchat · {report.job or report.output_dir}"
@@ -264,6 +282,8 @@ def render_table(report: RunReport) -> RenderableType:
         style = "red" if label == "Errors" and report.rows_error else None
         table.add_row(label, Text(value, style=style or ""))
     parts: list[RenderableType] = [table]
+    if report.labels:
+        parts.append(_terminal_labels(report.labels))
     if report.errors:
         errors = Table(title="Most common errors", title_justify="left", box=None, pad_edge=False)
         errors.add_column("error", style="red")

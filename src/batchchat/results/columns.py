@@ -77,12 +77,13 @@ def identity(keep: Mapping[str, pa.DataType]) -> ColumnGroup:
         pa.field("sample", _I64),
         *(pa.field(name, arrow) for name, arrow in keep.items()),
         pa.field("request_hash", _STR),
+        pa.field("row_index", _I64),
     )
 
     def extract(result: ChatResult) -> tuple[Any, ...]:
         request = result.request
-        kept = request.keep
-        return (request.row_id, request.sample, *[kept.get(n) for n in names], request.request_hash)
+        kept = [request.keep.get(n) for n in names]
+        return (request.row_id, request.sample, *kept, request.request_hash, request.row_index)
 
     return ColumnGroup("identity", fields, extract)
 
@@ -278,7 +279,10 @@ def structured(parser: StructuredOutput) -> ColumnGroup:
         if result.error is not None or response is None:
             return (None, None)  # a failed request has nothing to parse; error_type says why
         choice = first_choice(response.choices)
-        return parser.parse(None if choice is None else choice.content)
+        value, error = parser.parse(None if choice is None else choice.content)
+        if error is not None and choice is not None and choice.finish_reason == "length":
+            error = f"the answer was cut off at max_tokens (finish_reason length): {error}"
+        return value, error
 
     return ColumnGroup("structured", fields, extract)
 

@@ -59,11 +59,18 @@ def sources(results_dir: Path) -> list[Source]:
 
 def _scan(found: list[Source], *, row_index: str | None = None) -> pl.LazyFrame:
     paths = [source for source in found if isinstance(source, Path)]
-    if len(paths) == len(found):
+    if len(paths) == len(found) and _one_schema(paths):
         return pl.scan_parquet(paths, row_index_name=row_index)
     frames = [pl.scan_parquet(s) if isinstance(s, Path) else s.lazy() for s in found]
     frame = pl.concat(frames, how="diagonal_relaxed")
     return frame if row_index is None else frame.with_row_index(row_index)
+
+
+def _one_schema(paths: list[Path]) -> bool:
+    """Whether every part has the same columns: parts written by an older batchchat (or
+    with other ``keep_columns``) are joined by name, missing columns as nulls."""
+    first = pq.read_schema(paths[0])
+    return all(pq.read_schema(path).equals(first) for path in paths[1:])
 
 
 def scan_results(out_dir: Path | str, *, keys_repeat: bool | None = None) -> pl.LazyFrame:

@@ -68,6 +68,14 @@ class ResultColumns:
         return pa.schema([field for group in self.groups() for field in group.fields])
 
 
+def always_columns() -> frozenset[str]:
+    """The columns every job's results have, whatever its settings: a part written by an
+    older batchchat may lack one that was added since (it reads as null), while a missing
+    optional column (parsed, labels, kept ones) means the job's settings changed."""
+    plain = ResultColumns(keep={}, choices=False, structured=None, raw=False)
+    return frozenset(plain.schema.names)
+
+
 def result_columns(
     spec: JobSpec,
     input_schema: Mapping[str, pl.DataType],

@@ -25,7 +25,8 @@ from batchchat.errors import DiskFullError, ResumeError, SinkError
 from batchchat.models import ChatResult
 from batchchat.results.encoder import ResultEncoder
 from batchchat.results.journal import Journal, Reserve, recover
-from batchchat.results.layout import part_number, part_paths, reserve_path
+from batchchat.results.layout import part_number, part_paths, reserve_path, write_part
+from batchchat.results.schema import always_columns
 
 #: results gathered before they are appended to the journal (a kill loses at most these
 #: and the requests in flight)
@@ -74,8 +75,7 @@ class ParquetSink:
         self.results_dir.mkdir(parents=True, exist_ok=True)
         recover(self.results_dir)  # a killed run's journals: folded before anything else
         existing = part_paths(self.results_dir)
-        if existing:
-            check_compatible(existing[-1], self.schema)
+        bring_up_to_date(existing, self.schema)
         self._next = part_number(existing[-1]) + 1 if existing else 0
         self._reserve = Reserve(reserve_path(self.results_dir))
         self._reserve.keep()
@@ -228,17 +228,42 @@ class ParquetSink:
             )
 
 
-def check_compatible(part: Path, schema: pa.Schema) -> None:
-    """Refuse to add parts whose columns differ from the parts already there."""
-    try:
-        existing = pq.read_schema(part)
-    except (OSError, pa.ArrowException) as exc:
-        raise SinkError(f"cannot read the schema of {part}: {exc}") from None
-    if existing.equals(schema, check_metadata=False):
-        return
-    raise ResumeError(
+def bring_up_to_date(parts: list[Path], schema: pa.Schema) -> None:
+    """Make the parts already there match ``schema``, or refuse.
+
+    A part written by an older batchchat may lack a column every job now has (it gains
+    it, as nulls, rewritten atomically, so ``results/*.parquet`` stays one schema); any
+    other difference means the job's output settings changed, which is refused.
+    """
+    may_add = always_columns()
+    for part in parts:
+        try:
+            existing = pq.read_schema(part)
+        except (OSError, pa.ArrowException) as exc:
+            raise SinkError(f"cannot read the schema of {part}: {exc}") from None
+        if existing.equals(schema, check_metadata=False):
+            continue
+        if not _only_added(existing, schema, may_add):
+            raise ResumeError(_changed_columns(part, existing, schema))
+        table = pq.read_table(part)
+        columns = [
+            table[name] if name in existing.names else pa.nulls(table.num_rows, field.type)
+            for name, field in zip(schema.names, schema, strict=True)
+        ]
+        write_part(part, pa.Table.from_arrays(columns, schema=schema))
+
+
+def _only_added(old: pa.Schema, new: pa.Schema, may_add: frozenset[str]) -> bool:
+    """Whether ``new`` is ``old`` plus some of the columns in ``may_add``."""
+    added = set(new.names) - set(old.names)
+    same = all(name in new.names and new.field(name).equals(old.field(name)) for name in old.names)
+    return same and added <= may_add
+
+
+def _changed_columns(part: Path, old: pa.Schema, new: pa.Schema) -> str:
+    return (
         f"{part.parent} holds parts whose columns differ from what this job writes:\n"
-        + "\n".join(f"  {line}" for line in schema_changes(existing, schema))
+        + "\n".join(f"  {line}" for line in schema_changes(old, new))
         + "\nThe output settings (keep_columns, parse, keep_raw) or the input's column types "
         "changed. Re-run with --new-output DIR to write elsewhere, or --force to start over "
         "here (the old results are moved aside, not deleted)."

@@ -146,12 +146,14 @@ async def send_truncated(
     return response
 
 
+class Dropped(web.StreamResponse):
+    """What a handler returns for a connection closed without a response (no status sent)."""
+
+
 def drop(request: web.BaseRequest) -> web.StreamResponse:
     """Close the connection without a response (aiohttp then skips writing the one returned)."""
     close(request)
-    response = web.StreamResponse()
-    response["dropped"] = True
-    return response
+    return Dropped()
 
 
 def close(request: web.BaseRequest) -> None:

@@ -228,7 +228,7 @@ class SimulatorServer:
             response = await self._answer(request)
         finally:
             stats.in_flight -= 1
-        if not response.get("dropped"):  # a status line was (or will be) sent
+        if not isinstance(response, send.Dropped):  # a status line was (or will be) sent
             self._stats.by_status[response.status] += 1
         return response
 

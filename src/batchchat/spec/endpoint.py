@@ -15,49 +15,75 @@ from batchchat.spec.batch import BatchSimSpec
 class LatencySpec(Strict):
     """Simulated latency: fixed ``mean_ms``, or a distribution around it."""
 
+    #: the wait before an answer, or before the first token of a stream, in milliseconds
     mean_ms: float = Field(default=0.0, ge=0)
+    #: how the latency varies around its mean (lognormal keeps the mean)
     distribution: Literal["fixed", "uniform", "exponential", "lognormal"] = "fixed"
-    #: spread for uniform (± jitter_ms) and lognormal (sigma = jitter_ms / mean_ms)
+    #: spread of ``uniform`` (± jitter_ms) and ``lognormal`` (sigma = jitter_ms / mean_ms)
     jitter_ms: float = Field(default=0.0, ge=0)
 
 
 class FaultSpec(Strict):
     """Probabilities (0–1) of each injected fault, per request."""
 
+    #: probability of a 500 with an OpenAI-style error body
     http_500: float = Field(default=0.0, ge=0, le=1)
+    #: probability of a 502, worded as a gateway words it (``"code": 502``)
     http_502: float = Field(default=0.0, ge=0, le=1)
+    #: probability of a 503
     http_503: float = Field(default=0.0, ge=0, le=1)
-    http_429: float = Field(default=0.0, ge=0, le=1)  # a 429 without rate-limit headers
-    drop: float = Field(default=0.0, ge=0, le=1)  # connection closed without a response
-    truncate: float = Field(default=0.0, ge=0, le=1)  # body cut short
-    stall: float = Field(default=0.0, ge=0, le=1)  # no bytes for stall_s
-    stream_error: float = Field(default=0.0, ge=0, le=1)  # error event inside a 200 stream
+    #: probability of a 429 without any ``retry-after`` or rate-limit headers
+    http_429: float = Field(default=0.0, ge=0, le=1)
+    #: probability of closing the connection without a response
+    drop: float = Field(default=0.0, ge=0, le=1)
+    #: probability of a body cut off halfway (a stream stops before ``[DONE]``)
+    truncate: float = Field(default=0.0, ge=0, le=1)
+    #: probability of sending nothing for ``stall_s`` seconds, then closing
+    stall: float = Field(default=0.0, ge=0, le=1)
+    #: probability of an error event inside a 200 stream (streams only)
+    stream_error: float = Field(default=0.0, ge=0, le=1)
     #: with logprobs: the first content token was forced after its top_logprobs were taken
     forced_token: float = Field(default=0.0, ge=0, le=1)
-    usage_as_strings: float = Field(default=0.0, ge=0, le=1)  # 200 with "prompt_tokens": "12"
-    usage_as_floats: float = Field(default=0.0, ge=0, le=1)  # 200 with "prompt_tokens": 12.0
-    empty_choices: float = Field(default=0.0, ge=0, le=1)  # 200 with "choices": []
-    no_message: float = Field(default=0.0, ge=0, le=1)  # 200 whose choices lack "message"
-    trickle: float = Field(default=0.0, ge=0, le=1)  # body sent a byte per trickle_interval_s
+    #: probability of a 200 whose ``usage`` numbers are strings, ``"prompt_tokens": "12"``
+    usage_as_strings: float = Field(default=0.0, ge=0, le=1)
+    #: probability of a 200 whose ``usage`` numbers are floats, ``"prompt_tokens": 12.0``
+    usage_as_floats: float = Field(default=0.0, ge=0, le=1)
+    #: probability of a 200 with ``"choices": []``
+    empty_choices: float = Field(default=0.0, ge=0, le=1)
+    #: probability of a 200 whose choices have no ``message`` (streams: no ``delta``)
+    no_message: float = Field(default=0.0, ge=0, le=1)
+    #: probability of a body sent one byte every ``trickle_interval_s`` seconds
+    trickle: float = Field(default=0.0, ge=0, le=1)
+    #: how long a stall lasts, seconds
     stall_s: float = Field(default=3600.0, gt=0)
+    #: the pause between two bytes of a trickled body, seconds
     trickle_interval_s: float = Field(default=1.0, gt=0)
-    #: ``retry-after`` seconds on the injected 500/502/503 (None: no header)
+    #: ``retry-after`` seconds sent with the injected 500, 502 and 503
+    #: default: none (no header)
     retry_after_s: float | None = Field(default=None, ge=0)
+    #: seed of the fault draws: the same seed meets the same faults on the same rows
     seed: int = 0
 
 
 class SimulatorSpec(Strict):
     """Knobs of the built-in simulator (``endpoint.simulator`` or ``batchchat simulate`` flags)."""
 
+    #: how long the simulator takes to answer
     latency: LatencySpec = LatencySpec()
     #: streaming speed; 0 sends every chunk at once
     tokens_per_s: float = Field(default=0.0, ge=0)
+    #: requests per minute: a sliding 60 s window, or calendar minutes with the gateway style
+    #: default: no limit
     rpm: int | None = Field(default=None, gt=0)
+    #: tokens per minute, charged as OpenAI charges: prompt + (max_tokens or 1024) × n
+    #: default: no limit
     tpm: int | None = Field(default=None, gt=0)
     #: start the rate-limit window already full, as in the middle of a long job
     prefill: bool = False
-    #: require this bearer key (None: no auth)
+    #: require ``Authorization: Bearer <this key>``, else answer 401
+    #: default: none (no key needed)
     api_key: str | None = None
+    #: injected faults, each a probability per request
     faults: FaultSpec = FaultSpec()
     #: seconds between ``: keep-alive`` comment lines in slow streams
     keep_alive_s: float = Field(default=5.0, gt=0)
@@ -67,7 +93,8 @@ class SimulatorSpec(Strict):
     gateway_window_s: float = Field(default=60.0, gt=0)
     #: close a kept-alive connection after a streamed response, as llama.cpp's server does
     close_after_stream: bool = False
-    #: the context window in tokens (None: unlimited); larger requests get a 400
+    #: the context window in tokens; larger requests get a 400
+    #: default: unlimited
     context_tokens: int | None = Field(default=None, gt=0)
     #: how the context-overflow 400 is worded: like OpenAI or like llama.cpp's server
     error_style: Literal["openai", "llamacpp"] = "openai"
@@ -92,18 +119,30 @@ def without_password(url: str) -> str:
 
 
 class EndpointSpec(Strict):
+    """Where requests go: an OpenAI-compatible API root, or the built-in simulator."""
+
+    #: the API root, e.g. ``https://api.openai.com/v1`` (``/chat/completions`` is appended
+    #: unless the URL already ends with it), or ``simulator`` for the built-in local server
     base_url: str = SIMULATOR
-    #: the NAME of the environment variable holding the key; never the key itself
+    #: the NAME of the environment variable holding the key (``OPENAI_API_KEY``), never the
+    #: key itself; sent as ``Authorization: Bearer <key>``
+    #: default: none (no key is sent)
     api_key_env: str | None = None
-    #: extra headers; values may name environment variables as ${VAR}
+    #: extra HTTP headers; values may name environment variables as ``${VAR}``
     headers: dict[str, str] = Field(default_factory=dict)
     #: total deadline of one attempt, seconds
     timeout_s: float = Field(default=60.0, gt=0)
+    #: deadline for the TCP and TLS connection, seconds
     connect_timeout_s: float = Field(default=10.0, gt=0)
-    #: deadline for the response headers after the request was sent
+    #: deadline for the response headers once the request is sent, seconds
+    #: default: none (bounded by ``timeout_s``)
     first_byte_timeout_s: float | None = Field(default=None, gt=0)
-    #: longest silence allowed between two bytes of a body (streams send keep-alives)
+    #: longest silence allowed between two bytes of a body, seconds (streams send keep-alives)
+    #: default: none (bounded by ``timeout_s``)
     idle_timeout_s: float | None = Field(default=None, gt=0)
+    #: knobs of the built-in simulator (latency, rate limits, faults) when ``base_url`` is
+    #: ``simulator`` (see [The simulator](../simulator.md#knobs))
+    #: default: an instant, faultless simulator
     simulator: SimulatorSpec | None = None
 
     @property

@@ -29,8 +29,16 @@ def load_spec(
 ) -> JobSpec:
     """Read and validate a job spec from a YAML file (or an already-parsed mapping).
 
-    ``overrides`` are dotted keys (``{"limits.rpm": 100}``) applied before validation;
-    ``variables`` are ``--var`` values, merged over the spec's ``vars``.
+    Every problem is reported at once, each with its file, line and field.
+
+    Args:
+        source: the job file, or a mapping (relative paths then resolve against the working
+            directory unless it sets ``base_dir``).
+        overrides: dotted keys applied before validation (``{"limits.rpm": 100}``).
+        variables: ``--var`` values, merged over the spec's ``vars``.
+
+    Raises:
+        SpecError: the file cannot be read, is not valid YAML, or does not validate.
     """
     lines: dict[_Path, int] = {}
     if isinstance(source, Mapping):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2 import StrictUndefined, TemplateError, UndefinedError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -44,24 +44,47 @@ def _as_text(value: Any) -> Any:
     return value
 
 
-#: the top-level keys of a job spec
 class JobSpec(Strict):
+    """A job: which rows, sent where, asking what, written how. Relative paths in it are
+    relative to the job file's own directory, so a job runs the same from anywhere."""
+
+    #: the job's name; the default output directory is ``out/<name>``
+    #: default: the job file's name without ``.yaml``
     name: str
+    #: the dataset
     input: InputSpec
+    #: where requests go
+    #: default: the built-in simulator
     endpoint: EndpointSpec = EndpointSpec()
+    #: the Chat Completions body, templated per row: ``model`` and ``messages`` are required,
+    #: every other field is passed through (see [The job file](../job.md#the-request))
     request: dict[str, Any]
+    #: ``1234``: that seed on every request. ``{base: 1234, per_row: true}``: a stable seed
+    #: per row and sample, the same on every re-run. Set it here or as ``request.seed``
+    #: default: none
     seed: int | SeedSpec | None = None
+    #: independent requests per row (custom ids ``<row id>#0``, ``#1``, …)
     samples: int = Field(default=1, gt=0)
+    #: client-side rate limits
     limits: LimitsSpec = LimitsSpec()
+    #: the retry policy
     retry: RetrySpec = RetrySpec()
+    #: where and what to write
     output: OutputSpec = OutputSpec()
+    #: prices per model, extending and overriding the built-in table
+    #: default: the built-in table
     pricing: dict[str, PriceSpec] = Field(default_factory=dict)
-    #: USD per unit of each other currency used by a price (e.g. {CNY: 0.14})
+    #: USD per unit of each other currency used by a price (e.g. ``{CNY: 0.14}``)
     currency_rates: dict[str, float] = Field(default_factory=dict)
+    #: a spending cap per run
+    #: default: no budget
     budget: BudgetSpec | None = None
-    #: values for ``{{ vars.x }}`` in templates and output.path; ``--var k=v`` overrides
+    #: text values for ``{{ vars.x }}`` in templates and paths (quote numbers: ``t: "0.7"``);
+    #: ``--var x=value`` overrides them
     vars: dict[str, str] = Field(default_factory=dict)
-    #: the directory relative paths in the spec are resolved against
+    #: the directory relative paths in the spec are resolved against; set it only in a spec
+    #: given to the Python API as a mapping
+    #: default: the job file's directory (for a mapping: the working directory)
     base_dir: str = "."
     #: online: requests sent one by one; batch: through the provider's Batch API
     mode: Literal["online", "batch"] = "online"
@@ -196,12 +219,31 @@ def _render_path(raw: str, variables: Mapping[str, str], name: str) -> str:
     if "{" not in raw:
         return raw
     try:
-        return _PATH_TEMPLATES.from_string(raw).render(vars=variables, name=name)
+        template = _PATH_TEMPLATES.from_string(raw)
+        missing = sorted(_vars_used(raw) - set(variables))
+        if missing:
+            raise SpecError(
+                f"path {raw!r} uses {', '.join(f'vars.{v}' for v in missing)}, which "
+                f"{'is' if len(missing) == 1 else 'are'} not set: add "
+                f"{'it' if len(missing) == 1 else 'them'} under vars: or pass "
+                + " ".join(f"--var {v}=..." for v in missing)
+            )
+        return template.render(vars=variables, name=name)
     except UndefinedError as exc:
-        known = ", ".join(sorted(variables)) or "none"
-        raise SpecError(
-            f"path {raw!r} uses a variable that is not set ({exc.message}); pass it with "
-            f"--var KEY=VALUE (variables set: {known})"
-        ) from None
+        raise SpecError(f"path {raw!r}: {exc.message}") from None
     except TemplateError as exc:
         raise SpecError(f"path {raw!r} is not a valid template: {exc}") from None
+
+
+def _vars_used(raw: str) -> set[str]:
+    """The names a path template reads as ``vars.x`` or ``vars['x']``."""
+    used = set()
+    tree = _PATH_TEMPLATES.parse(raw)
+    for attr in tree.find_all(nodes.Getattr):
+        if isinstance(attr.node, nodes.Name) and attr.node.name == "vars":
+            used.add(attr.attr)
+    for item in tree.find_all(nodes.Getitem):
+        reads_vars = isinstance(item.node, nodes.Name) and item.node.name == "vars"
+        if reads_vars and isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
+            used.add(item.arg.value)
+    return used
