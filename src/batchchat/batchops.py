@@ -150,6 +150,7 @@ def _without_body(request: ChatRequest, model: object) -> ChatRequest:
         request.max_output_tokens,
         request.seed,
         request.keep,
+        request.row_index,
     )
 
 

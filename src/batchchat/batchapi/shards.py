@@ -33,6 +33,7 @@ LINE_SCHEMA: dict[str, pl.DataType] = {
     "seed": pl.Int64(),
     "prompt_tokens": pl.Int64(),
     "max_output_tokens": pl.Int64(),
+    "row_index": pl.Int64(),
 }
 
 
@@ -159,6 +160,7 @@ def line_row(request: ChatRequest) -> dict[str, Any]:
         "seed": request.seed,
         "prompt_tokens": request.est_prompt_tokens,
         "max_output_tokens": request.max_output_tokens,
+        "row_index": request.row_index,
     }
 
 
@@ -179,6 +181,7 @@ def request_of(row: Mapping[str, Any], model: str) -> ChatRequest:
         max_output_tokens=row["max_output_tokens"],
         seed=row["seed"],
         keep=dict(row.get("keep") or {}),
+        row_index=row.get("row_index"),
     )
 
 

@@ -41,10 +41,12 @@ class BatchSpec(Strict):
     max_enqueued_tokens: int | None = Field(default=None, gt=0)
     #: the time the provider has to answer a batch (OpenAI: 24h; DashScope: up to 336h)
     completion_window: str = "24h"
-    #: the first wait between two looks at a batch; it grows by ``poll_backoff`` while
-    #: nothing changes, up to ``max_poll_interval_s``
+    #: the first wait between two looks at a batch, seconds; it grows by ``poll_backoff``
+    #: while nothing changes, up to ``max_poll_interval_s``
     poll_interval_s: float = Field(default=30.0, gt=0)
+    #: the longest wait between two looks at a batch, seconds
     max_poll_interval_s: float = Field(default=600.0, gt=0)
+    #: the factor the wait between two looks grows by while a batch's status stays the same
     poll_backoff: float = Field(default=1.5, ge=1)
     #: how often the lines that failed, expired or are missing are sent again, each time
     #: as a new, smaller batch
@@ -141,15 +143,19 @@ class BatchSimSpec(Strict):
     api: Literal["openai", "llamacpp", "vllm", "new-api", "litellm"] = "openai"
     #: simulated seconds per real second (600: the default ~11-minute batch takes a second)
     time_scale: float = Field(default=600.0, gt=0)
-    #: simulated seconds a batch spends validating, in progress, finalizing, cancelling
+    #: simulated seconds a batch spends validating
     validating_s: float = Field(default=30.0, ge=0)
+    #: simulated seconds a batch spends in progress (its lines run meanwhile)
     in_progress_s: float = Field(default=600.0, ge=0)
+    #: simulated seconds a batch spends finalizing
     finalizing_s: float = Field(default=30.0, ge=0)
+    #: simulated seconds a cancelled batch spends cancelling
     cancelling_s: float = Field(default=60.0, ge=0)
     #: write the output file in shuffled order, as the real Batch API may
     shuffle: bool = True
     #: share of lines answered with ``fail_status`` (in the error file)
     fail_lines: float = Field(default=0.0, ge=0, le=1)
+    #: the status of the lines that fail (and of every line of a batch with no output file)
     fail_status: Literal[400, 408, 409, 429, 500, 503] = 429
     #: share of lines not run before the window closed: the batch ends "expired"
     expire_lines: float = Field(default=0.0, ge=0, le=1)
@@ -164,7 +170,9 @@ class BatchSimSpec(Strict):
     #: real seconds every Batch API call waits after it acted, before it answers (a create
     #: that made its batch and has not said so yet: what a client killed then meets)
     answer_delay_s: float = Field(default=0.0, ge=0)
-    #: what one input file may hold
+    #: the most lines one input file may hold
     max_lines: int = Field(default=MAX_LINES, gt=0)
+    #: the most bytes one input file may hold
     max_bytes: int = Field(default=MAX_BYTES, gt=0)
+    #: the seed of the draws of failing, expiring and refused lines and batches
     seed: int = 0

@@ -88,6 +88,7 @@ class JobSpec(Strict):
     base_dir: str = "."
     #: online: requests sent one by one; batch: through the provider's Batch API
     mode: Literal["online", "batch"] = "online"
+    #: batch mode's settings: lines and bytes per batch, waves, window, polling, resubmission
     batch: BatchSpec = BatchSpec()
 
     @model_validator(mode="before")
