@@ -24,15 +24,22 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"planning"}),
     frozenset({"simulator"}),
     frozenset({"execute"}),
+    # the response cache answers requests the executor then need not send: it reads
+    # answers back through execute's parser, and the results only see a row marked cached
+    frozenset({"cache"}),
     frozenset({"results"}),
     # the second executor: it writes through results' sink and keeps its state in the
     # output directory results lays out; the report and status read that state
     frozenset({"batchapi"}),
     frozenset({"labels"}),
+    # the check of an answer (JSON, schema, label) is built from results' structured
+    # output and labels' matching; the executor receives it as a plain function
+    frozenset({"answers"}),
     frozenset({"report"}),
     frozenset({"job"}),
     # batchops: batch mode's commands beside run (cancel, import), wired as runs are
-    frozenset({"runner", "batchops"}),
+    # hooks: what the runner hands both executors (prices, budget, cache, re-asker)
+    frozenset({"runner", "hooks", "batchops"}),
     frozenset({"api"}),
     frozenset({"cli", "__main__", "__init__"}),
 )

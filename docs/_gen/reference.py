@@ -284,6 +284,7 @@ SEE_ALSO = {
     "status": [("Output", "../output.md#batchchat-status"), ("Scheduling", "../scheduling.md")],
     "cancel": [("Batch API mode", "../batch.md#status-and-cancel")],
     "import": [("Batch API mode", "../batch.md#results-made-elsewhere-import")],
+    "cache": [("The response cache", "../cache.md#the-response-cache")],
 }
 
 

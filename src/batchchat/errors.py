@@ -32,6 +32,7 @@
     ├── LockedError               another process is writing the output directory
     ├── BatchAPIError             a Batch API call failed in a way that stops a batch run
     │   └── BatchUnsupportedError the endpoint runs no Batch API jobs (no /v1/files, /v1/batches)
+    ├── CacheError                the response cache cannot be opened, read or written
     └── SinkError                 results could not be written
         └── DiskFullError         the disk is full: the run stops sending at once
 
@@ -231,6 +232,13 @@ class BatchUnsupportedError(BatchAPIError):
     """The endpoint has no Batch API (``/v1/files``, ``/v1/batches``): nothing was sent."""
 
     exit_code = ExitCode.INVALID
+
+
+class CacheError(BatchchatError):
+    """The response cache cannot be used (a damaged or foreign file, a disk that is full).
+
+    A run that meets one goes on without the cache; ``batchchat cache`` reports it.
+    """
 
 
 class SinkError(BatchchatError):

@@ -25,11 +25,20 @@ import polars as pl
 from batchchat.batchapi.cancel import check_online
 from batchchat.batchapi.session import BatchJob, check_batch_api, pending_keys, run_batches
 from batchchat.batchapi.state import read_state
+from batchchat.cache.serve import RunCache
 from batchchat.errors import SinkError
-from batchchat.execute.budget import Budget
 from batchchat.execute.endpoint import Target, open_target, secret_values
 from batchchat.execute.executor import execute
 from batchchat.execute.transport import AiohttpTransport
+from batchchat.hooks import (
+    OnResult,
+    OnResults,
+    budget_of,
+    cost_of,
+    open_cache,
+    reasker_of,
+    writing_then_caching,
+)
 from batchchat.job import CompiledJob, compile_job
 from batchchat.models import (
     ChatRequest,
@@ -43,7 +52,7 @@ from batchchat.models import (
 )
 from batchchat.planning.planner import RowFailure
 from batchchat.planning.reader import InputIssue, count_rows
-from batchchat.pricing import PriceTable, tier_of
+from batchchat.pricing import tier_of
 from batchchat.report.build import RunReport, build_report, write_reports
 from batchchat.results.encoder import ResultEncoder
 from batchchat.results.ledger import ResumeIndex
@@ -51,7 +60,7 @@ from batchchat.results.outdir import OutputDir, open_output
 from batchchat.results.runstats import save_input_issues, save_stats
 from batchchat.results.sink import BATCH_S, ParquetSink
 from batchchat.secrets import Redactor
-from batchchat.spec import BudgetSpec, JobSpec
+from batchchat.spec import JobSpec
 
 #: how often the progress display and the counters' file are brought up to date
 _PROGRESS_S = 1.0
@@ -105,16 +114,18 @@ async def run_job(
     for warning in job.warnings:
         if options.on_warning is not None:
             options.on_warning(warning)
+    upstream = None if job.upstream is None else job.upstream.record
     async with open_target(spec.endpoint, force_simulator=options.dry_run) as target:
         batch = _batch_job(job, target, options) if spec.mode == "batch" else None
         if batch is not None:  # before anything is written: can this endpoint run batches?
             await check_batch_api(batch, wait=options.wait, force=options.force)
         with open_output(
             spec.output_dir,
-            spec,
+            job.spec,
             force=options.force,
             run_id=options.run_id,
             dry_run=options.dry_run,
+            upstream=upstream,
         ) as out:
             return await _run_in(out, job, target, batch, options, stop or asyncio.Event())
 
@@ -145,17 +156,26 @@ async def _run_in(
     requests = _skipping(
         job, index, options.retry_failed, stats, issues.append, on_failure, pending=pending
     )
-    housekeeping = asyncio.create_task(_housekeep(out.path, sink, stats, options))
+    # cached rows are answered here, before either executor: a hit is never sent, nor put
+    # in a Batch API input file
+    warn = options.on_warning or (lambda message: None)
+    cache = open_cache(job, stats, dry_run=options.dry_run, warn=warn)
+    on_result: OnResult = sink.write
+    on_results: OnResults = sink.write_many
+    if cache is not None:
+        requests = cache.serve(requests, on_hit=sink.write)
+        on_result, on_results = writing_then_caching(sink, cache)
+    housekeeping = asyncio.create_task(_housekeep(out.path, sink, stats, options, cache))
     try:
         if batch is None:
-            await _execute_online(job, target, requests, sink, stats, redact, options, stop)
+            await _execute_online(job, target, requests, on_result, stats, redact, options, stop)
         else:
             await run_batches(
                 batch,
                 out.layout,
                 requests,
-                on_result=sink.write,
-                on_results=sink.write_many,
+                on_result=on_result,
+                on_results=on_results,
                 flush=sink.flush,
                 stats=stats,
                 done=index,
@@ -172,6 +192,8 @@ async def _run_in(
         housekeeping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await housekeeping
+        if cache is not None:
+            cache.close()
         # the planner holds the resume index (every finished key): let it go before
         # compaction and the report, which read every result again
         del requests, index
@@ -183,7 +205,7 @@ async def _execute_online(
     job: CompiledJob,
     target: Target,
     requests: Iterator[ChatRequest],
-    sink: ParquetSink,
+    on_result: OnResult,
     stats: ExecutionStats,
     redact: Redactor,
     options: RunOptions,
@@ -200,14 +222,15 @@ async def _execute_online(
             transport=transport,
             url=target.url,
             headers=target.headers,
-            on_result=sink.write,
+            on_result=on_result,
             stats=stats,
-            budget=_budget(spec.budget, job.prices, stats),
-            cost_of=_cost_of(job.prices),
+            budget=budget_of(spec.budget, job.prices, stats),
+            cost_of=cost_of(job.prices),
             endpoint=target.display,
             redact=redact,
             stop=stop,
             drain_timeout_s=options.drain_timeout_s,
+            reask=reasker_of(job),
         )
     finally:
         await transport.aclose()
@@ -314,39 +337,25 @@ def _unsendable(failure: RowFailure) -> ChatResult:
     )
 
 
-def _budget(spec: BudgetSpec | None, prices: PriceTable, stats: ExecutionStats) -> Budget | None:
-    if spec is None:
-        return None
-    return Budget(
-        spec.max_cost_usd,
-        worst_case=prices.worst_case_usd,
-        spent=lambda: stats.cost_usd,
-    )
-
-
-def _cost_of(prices: PriceTable) -> Callable[[ChatResult], float | None]:
-    def cost_of(result: ChatResult) -> float | None:
-        response = result.response
-        if response is None:
-            return None
-        model = response.model or result.request.body.get("model")
-        return prices.cost_usd(model, response.usage, tier_of(result.request.body))
-
-    return cost_of
-
-
 async def _housekeep(
-    out_path: Path, sink: ParquetSink, stats: ExecutionStats, options: RunOptions
+    out_path: Path,
+    sink: ParquetSink,
+    stats: ExecutionStats,
+    options: RunOptions,
+    cache: RunCache | None = None,
 ) -> None:
-    """The sink's journal every few tens of ms; progress each second; the counters (for
-    ``status`` and the report of a killed run) every few seconds."""
+    """The sink's journal every few tens of ms; progress and the cache's writes each
+    second; the counters (for ``status`` and the report of a killed run) every few seconds."""
     last_progress = last_stats = time.monotonic()
     while True:
         await asyncio.sleep(BATCH_S)
         sink.tick()
         now = time.monotonic()
-        if options.on_progress is not None and now - last_progress >= _PROGRESS_S:
-            options.on_progress(stats)
+        if now - last_progress >= _PROGRESS_S:
+            if options.on_progress is not None:
+                options.on_progress(stats)
+            if cache is not None:
+                cache.flush()
             last_progress = now
         if now - last_stats >= _STATS_S:
             with contextlib.suppress(SinkError):  # a full disk: the sink says so

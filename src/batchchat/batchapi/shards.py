@@ -34,6 +34,8 @@ LINE_SCHEMA: dict[str, pl.DataType] = {
     "prompt_tokens": pl.Int64(),
     "max_output_tokens": pl.Int64(),
     "row_index": pl.Int64(),
+    # the request's temperature: the response cache keeps only deterministic answers
+    "temperature": pl.Float64(),
 }
 
 
@@ -161,6 +163,7 @@ def line_row(request: ChatRequest) -> dict[str, Any]:
         "prompt_tokens": request.est_prompt_tokens,
         "max_output_tokens": request.max_output_tokens,
         "row_index": request.row_index,
+        "temperature": _temperature(request.body),
     }
 
 
@@ -170,12 +173,17 @@ def read_lines(layout: OutputLayout, shard_id: str) -> pl.DataFrame:
 
 
 def request_of(row: Mapping[str, Any], model: str) -> ChatRequest:
-    """The request a line of a lines file stands for (its body holds only the model)."""
+    """The request a line of a lines file stands for (its body holds only the model and
+    the temperature, what the results and the response cache read of it)."""
+    temperature = row.get("temperature")
+    body: dict[str, Any] = {"model": model}
+    if temperature is not None:
+        body["temperature"] = temperature
     return ChatRequest(
         row_id=row["row_id"],
         sample=row["sample"],
         custom_id=row["custom_id"],
-        body={"model": model},
+        body=body,
         request_hash=row["request_hash"],
         est_prompt_tokens=row["prompt_tokens"],
         max_output_tokens=row["max_output_tokens"],
@@ -183,6 +191,11 @@ def request_of(row: Mapping[str, Any], model: str) -> ChatRequest:
         keep=dict(row.get("keep") or {}),
         row_index=row.get("row_index"),
     )
+
+
+def _temperature(body: Mapping[str, Any]) -> float | None:
+    value = body.get("temperature")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def input_lines(path: Path) -> Iterator[bytes]:

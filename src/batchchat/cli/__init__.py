@@ -26,6 +26,7 @@ COMMANDS = {
     "status": "status:status",
     "cancel": "cancel:cancel",
     "import": "importing:import_command",
+    "cache": "cache:cache",
 }
 
 

@@ -87,6 +87,7 @@ def summary_rows(report: RunReport) -> list[tuple[str, str]]:
         ("Cost", fmt_usd(report.cost_usd) + ("" if report.cost_complete else " (incomplete)")),
         *_online_cost_row(report),
         *_batches_row(report),
+        *_asks_rows(report),
         ("Latency p50 / p90 / p99", latency_line(report)),
         (
             "Throughput",
@@ -120,6 +121,27 @@ def _batches_row(report: RunReport) -> list[tuple[str, str]]:
     return [("Batches", text)]
 
 
+def _asks_rows(report: RunReport) -> list[tuple[str, str]]:
+    """Cache hits and re-asks, when there were any."""
+    found = []
+    if report.cache:
+        hits, saved = report.cache["hits"], report.cache["saved_usd"]
+        found.append(("From the cache (cost saved)", f"{fmt_int(hits)} ({fmt_usd(saved)})"))
+    if report.reasks:
+        asks = report.reasks
+        found.append(
+            (
+                "Re-asks (rows · cost)",
+                f"{fmt_int(asks['reasks'])} ({fmt_int(asks['rows'])} rows · "
+                f"{fmt_usd(asks['cost_usd'])})",
+            )
+        )
+        found.append(
+            ("… rows fixed / still failing", f"{asks['fixed']:,} / {asks['still_failing']:,}")
+        )
+    return found
+
+
 def _token_line(report: RunReport) -> str:
     return f"{fmt_int(report.tokens.prompt)} / {fmt_int(report.tokens.completion)}"
 
@@ -149,6 +171,12 @@ def render_markdown(report: RunReport) -> str:
         parts.append(
             "## Finish reasons\n\n" + _md_table(("Reason", "Rows", "Share"), rows, "l r r")
         )
+    if report.parse_status:
+        checked = sum(report.parse_status.values())
+        rows = [
+            (status, fmt_int(n), fmt_share(n, checked)) for status, n in report.parse_status.items()
+        ]
+        parts.append("## Parse status\n\n" + _md_table(("Status", "Rows", "Share"), rows, "l r r"))
     if report.labels:
         parts.append(_md_labels(report.labels))
     if report.errors:

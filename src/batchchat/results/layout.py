@@ -16,6 +16,7 @@ Layout::
       batches/<shard>.lines.parquet  which row each of its lines is (ids, hash, kept columns)
       batches/<shard>.<kind>.jsonl   an output or error file, while it is read
       report.json, report.md, report.html   the run report
+      upstream.parquet       which upstream answers the rows were made from (chained input)
       superseded/<time>/     what --force moved aside; never deleted by batchchat
 
 No other module spells these names: they ask an :class:`OutputLayout`.
@@ -72,6 +73,11 @@ class OutputLayout:
         return self.root / "runs"
 
     @property
+    def upstream(self) -> Path:
+        """Which upstream answer each row was made from, when the input is a chained one."""
+        return self.root / "upstream.parquet"
+
+    @property
     def superseded(self) -> Path:
         return self.root / "superseded"
 
@@ -118,7 +124,15 @@ class OutputLayout:
     def written(self) -> list[Path]:
         """What batchchat writes here (what --force moves aside), the manifest last."""
         reports = [self.report(suffix) for suffix in ("json", "md", "html")]
-        return [self.results, self.runs, self.batches, self.job_yaml, *reports, self.manifest]
+        return [
+            self.results,
+            self.runs,
+            self.batches,
+            self.job_yaml,
+            *reports,
+            self.upstream,
+            self.manifest,
+        ]
 
     def problem(self) -> str | None:
         """Why this path cannot be an output directory (None when it can): batchchat writes

@@ -21,8 +21,13 @@ from batchchat.planning.tokens import REPLY_PRIMING_TOKENS
 from batchchat.simulator import replies
 from batchchat.simulator.batchstore import Answer, BatchStore, SimBatch, SimFile
 from batchchat.simulator.completion import build_completion, completion_id, response_body
-from batchchat.simulator.stats import PrefixCache, encode_messages, key_of, message_tokens
-from batchchat.simulator.validate import InvalidRequest, validate_request
+from batchchat.simulator.stats import (
+    PrefixCache,
+    encode_messages,
+    message_tokens,
+    request_key,
+)
+from batchchat.simulator.validate import InvalidRequest, SimRequest, validate_request
 from batchchat.spec.batch import BatchSimSpec
 
 _JSON = "application/json"
@@ -83,6 +88,7 @@ class BatchAPI:
         cache: PrefixCache,
         record_answer: Callable[[str, dict[str, Any]], None],
         authorized: Callable[[web.Request], bool],
+        answer_fault: Callable[[str, SimRequest], str | None],
     ) -> None:
         self.config = config
         started, epoch = clock(), time.time()
@@ -90,6 +96,9 @@ class BatchAPI:
         self._cache = cache
         self._record_answer = record_answer
         self._authorized = authorized
+        #: the answer fault (invalid JSON, off the schema or the labels) of a line, drawn as
+        #: the chat endpoint draws it: a batch's answers can be wrong as online ones can
+        self._answer_fault = answer_fault
         self.store = BatchStore(config, self.now, self._answer, _prompt_tokens)
         self.requests: Counter[str] = Counter()
 
@@ -267,11 +276,14 @@ class BatchAPI:
             return 400, replies.invalid_body(exc), None
         tokens = message_tokens(sim.messages)
         prompt_tokens = REPLY_PRIMING_TOKENS + sum(tokens)
-        cached = self._cache.cached_tokens(sim.model, encode_messages(sim.messages), tokens)
+        encoded = encode_messages(sim.messages)
+        cached = self._cache.cached_tokens(sim.model, encoded, tokens)
+        key = request_key(sim.model, sim.seed, encoded)
+        fault = self._answer_fault(key, sim)
         completion = build_completion(
-            sim, prompt_tokens, cached, id=completion_id(), created=int(self.now())
+            sim, prompt_tokens, cached, id=completion_id(), created=int(self.now()), fault=fault
         )
-        self._record_answer(key_of(body), completion.usage)
+        self._record_answer(key, completion.usage)
         return 200, response_body(completion), completion.usage
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from batchchat.spec.base import SIMULATOR
 from batchchat.spec.batch import BatchSpec
+from batchchat.spec.cache import CacheSpec
 from batchchat.spec.endpoint import EndpointSpec, FaultSpec, LatencySpec, SimulatorSpec
 from batchchat.spec.load import load_spec
 from batchchat.spec.model import JobSpec
@@ -13,6 +14,7 @@ from batchchat.spec.sections import (
     LimitsSpec,
     OutputSpec,
     PriceSpec,
+    ReaskSpec,
     RetrySpec,
     SeedSpec,
 )
@@ -21,6 +23,7 @@ __all__ = [
     "SIMULATOR",
     "BatchSpec",
     "BudgetSpec",
+    "CacheSpec",
     "EndpointSpec",
     "FaultSpec",
     "InputSpec",
@@ -29,6 +32,7 @@ __all__ = [
     "LimitsSpec",
     "OutputSpec",
     "PriceSpec",
+    "ReaskSpec",
     "RetrySpec",
     "SeedSpec",
     "SimulatorSpec",

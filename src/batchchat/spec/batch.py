@@ -109,6 +109,24 @@ class BatchSpec(Strict):
         return int(self.completion_window.removesuffix("h"))
 
 
+def refuse_online_only(output: Any) -> None:
+    """Refuse, in batch mode, what only online mode does: re-asks (``output.reask``).
+
+    A re-ask is sent the moment an answer fails the check; in batch mode that answer
+    arrives with its whole batch, hours later, and each re-ask would be one more batch
+    round -- a job that seems to end in a day could take three. Refused rather than slow.
+    """
+    reask = getattr(output, "reask", None)
+    if reask is not None and reask.count > 0:
+        raise ValueError(
+            "output.reask is online only: in batch mode each re-ask would wait for one more "
+            "batch (up to completion_window each). Remove output.reask (parse_status still "
+            "marks each answer that fails the check), run the job with mode: online, or "
+            "re-ask the failing rows in an online job chained on this one's output "
+            "(input.where: parse_status != 'ok')"
+        )
+
+
 def with_flex_patience(data: Any) -> Any:
     """Raw spec data whose request asks for ``service_tier: flex``, with the long deadline
     and the patience with 429s flex needs where the spec does not set them."""
