@@ -23,7 +23,7 @@ from batchchat.job import CompiledJob, compile_job
 from batchchat.models import ChatRequest, ExecutionStats, StopReason, new_run_id
 from batchchat.results.layout import OutputLayout
 from batchchat.results.ledger import ResumeIndex
-from batchchat.results.outdir import open_output, read_manifest
+from batchchat.results.outdir import OutputDir, open_output, read_manifest
 from batchchat.runner import RunOutcome, close_results, finish_run, open_sink
 from batchchat.secrets import Redactor
 from batchchat.spec import JobSpec, load_spec
@@ -68,10 +68,10 @@ async def cancel_job(
             "that started it; there is nothing left to cancel"
         )
     job = compile_job(spec)
-    run_id = new_run_id()
+    spec, run_id = job.spec, new_run_id()  # a chained job's spec as run compiled it
     async with open_target(spec.endpoint) as target:
         batch = BatchJob(spec, job.prices, _keep_types(job), target, in_process=False)
-        with open_output(spec.output_dir, spec, run_id=run_id) as out:
+        with _open_output(job, run_id) as out:
             sink = open_sink(out, job, run_id, Redactor(secret_values(spec.endpoint)))
             stats = ExecutionStats(run_id=run_id, started_at=datetime.now(UTC))
             try:
@@ -104,8 +104,8 @@ def import_results(
     wanted = custom_ids(files)
     requests = _planned(job, wanted)
     check_known(files, set(requests))  # before anything is written
-    run_id = new_run_id()
-    with open_output(spec.output_dir, spec, run_id=run_id) as out:
+    spec, run_id = job.spec, new_run_id()
+    with _open_output(job, run_id) as out:
         sink = open_sink(out, job, run_id, Redactor(secret_values(spec.endpoint)))
         stats = ExecutionStats(run_id=run_id, started_at=datetime.now(UTC))
         index = out.completed()
@@ -127,6 +127,12 @@ def import_results(
         stats.results_ok, stats.results_error, stats.skipped = count.ok, count.failed, count.kept
         stats.planned = len(requests)
         return ImportOutcome(count, finish_run(out, job, stats, []))
+
+
+def _open_output(job: CompiledJob, run_id: str) -> OutputDir:
+    """The job's output directory, opened as a run opens it (a chained job's input too)."""
+    upstream = None if job.upstream is None else job.upstream.record
+    return open_output(job.spec.output_dir, job.spec, run_id=run_id, upstream=upstream)
 
 
 def _planned(job: CompiledJob, wanted: set[str]) -> dict[str, ChatRequest]:

@@ -76,3 +76,31 @@ async def test_there_is_nothing_to_cancel_without_batches_or_in_the_built_in_sim
     await run_job(spec)
     with pytest.raises(SpecError, match="ran in the built-in simulator"):
         await cancel_job(spec.output_dir)
+
+
+async def test_a_chained_batch_job_is_cancelled_like_any_other(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    # its input is another job's output directory: cancel opens the output as run does, with
+    # the input it recorded (a batch collected already, the other one running)
+    server = await simulator_factory(
+        batch={"time_scale": 100, "in_progress_s": 60, "cancelling_s": 30}
+    )
+    upstream = batch_spec(tmp_path / "up", server.base_url, rows=6, mode="online")
+    assert (await run_job(upstream)).exit_code == ExitCode.OK
+    spec = batch_spec(
+        tmp_path / "down",
+        server.base_url,
+        rows=1,
+        input={"path": str(upstream.output_dir), "id_column": None},
+        batch={"lines_per_batch": 3, "max_enqueued_tokens": 60},  # one batch at a time
+    )
+    assert (await run_job(spec, RunOptions(wait=False))).exit_code == ExitCode.PENDING
+    await asyncio.sleep(1.5)  # the first batch ends (~1.2 s)
+    assert (await run_job(spec, RunOptions(wait=False))).exit_code == ExitCode.PENDING
+    assert batchchat.read_results(spec.output_dir).height == 3  # collected: on disk
+    done = await cancel_job(spec.output_dir, wait=False)
+    assert done.cancelled.cancelling == 1
+    collected = await run_job(spec)  # and the job, run again, collects and goes on
+    assert collected.stats.stop_reason == StopReason.COMPLETED
+    assert collected.report.rows_ok + collected.report.rows_error == 6

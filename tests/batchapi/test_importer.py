@@ -119,3 +119,28 @@ def test_a_file_from_another_job_is_refused_before_anything_is_written(tmp_path:
         batchchat.import_results(spec, [alien])
     assert f"{alien}:1: 'someone-else#0'" in str(info.value)
     assert not spec.output_dir.exists()
+
+
+async def test_results_are_imported_into_a_chained_job_that_has_run(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    # the input is another job's output directory: import compiles the job as run does,
+    # so the directory's recorded input (and its row ids) are the job's own
+    server = await simulator_factory(batch={"time_scale": 3000})
+    upstream = batch_spec(tmp_path / "up", rows=8, mode="online")
+    assert (await asyncio.to_thread(batchchat.run, upstream)).rows_ok == 8
+    spec = batch_spec(
+        tmp_path / "down",
+        rows=1,
+        mode="online",
+        input={"path": str(upstream.output_dir), "id_column": None, "where": "sample = 0"},
+        request={"max_tokens": 40},
+    )
+    first = await asyncio.to_thread(batchchat.run, spec, retry_failed=False)
+    assert first.rows_ok == 8
+    requests = tmp_path / "requests.jsonl"
+    batchchat.plan(spec, batch_file=requests)
+    output, _ = await run_elsewhere(server.base_url, requests, tmp_path)
+    report = await asyncio.to_thread(batchchat.import_results, spec, [output])
+    assert report.rows_ok == 8  # each row's first answer is kept, none written twice
+    assert batchchat.read_results(spec.output_dir)["batch_id"].is_null().all()
