@@ -141,3 +141,17 @@ def test_discarding_leaves_no_half_written_file(tmp_path: Path) -> None:
     assert made.shards == []
     assert not [p for p in (tmp_path / "batches").iterdir() if not p.name.startswith(".tmp")]
     assert not list((tmp_path / "batches").iterdir())
+
+
+@pytest.mark.parametrize(("temperature", "kept"), [(0, 0.0), (0.7, 0.7), (True, None), ("0", None)])
+def test_the_lines_file_keeps_the_temperature_the_response_cache_reads(
+    tmp_path: Path, temperature: object, kept: float | None
+) -> None:
+    made = Collected(tmp_path)
+    sent = request(0)
+    sent.body["temperature"] = temperature
+    (shard,) = made.add(sent, request(1))
+    rows = list(read_lines(made.layout, shard.id).iter_rows(named=True))
+    back = [request_of(row, shard.model) for row in rows]
+    assert back[0].body.get("temperature") == kept and "temperature" not in back[1].body
+    assert back[1].body == {"model": "m"}
