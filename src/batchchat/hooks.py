@@ -1,5 +1,6 @@
-"""What a run hands its executor beside the requests: the price of an answer, the budget,
-the response cache (served before either executor, fed after the sink) and the re-asker.
+"""What a run hands its executor beside the requests: where they go (the endpoint or a
+pool), the price of an answer, the budget, the response cache (served before either
+executor, fed after the sink) and the re-asker.
 
 Both executors (online and batch) take these as plain callables; building them from a
 compiled job is the runner's wiring, kept here so the runner reads as the order of events.
@@ -7,20 +8,64 @@ compiled job is the runner's wiring, kept here so the runner reads as the order 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from batchchat.cache.serve import RunCache
 from batchchat.execute.budget import Budget
+from batchchat.execute.endpoint import open_target, secret_values
+from batchchat.execute.pool import PoolSettings, open_pool
 from batchchat.execute.reask import Reasker
+from batchchat.execute.transport import AiohttpTransport
 from batchchat.job import CompiledJob
 from batchchat.models import ChatRequest, ChatResponse, ChatResult, ExecutionStats
-from batchchat.pricing import PriceTable, tier_of
+from batchchat.pricing import PoolPriceTable, PriceTable, tier_of
 from batchchat.results.sink import ParquetSink
-from batchchat.spec import BudgetSpec
+from batchchat.spec import BudgetSpec, JobSpec
 
 #: one result, and many at once (a batch's output file is written a chunk at a time)
 OnResult = Callable[[ChatResult], None]
 OnResults = Callable[[list[ChatResult]], None]
+
+
+@contextlib.asynccontextmanager
+async def open_endpoints(
+    job: CompiledJob, *, dry_run: bool, on_warning: Callable[[str], None] | None
+) -> AsyncIterator[tuple[dict[str, Any], list[AiohttpTransport]]]:
+    """Where the requests go, as :func:`~batchchat.execute.executor.execute` takes it -- the
+    one endpoint, or the pool -- opened (simulators started), with the transports to close."""
+    spec = job.spec
+    if spec.endpoints is None:
+        async with open_target(spec.endpoint, force_simulator=dry_run) as target:
+            transport = AiohttpTransport(spec.endpoint, max_connections=spec.limits.max_concurrency)
+            route = {
+                "transport": transport,
+                "url": target.url,
+                "headers": target.headers,
+                "endpoint": target.display,
+                "cost_of": cost_of(job.prices),
+            }
+            yield route, [transport]
+        return
+    members = job.prices.members if isinstance(job.prices, PoolPriceTable) else []
+    costs = {prices.member.name: prices.answer_cost for prices in members}
+    async with open_pool(
+        spec.endpoints,
+        limits=spec.limits,
+        prices=lambda member: costs.get(member.name),
+        force_simulator=dry_run,
+    ) as opened:
+        pool = PoolSettings(opened, spec.routing, on_warning=on_warning)
+        transports = [m.transport for m in opened if isinstance(m.transport, AiohttpTransport)]
+        yield {"pool": pool, "endpoint": "the pool"}, transports
+
+
+def secrets_of(spec: JobSpec) -> frozenset[str]:
+    """Every secret a run sends, to be masked wherever it could show."""
+    if spec.endpoints is None:
+        return secret_values(spec.endpoint)
+    return frozenset().union(*(secret_values(member) for member in spec.endpoints))
 
 
 def budget_of(spec: BudgetSpec | None, prices: PriceTable, stats: ExecutionStats) -> Budget | None:

@@ -27,16 +27,16 @@ from batchchat.batchapi.session import BatchJob, check_batch_api, pending_keys, 
 from batchchat.batchapi.state import read_state
 from batchchat.cache.serve import RunCache
 from batchchat.errors import SinkError
-from batchchat.execute.endpoint import Target, open_target, secret_values
+from batchchat.execute.endpoint import Target, open_target
 from batchchat.execute.executor import execute
-from batchchat.execute.transport import AiohttpTransport
 from batchchat.hooks import (
     OnResult,
     OnResults,
     budget_of,
-    cost_of,
     open_cache,
+    open_endpoints,
     reasker_of,
+    secrets_of,
     writing_then_caching,
 )
 from batchchat.job import CompiledJob, compile_job
@@ -114,32 +114,39 @@ async def run_job(
     for warning in job.warnings:
         if options.on_warning is not None:
             options.on_warning(warning)
-    upstream = None if job.upstream is None else job.upstream.record
+    stop = stop or asyncio.Event()
+    if spec.mode == "online":  # the endpoint (or the pool) is opened once rows are planned
+        with _open_output(job, options) as out:
+            return await _run_in(out, job, None, options, stop)
     async with open_target(spec.endpoint, force_simulator=options.dry_run) as target:
-        batch = _batch_job(job, target, options) if spec.mode == "batch" else None
-        if batch is not None:  # before anything is written: can this endpoint run batches?
-            await check_batch_api(batch, wait=options.wait, force=options.force)
-        with open_output(
-            spec.output_dir,
-            job.spec,
-            force=options.force,
-            run_id=options.run_id,
-            dry_run=options.dry_run,
-            upstream=upstream,
-        ) as out:
-            return await _run_in(out, job, target, batch, options, stop or asyncio.Event())
+        batch = _batch_job(job, target, options)
+        # before anything is written: can this endpoint run batches?
+        await check_batch_api(batch, wait=options.wait, force=options.force)
+        with _open_output(job, options) as out:
+            return await _run_in(out, job, batch, options, stop)
+
+
+def _open_output(job: CompiledJob, options: RunOptions) -> OutputDir:
+    upstream = None if job.upstream is None else job.upstream.record
+    return open_output(
+        job.spec.output_dir,
+        job.spec,
+        force=options.force,
+        run_id=options.run_id,
+        dry_run=options.dry_run,
+        upstream=upstream,
+    )
 
 
 async def _run_in(
     out: OutputDir,
     job: CompiledJob,
-    target: Target,
     batch: BatchJob | None,
     options: RunOptions,
     stop: asyncio.Event,
 ) -> RunOutcome:
     spec = job.spec
-    redact = Redactor(secret_values(spec.endpoint))
+    redact = Redactor(secrets_of(spec))
     sink = open_sink(out, job, options.run_id, redact)
     stats = ExecutionStats(run_id=options.run_id, started_at=datetime.now(UTC))
     stats.planned = count_rows(job.plan.source) * spec.samples
@@ -168,7 +175,7 @@ async def _run_in(
     housekeeping = asyncio.create_task(_housekeep(out.path, sink, stats, options, cache))
     try:
         if batch is None:
-            await _execute_online(job, target, requests, on_result, stats, redact, options, stop)
+            await _execute_online(job, requests, on_result, stats, redact, options, stop)
         else:
             await run_batches(
                 batch,
@@ -203,7 +210,6 @@ async def _run_in(
 
 async def _execute_online(
     job: CompiledJob,
-    target: Target,
     requests: Iterator[ChatRequest],
     on_result: OnResult,
     stats: ExecutionStats,
@@ -212,29 +218,28 @@ async def _execute_online(
     stop: asyncio.Event,
 ) -> None:
     spec = job.spec
-    transport = AiohttpTransport(spec.endpoint, max_connections=spec.limits.max_concurrency)
-    try:
-        await execute(
-            requests,
-            limits=spec.limits,
-            retry=spec.retry,
-            keep_raw=spec.output.keep_raw,
-            transport=transport,
-            url=target.url,
-            headers=target.headers,
-            on_result=on_result,
-            stats=stats,
-            budget=budget_of(spec.budget, job.prices, stats),
-            cost_of=cost_of(job.prices),
-            endpoint=target.display,
-            redact=redact,
-            stop=stop,
-            drain_timeout_s=options.drain_timeout_s,
-            reask=reasker_of(job),
-        )
-    finally:
-        await transport.aclose()
-        stats.resent = transport.stale_retries
+    warn = options.on_warning
+    async with open_endpoints(job, dry_run=options.dry_run, on_warning=warn) as opened:
+        route, transports = opened
+        try:
+            await execute(
+                requests,
+                limits=spec.limits,
+                retry=spec.retry,
+                keep_raw=spec.output.keep_raw,
+                on_result=on_result,
+                stats=stats,
+                budget=budget_of(spec.budget, job.prices, stats),
+                redact=redact,
+                stop=stop,
+                drain_timeout_s=options.drain_timeout_s,
+                reask=reasker_of(job),
+                **route,
+            )
+        finally:
+            for transport in transports:
+                await transport.aclose()
+            stats.resent = sum(transport.stale_retries for transport in transports)
 
 
 def _batch_job(job: CompiledJob, target: Target, options: RunOptions) -> BatchJob:
@@ -280,7 +285,9 @@ def finish_run(
     out.compact()
     stats.finished_at = datetime.now(UTC)
     online = tier_of(job.spec.request)
-    report = build_report(out.path, prices=job.prices, latest=stats, online_tier=online)
+    # a pool's rows were priced by the member that answered each: those costs stand
+    prices = None if job.spec.endpoints is not None else job.prices
+    report = build_report(out.path, prices=prices, latest=stats, online_tier=online)
     write_reports(out.path, report)
     save_stats(out.path, stats)
     return RunOutcome(report, stats, out.path, issues)

@@ -114,3 +114,14 @@ def test_flex_gets_a_long_deadline_and_patience_unless_the_spec_sets_them(tmp_pa
     assert (chosen.endpoint.timeout_s, chosen.retry.rate_limit_patience_s) == (120, 60)
     plain = load(tmp_path, "")
     assert plain.endpoint.timeout_s == 60  # type: ignore[attr-defined]
+
+
+def test_a_pool_of_endpoints_is_refused_in_batch_mode(tmp_path: Path) -> None:
+    pool = (
+        "endpoints:\n  - {name: a, base_url: 'http://a.test/v1'}\n"
+        "  - {name: b, base_url: 'http://b.test/v1'}\n"
+    )
+    message = problems(tmp_path, pool + "mode: batch\n")
+    assert "job.yaml:8: mode: endpoints: a pool of endpoints runs online" in message
+    assert "endpoint: (one endpoint) with mode: batch" in message
+    assert load(tmp_path, pool + "mode: online\n") is not None  # the same pool, online

@@ -8,6 +8,7 @@ from batchchat.spec.cache import CacheSpec
 from batchchat.spec.endpoint import EndpointSpec, FaultSpec, LatencySpec, SimulatorSpec
 from batchchat.spec.load import load_spec
 from batchchat.spec.model import JobSpec
+from batchchat.spec.pool import EndpointLimitsSpec, PoolEndpointSpec, RoutingSpec
 from batchchat.spec.sections import (
     BudgetSpec,
     InputSpec,
@@ -24,6 +25,7 @@ __all__ = [
     "BatchSpec",
     "BudgetSpec",
     "CacheSpec",
+    "EndpointLimitsSpec",
     "EndpointSpec",
     "FaultSpec",
     "InputSpec",
@@ -31,9 +33,11 @@ __all__ = [
     "LatencySpec",
     "LimitsSpec",
     "OutputSpec",
+    "PoolEndpointSpec",
     "PriceSpec",
     "ReaskSpec",
     "RetrySpec",
+    "RoutingSpec",
     "SeedSpec",
     "SimulatorSpec",
     "load_spec",

@@ -109,13 +109,22 @@ class BatchSpec(Strict):
         return int(self.completion_window.removesuffix("h"))
 
 
-def refuse_online_only(output: Any) -> None:
-    """Refuse, in batch mode, what only online mode does: re-asks (``output.reask``).
+def refuse_online_only(output: Any, endpoints: Any = None) -> None:
+    """Refuse, in batch mode, what only online mode does: re-asks (``output.reask``) and
+    pools of endpoints (``endpoints:``).
 
     A re-ask is sent the moment an answer fails the check; in batch mode that answer
     arrives with its whole batch, hours later, and each re-ask would be one more batch
     round -- a job that seems to end in a day could take three. Refused rather than slow.
+    A pool spreads rows over endpoints as they answer; a batch is one provider's file,
+    created, waited for and collected there: rows cannot move between members.
     """
+    if endpoints is not None:
+        raise ValueError(
+            "endpoints: a pool of endpoints runs online; a Batch API job goes to one "
+            "provider's /v1/files and /v1/batches. Give that provider as endpoint: (one "
+            "endpoint) with mode: batch, or run the pool with mode: online"
+        )
     reask = getattr(output, "reask", None)
     if reask is not None and reask.count > 0:
         raise ValueError(

@@ -107,6 +107,8 @@ class SimulatorSpec(Strict):
     error_style: Literal["openai", "llamacpp"] = "openai"
     #: the Batch API (/v1/files, /v1/batches): its pace, faults, or its absence
     batch: BatchSimSpec = BatchSimSpec()
+    #: how a wrong key is refused: OpenAI's 401, or a LiteLLM proxy's 400 "No connected db."
+    auth_error: Literal["openai", "litellm"] = "openai"
 
 
 #: header names whose values are credentials
