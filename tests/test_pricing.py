@@ -403,3 +403,17 @@ def test_a_pools_bounds_span_its_members_cheapest_to_dearest() -> None:
     assert pool.worst_case_usd(request("gpt-4o-mini", prompt=1000, max_out=1000)) == high
     assert pool.request_cost_bounds(request("nobody-prices-this")) is None
     assert pool.lookup("gpt-4o") is not None  # the job's table, for the report
+
+
+def test_a_pool_member_prices_a_flex_request_at_flex_rates() -> None:
+    _, azure, openai = _pool_prices().members
+    flex = _result("gpt-4o-mini")
+    flex.request.body["service_tier"] = "flex"
+    standard = openai.cost_of(_result("gpt-4o-mini"))
+    assert standard is not None
+    assert openai.cost_of(flex) == pytest.approx(standard / 2)  # OpenAI's flex: half
+    assert azure.cost_of(flex) == pytest.approx((2000 + 8000) / 1e6 / 2)  # own price: half too
+    bounds = openai.request_cost_bounds(request("gpt-4o-mini"), "flex")
+    online = openai.request_cost_bounds(request("gpt-4o-mini"))
+    assert bounds is not None and online is not None
+    assert bounds == pytest.approx((online[0] / 2, online[1] / 2))
