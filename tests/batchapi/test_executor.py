@@ -77,6 +77,9 @@ async def test_only_the_lines_that_failed_or_expired_are_sent_again(
     assert counts["batches_created"] == len(state.shards)
     assert outcome.report.batches is not None
     assert outcome.report.batches["lines_resubmitted"] == counts["lines_failed"]
+    # the counters (progress, status) count rows, not lines: a resent line is not a failed row
+    assert (outcome.stats.results_ok, outcome.stats.results_error) == (80, 0)
+    assert outcome.stats.retries == counts["lines_failed"] > 0
 
 
 async def test_lines_a_retry_cannot_fix_are_error_rows_at_once(tmp_path: Path) -> None:

@@ -180,16 +180,23 @@ class _Writer:
             finished_at=self.finished,
             batch_id=self.shard.batch_id,
         )
-        _count(self.run, result)
+        _count(self.run, result, final=not self._resubmitted(request))
         return result
 
+    def _resubmitted(self, request: ChatRequest) -> bool:
+        """The line goes out again in the next round: its row is not done yet."""
+        resubmits = self.shard.round < self.run.settings.resubmit_rounds
+        return resubmits and request.custom_id in self.resend
 
-def _count(run: BatchRun, result: ChatResult) -> None:
+
+def _count(run: BatchRun, result: ChatResult, *, final: bool) -> None:
+    """Tokens and cost of every answer; the row as done (ok or failed) only when ``final``
+    (a line resubmitted is counted once, by the round that ends it, so progress counts rows)."""
     stats, response = run.stats, result.response
     if response is None:
-        stats.results_error += 1
+        stats.results_error += final
         return
-    stats.results_ok += 1
+    stats.results_ok += final
     model = response.model or result.request.body.get("model")
     result.cost_usd = run.prices.cost_usd(model, response.usage, "batch")
     stats.prompt_tokens += response.usage.prompt_tokens or 0
