@@ -80,6 +80,11 @@ from batchchat.errors import BatchchatError
     is_flag=True,
     help="Start over in place; the old results are moved to superseded/, never deleted.",
 )
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Batch mode: submit, collect what has ended, and exit (75 while batches run).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no summary, only errors.")
 @click.option("--log-json", is_flag=True, help="One JSON event per line on stdout, nothing else.")
 @reports_errors
@@ -95,6 +100,7 @@ def run(
     dry_run: bool,
     retry_failed: bool,
     force: bool,
+    no_wait: bool,
     quiet: bool,
     log_json: bool,
 ) -> None:
@@ -102,8 +108,10 @@ def run(
 
     \b
     Exit codes: 0 all rows ok · 1 finished with failed rows · 2 spec, input or
-    usage error (nothing sent) · 3 stopped by the budget · 130 interrupted.
-    Re-running the same job resumes: finished rows are skipped.
+    usage error (nothing sent) · 3 stopped by the budget · 75 batch mode: batches
+    still running, run again later · 130 interrupted.
+    Re-running the same job resumes: finished rows are skipped; in batch mode it
+    collects what the batches answered and resubmits what failed.
     """
     # pyarrow's default allocator (mimalloc) holds ~30 MB more through a run than the
     # system one, at no CPU cost we could measure; read when pyarrow first allocates, so
@@ -130,7 +138,14 @@ def run(
             "json" if log_json else "quiet" if quiet else "live" if sys.stderr.isatty() else "plain"
         )
         code = asyncio.run(
-            execute_run(spec, mode=mode, retry_failed=retry_failed, force=force, dry_run=dry_run)
+            execute_run(
+                spec,
+                mode=mode,
+                retry_failed=retry_failed,
+                force=force,
+                dry_run=dry_run,
+                wait=not no_wait,
+            )
         )
     raise SystemExit(code)
 
