@@ -32,12 +32,16 @@ async def fan_out(
     return {"client": client, "n": n, "ok": ok, "errors": n - ok, "window_s": window}
 
 
-def cli(main: Callable[[str, int, int, int], Awaitable[dict[str, object]]], doc: str) -> None:
-    """``--url --n --concurrency --max-tokens``; prints ``main``'s summary as one JSON line."""
+def cli(main: Callable[..., Awaitable[dict[str, object]]], doc: str) -> None:
+    """``--url --n --concurrency --max-tokens [--timeout-s]``; prints ``main``'s summary as
+    one JSON line (``--timeout-s`` is passed only when given)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--timeout-s", type=float, help="a whole request's timeout (bare loop)")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.url, args.n, args.concurrency, args.max_tokens))))
+    extra = {"timeout_s": args.timeout_s} if args.timeout_s else {}
+    summary = main(args.url, args.n, args.concurrency, args.max_tokens, **extra)
+    print(json.dumps(asyncio.run(summary)))

@@ -14,10 +14,13 @@ import aiohttp
 from _shared import cli, fan_out, prompt
 
 
-async def main(url: str, n: int, concurrency: int, max_tokens: int) -> dict[str, object]:
+async def main(
+    url: str, n: int, concurrency: int, max_tokens: int, timeout_s: float | None = None
+) -> dict[str, object]:
     semaphore = asyncio.Semaphore(concurrency)
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else aiohttp.ClientTimeout()
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def one(i: int) -> str | None:
             body = {
@@ -32,7 +35,7 @@ async def main(url: str, n: int, concurrency: int, max_tokens: int) -> dict[str,
                         if response.status != 200:
                             return None
                         return str(data["choices"][0]["message"]["content"])
-                except aiohttp.ClientError:
+                except (aiohttp.ClientError, TimeoutError):  # a stall past --timeout-s
                     return None
 
         return await fan_out("bare_aiohttp", n, one)

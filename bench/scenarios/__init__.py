@@ -4,6 +4,30 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from scenarios import faults, kills, latency, overhead, pool, rate_limit, resume, scale
+from scenarios import (
+    degrade,
+    faults,
+    faults_20k,
+    faults_s4,
+    kills,
+    latency,
+    overhead,
+    pool,
+    rate_limit,
+    resume,
+    scale,
+)
 
-ALL: list[ModuleType] = [overhead, latency, rate_limit, faults, scale, resume, kills, pool]
+ALL: list[ModuleType] = [
+    overhead,
+    latency,
+    rate_limit,
+    faults,
+    faults_s4,
+    faults_20k,
+    degrade,
+    scale,
+    resume,
+    kills,
+    pool,
+]

@@ -78,9 +78,8 @@ def run(ctx: Context) -> list[Metric]:
 def memory_metrics(what: str, result: ProcResult) -> list[Metric]:
     """Peak RSS of the whole run and of its sending phase, and RSS growth while sending."""
     return [
-        Metric(
-            NAME, f"{what}: peak RSS, whole run", [result.peak_rss_mb], "MB", higher_is_better=False
-        ),
+        # issue 15: 200 MB at any size
+        Metric(NAME, f"{what}: peak RSS, whole run", [result.peak_rss_mb], "MB", "<= 200", False),
         Metric(
             NAME,
             f"{what}: peak RSS while sending (10–90 % of the run)",

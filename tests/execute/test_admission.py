@@ -10,6 +10,7 @@ import pytest
 
 from batchchat.errors import (
     ClientError,
+    ConnectTimeout,
     DeadlineExceeded,
     NetworkError,
     QuotaExceededError,
@@ -315,6 +316,45 @@ async def test_a_server_failing_most_requests_shrinks_concurrency() -> None:
     time.now += 1.0
     admission.on_failure(NetworkError("reset"), sent_at=time.now)  # still failing
     assert 16 <= admission.concurrency.limit < 17
+
+
+async def test_stalls_that_end_together_are_not_congestion_while_later_requests_are_answered() -> (
+    None
+):
+    # 64 requests sent together, a few stall; meanwhile the slots turn over and requests
+    # sent after them are answered: when the stalls' deadlines pass at once, that is no
+    # sign of load, however many of the last answers they are
+    time = FakeTime()
+    admission = _admission(time, max_concurrency=64)
+    stalled_at = time.now
+    time.now += 1.0
+    admission.on_response({}, sent_at=time.now, send=2, charged=10)
+    admission.on_success(charged=10)
+    time.now += 4.0
+    for _ in range(60):
+        admission.on_failure(DeadlineExceeded("stalled"), sent_at=stalled_at)
+    assert admission.concurrency.limit == pytest.approx(64)
+    assert not admission.congested
+
+
+@pytest.mark.parametrize(
+    "error", [DeadlineExceeded("slow"), ConnectTimeout("no connection")], ids=["total", "connect"]
+)
+async def test_timeouts_count_when_nothing_sent_after_them_was_answered(
+    error: Exception,
+) -> None:
+    time = FakeTime()
+    admission = _admission(time, max_concurrency=64)
+    admission.on_response({}, sent_at=time.now, send=1, charged=10)
+    _answers(admission, 20)
+    # a server falling behind: what was sent since the last answer times out; a connect
+    # timeout counts even then (the server's accept queue is full)
+    sent_at = time.now + (0.5 if isinstance(error, DeadlineExceeded) else -0.5)
+    time.now += 5.0
+    for _ in range(20):
+        admission.on_failure(error, sent_at=sent_at)  # type: ignore[arg-type]
+    assert admission.concurrency.limit == pytest.approx(32)
+    assert admission.congested
 
 
 async def test_not_adaptive_means_a_fixed_limit() -> None:

@@ -253,6 +253,23 @@ async def test_retryable_failures_are_retried_to_success(handler: Any, status: i
     assert stats.rate_limited == (6 if status == 429 else 0)
 
 
+async def test_a_retry_goes_ahead_of_the_rows_queued_before_it() -> None:
+    # 30 rows wait in the queue; row 0's second attempt must not wait behind all of them
+    run = Run(limits={"max_concurrency": 1})
+    failing = server_error_then_ok()
+    order: list[int] = []
+
+    async def server(request: HTTPRequest) -> HTTPResponse:
+        order.append(_row(request))
+        for _ in range(3):  # the network: the retry's timer runs meanwhile
+            await asyncio.sleep(0)
+        return failing(request) if _row(request) == 0 else ok_completion(request)
+
+    await run(server, _requests(30))
+    assert sorted(run.by_row()) == list(range(30)) and run.by_row()[0].attempts == 2
+    assert order.index(0, 1) <= 2  # right after the attempt in flight when it failed
+
+
 async def test_non_retryable_errors_are_recorded_after_one_attempt() -> None:
     run = Run()
     stats = await run(bad_request, _requests(3))

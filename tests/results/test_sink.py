@@ -19,7 +19,7 @@ import pytest
 from batchchat.errors import ResumeError, SinkError
 from batchchat.results.encoder import ResultEncoder
 from batchchat.results.journal import Journal, journal_paths, read_journal, recover
-from batchchat.results.layout import part_paths, remove_temporaries
+from batchchat.results.layout import ROW_GROUP_ROWS, part_paths, remove_temporaries
 from batchchat.results.schema import result_columns
 from batchchat.results.sink import BATCH_ROWS, BATCH_S, ParquetSink
 from batchchat.spec import JobSpec
@@ -145,6 +145,42 @@ def test_a_killed_runs_journal_becomes_its_part_when_the_next_run_opens(tmp_path
     assert part_sizes(tmp_path) == [] and journaled(tmp_path) == [str(i) for i in range(5)]
     make_sink(tmp_path).close()
     assert part_sizes(tmp_path) == [5] and journal_paths(tmp_path) == []
+
+
+def test_a_large_journal_folds_into_row_groups_with_every_row_in_order(tmp_path: Path) -> None:
+    columns = result_columns(make_spec(), {})
+    encoder = ResultEncoder(columns)
+    encoder.add(make_result("template"))
+    one = encoder.take_table()
+    rows = 2 * ROW_GROUP_ROWS + 5
+    ids = pa.array([f"r{i}" for i in range(rows)], pa.string())
+    table = pa.concat_tables([one] * rows).set_column(0, "row_id", ids)
+    journal = Journal(tmp_path, 0, columns.schema)
+    for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+        journal.append(pa.Table.from_batches([batch]))
+    journal.close()
+    with journal.path.open("ab") as handle:
+        handle.write(b"\xff\xff\xff\xff\x10\x00")  # and a batch cut short by a kill
+    assert recover(tmp_path) == rows
+    part = part_paths(tmp_path)[0]
+    assert pq.read_metadata(part).num_row_groups == 3
+    assert pq.read_table(part).equals(table)
+    assert journal_paths(tmp_path) == []
+
+
+def test_a_journal_whose_part_exists_is_deleted_without_a_second_copy(tmp_path: Path) -> None:
+    sink = make_sink(tmp_path, part_rows=2)
+    sink.write(make_result("a"))
+    sink.write(make_result("b"))
+    sink.close()
+    part = part_paths(tmp_path)[0]
+    columns = result_columns(make_spec(), {})
+    journal = Journal(tmp_path, 0, columns.schema)  # killed between the part and the delete
+    journal.append(pq.read_table(part))
+    journal.close()
+    assert recover(tmp_path) == 0
+    assert pq.read_table(part).column("row_id").to_pylist() == ["a", "b"]
+    assert journal_paths(tmp_path) == []
 
 
 def test_a_torn_batch_ends_the_journal_without_inventing_rows(tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ _TOP_FLAGS = (
     "context_tokens",
     "error_style",
     "auth_error",
+    "capacity",
 )
 #: flags that set a FaultSpec field besides the probabilities
 _FAULT_KNOBS = {"stall_s": "stall_s", "trickle_interval_s": "trickle_interval_s"}
@@ -152,6 +153,12 @@ def _fault_option(flag: str, text: str) -> Callable[[Any], Any]:
     type=click.Choice(["openai", "litellm"]),
     help="Refuse a wrong key like OpenAI (401) or like a LiteLLM proxy without its database "
     "(400 'No connected db.').",
+)
+@click.option(
+    "--capacity",
+    type=click.IntRange(min=1),
+    help="Requests served at once at full speed; past it answers slow down (latency × "
+    "in-flight ÷ capacity), past twice it requests get 503 'overloaded'.",
 )
 @click.option(
     "--api-key-env",

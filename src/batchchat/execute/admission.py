@@ -24,8 +24,10 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from batchchat.errors import (
     APIStatusError,
+    ConnectTimeout,
     RateLimitError,
     RequestError,
+    RequestTimeout,
     ServerError,
     is_retryable,
 )
@@ -66,6 +68,8 @@ class Admission:
         self.window = WindowAllowance()
         #: which recent attempts failed: congestion is a share of them, not one
         self.failures = FailureShare()
+        #: the latest send time of an attempt the server answered (any status)
+        self._answered_sent_at = -math.inf
         #: the longest hold one piece of server advice can impose (retry.max_wait_s)
         self._max_pause_s = max_pause_s
         #: no attempt starts before this clock time
@@ -168,6 +172,7 @@ class Admission:
         self, headers: Mapping[str, str], *, sent_at: float, send: int, charged: int
     ) -> None:
         """Any HTTP answer: learn from its rate-limit headers what is left of the window."""
+        self._answered_sent_at = max(self._answered_sent_at, sent_at)
         if not has_rate_limit_headers(headers):
             return
         self.saw_rate_headers = True
@@ -217,6 +222,8 @@ class Admission:
             if is_retryable(error):  # no quota, or a request above the limit: waiting cannot help
                 self._on_rate_limited(error, sent_at)
             return
+        if self._stalled_alone(error, sent_at):
+            return
         self.failures.record(True)
         advice = error.retry_after if isinstance(error, APIStatusError) else None
         if advice is not None and advice <= self._max_pause_s:
@@ -226,6 +233,18 @@ class Admission:
         )
         if overloaded or self.failures.is_congested():
             self.concurrency.decrease(self._clock())
+
+    def _stalled_alone(self, error: RequestError, sent_at: float) -> bool:
+        """A timeout of an attempt sent before one the server has answered since: it stalled
+        on its own, and says nothing about the server's load. A server falling behind
+        answers nothing sent after a request it could not answer in time; and stalls that
+        began together end together, so counting them would read a burst of single faults
+        as congestion. (Connecting in time is the server's accept queue: always counted.)"""
+        return (
+            isinstance(error, RequestTimeout)
+            and not isinstance(error, ConnectTimeout)
+            and sent_at < self._answered_sent_at
+        )
 
     def _on_rate_limited(self, error: RateLimitError, sent_at: float) -> None:
         now = self._clock()

@@ -3,7 +3,8 @@
 A fixed pool of ``limits.max_concurrency`` workers takes jobs from one queue. Requests
 enter it lazily, each holding one of ``max_pending`` slots until its final result, so
 memory stays flat however many rows there are. A failed attempt worth retrying goes
-back into the queue after its wait; the worker moves on meanwhile. The steps::
+back into the queue after its wait, ahead of the new rows
+(:mod:`batchchat.execute.jobqueue`); the worker moves on meanwhile. The steps::
 
     _feed       requests → jobs (one pending slot each)
     _work       job → _attempt → _settle, until cancelled

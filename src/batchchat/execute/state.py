@@ -22,6 +22,7 @@ from batchchat.execute.admission import Admission
 from batchchat.execute.budget import Budget
 from batchchat.execute.failfast import FailFast
 from batchchat.execute.job import Job
+from batchchat.execute.jobqueue import JobQueue
 from batchchat.execute.lane import Lane, Pricer
 from batchchat.execute.pool import Pool, PoolSettings
 from batchchat.execute.reask import Asked, Reasker
@@ -105,7 +106,8 @@ class Execution:
             )
         self.policy = RetryPolicy(retry)
         self.failfast = FailFast(settings.endpoint, clock)
-        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        #: jobs for the workers: retries ahead of new rows
+        self.queue: JobQueue[Job] = JobQueue()
         #: one per job pulled from the input and not finished yet
         self.slots = asyncio.Semaphore(max_pending)
         self.pending = 0
@@ -143,7 +145,7 @@ class Execution:
             self.pending += 1
         else:
             self.reasking.add(job)
-        self.queue.put_nowait(job)
+        self.queue.put(job)
         return job
 
     def settle_reasks(self) -> None:
@@ -194,7 +196,7 @@ class Execution:
 
     def retry_later(self, job: Job, wait_s: float) -> None:
         if wait_s <= 0:
-            self.queue.put_nowait(job)
+            self.queue.put_retry(job)
             return
         task = asyncio.create_task(self._requeue(job, wait_s))
         self.timers.add(task)
@@ -202,7 +204,7 @@ class Execution:
 
     async def _requeue(self, job: Job, wait_s: float) -> None:
         await self.sleep(wait_s)
-        self.queue.put_nowait(job)
+        self.queue.put_retry(job)
 
     def finish(self, job: Job, response: ChatResponse | None, error: RequestError | None) -> None:
         """Build the job's final result, price it, count it and hand it to the sink."""

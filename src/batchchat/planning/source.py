@@ -170,10 +170,14 @@ def file_schema(
 
 
 def polars_type(arrow_type: pa.DataType) -> pl.DataType:
-    """The polars type a column of ``arrow_type`` is read as (without importing pandas)."""
-    series = pl.from_arrow(pa.nulls(0, arrow_type))
-    assert isinstance(series, pl.Series)
-    return series.dtype
+    """The polars type a column of ``arrow_type`` is read as.
+
+    Through a table, not an array: polars converts a lone array by way of
+    ``pyarrow.compute`` (8 MB of memory for the whole run), and pyarrow converts
+    Python values by way of pandas."""
+    frame = pl.from_arrow(pa.Table.from_arrays([pa.nulls(0, arrow_type)], names=["column"]))
+    assert isinstance(frame, pl.DataFrame)
+    return frame.dtypes[0]
 
 
 def _check_same_columns(path: Path, got: pl.Schema, want: pl.Schema, fmt: Format) -> None:

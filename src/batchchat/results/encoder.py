@@ -2,7 +2,9 @@
 
 :class:`ResultEncoder` buffers each result as one tuple of column values (the column
 groups of :mod:`batchchat.results.schema` extract them) and hands the buffer out as a table
-with exactly the job's schema.
+with exactly the job's schema. Columns of the plain types are built from their buffers
+(:mod:`batchchat.results.arrays`); the others, and any column holding a value that is not
+exactly of its type, are converted through polars.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pyarrow as pa
 from batchchat.errors import SinkError
 from batchchat.models import ChatResult
 from batchchat.planning.source import polars_type
+from batchchat.results.arrays import plain_array
 from batchchat.results.schema import ResultColumns
 from batchchat.secrets import Redactor, redact_shapes
 
@@ -55,12 +58,12 @@ class ResultEncoder:
         """The buffered rows as a table with exactly :attr:`schema`; the buffer is cleared."""
         rows, self._rows = self._rows, []
         columns = list(zip(*rows, strict=True)) if rows else [()] * self._width
-        arrays = [
-            _to_array(field, column, columns[0], polars_type)
-            for field, column, polars_type in zip(
-                self.schema, columns, self._polars_types, strict=True
-            )
-        ]
+        arrays = []
+        for field, column, target in zip(self.schema, columns, self._polars_types, strict=True):
+            array = plain_array(field, column)
+            if array is None:
+                array = _to_array(field, column, columns[0], target)
+            arrays.append(array)
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
 

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Generator
+from contextlib import closing
+from itertools import chain
 from pathlib import Path
 
 import polars as pl
@@ -23,7 +26,7 @@ import pyarrow as pa
 
 from batchchat.errors import SinkError
 from batchchat.results.columns import STATUS_ERROR, STATUS_OK
-from batchchat.results.layout import fsync_dir, part_path, write_error, write_part
+from batchchat.results.layout import fsync_dir, part_path, write_error, write_part_from
 
 _JOURNAL = re.compile(r"^\.journal-(\d+)\.arrows$")
 #: space kept free beside the journal, given up when the disk fills so that the answers
@@ -97,13 +100,19 @@ class Journal:
 
 
 def fold(journal: Path, part: Path) -> int:
-    """Turn a closed (or killed) journal into its part; returns the rows it held."""
-    table = read_journal(journal)
-    if table.num_rows and not part.exists():
-        write_part(part, table)
+    """Turn a closed (or killed) journal into its part, then delete it; returns the rows
+    written (0 when the part was written already, by a run killed before the delete).
+
+    Streamed: about one row group is in memory at a time, never the whole journal (a
+    50,000-row journal read whole took ~50 MB at once)."""
+    rows = 0
+    with closing(_whole_batches(journal, mapped=False)) as batches:
+        first = next(batches, None)
+        if first is not None and not part.exists():
+            rows = write_part_from(part, first.schema, chain([first], batches))
     journal.unlink()
     fsync_dir(journal.parent)
-    return int(table.num_rows)
+    return rows
 
 
 def recover(results_dir: Path) -> int:
@@ -116,22 +125,32 @@ def recover(results_dir: Path) -> int:
 def read_journal(path: Path) -> pa.Table:
     """The whole batches of a journal: a batch cut short by a kill, or one whose rows are
     not results (a torn write), ends it."""
-    batches: list[pa.RecordBatch] = []
     try:
-        reader = pa.ipc.open_stream(pa.memory_map(str(path)))
+        schema = pa.ipc.open_stream(pa.memory_map(str(path))).schema
     except (OSError, pa.ArrowInvalid):
         return pa.table({})  # killed before its schema was written: it holds nothing
-    while True:
+    return pa.Table.from_batches(list(_whole_batches(path, mapped=True)), schema=schema)
+
+
+def _whole_batches(path: Path, *, mapped: bool) -> Generator[pa.RecordBatch, None, None]:
+    """The journal's batches up to its first cut or torn one (none when killed before its
+    schema was written); ``mapped``: memory-mapped, else read into memory a batch at a time."""
+    source = pa.memory_map(str(path)) if mapped else pa.OSFile(str(path))
+    with source:
         try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            break
+            reader = pa.ipc.open_stream(source)
         except (OSError, pa.ArrowInvalid):
-            break  # cut by a kill mid-batch
-        if not _holds_results(batch):
-            break
-        batches.append(batch)
-    return pa.Table.from_batches(batches, schema=reader.schema)
+            return
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except (OSError, pa.ArrowInvalid):
+                return  # cut by a kill mid-batch
+            if not _holds_results(batch):
+                return
+            yield batch
 
 
 def _holds_results(batch: pa.RecordBatch) -> bool:

@@ -28,7 +28,7 @@ import contextlib
 import errno
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,6 +40,11 @@ from batchchat.errors import DiskFullError, SinkError
 #: temporary files of unfinished writes: hidden, so no glob or dataset reader picks them up
 TMP_PREFIX = ".tmp-"
 _PART = re.compile(r"^part-(\d+)\.parquet$")
+#: how parts are compressed
+COMPRESSION = "zstd"
+#: rows per row group of a part folded from its journal: what the fold holds in memory
+#: at a time (~4 MB of results)
+ROW_GROUP_ROWS = 8192
 
 
 class OutputLayout:
@@ -263,7 +268,36 @@ def write_error(what: str, exc: OSError) -> SinkError:
 
 def write_part(path: Path, table: pa.Table) -> None:
     """Write one Parquet part of the results atomically."""
-    write_atomically(path, lambda handle: pq.write_table(table, handle, compression="zstd"))
+    write_atomically(path, lambda handle: pq.write_table(table, handle, compression=COMPRESSION))
+
+
+def write_part_from(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
+    """Write one Parquet part atomically from ``batches``, holding about one row group of
+    them at a time; returns the rows written."""
+    written = 0
+
+    def write(handle: BinaryIO) -> None:
+        nonlocal written
+        with pq.ParquetWriter(handle, schema, compression=COMPRESSION) as writer:
+            for group in _row_groups(batches):
+                writer.write_table(group, row_group_size=group.num_rows)
+                written += group.num_rows
+
+    write_atomically(path, write)
+    return written
+
+
+def _row_groups(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.Table]:
+    gathered: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        gathered.append(batch)
+        rows += batch.num_rows
+        if rows >= ROW_GROUP_ROWS:
+            yield pa.Table.from_batches(gathered)
+            gathered, rows = [], 0
+    if gathered:
+        yield pa.Table.from_batches(gathered)
 
 
 def fsync_dir(directory: Path) -> None:

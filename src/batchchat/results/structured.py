@@ -17,8 +17,6 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-from jsonschema import exceptions as jsonschema_errors
-from jsonschema import validators
 
 from batchchat.errors import SpecError
 
@@ -230,19 +228,24 @@ class StructuredOutput:
 
     def __init__(self, json_schema: Mapping[str, Any] | None) -> None:
         self._validator: Any = None
+        self._best_match: Any = None
         if json_schema is None:
             self.arrow_type: pa.DataType = pa.string()
             self._conform: Conform = _json_text
             return
+        # imported here: jsonschema costs ~10 MB and 60 ms, and only a schema needs it
+        from jsonschema import exceptions, validators
+
         cls = validators.validator_for(json_schema)
         try:
             cls.check_schema(json_schema)
-        except jsonschema_errors.SchemaError as exc:
+        except exceptions.SchemaError as exc:
             raise SpecError(
                 "request.response_format.json_schema.schema is not a valid JSON Schema: "
                 f"{exc.message} (at {exc.json_path})"
             ) from None
         self._validator = cls(json_schema)
+        self._best_match = exceptions.best_match
         node = _Typer(json_schema).node(json_schema)
         self.arrow_type = node.type
         self._conform = node.conform
@@ -262,7 +265,7 @@ class StructuredOutput:
         except orjson.JSONDecodeError as exc:
             return None, ParseFailure("invalid_json", f"content is not valid JSON: {exc}")
         if self._validator is not None:
-            error = jsonschema_errors.best_match(self._validator.iter_errors(value))
+            error = self._best_match(self._validator.iter_errors(value))
             if error is not None:
                 where = f"content does not match the schema at {error.json_path}"
                 return None, ParseFailure("schema_mismatch", _clip(f"{where}: {error.message}"))

@@ -22,6 +22,7 @@ from aiohttp import web
 from batchchat.planning.tokens import REPLY_PRIMING_TOKENS
 from batchchat.simulator import context, replies, send, stream
 from batchchat.simulator.batchapi import BatchAPI
+from batchchat.simulator.capacity import Capacity
 from batchchat.simulator.completion import (
     Completion,
     build_completion,
@@ -30,7 +31,7 @@ from batchchat.simulator.completion import (
     response_body,
 )
 from batchchat.simulator.connections import Connections
-from batchchat.simulator.faults import ANSWER_FAULTS, ANSWERING_FAULTS, FaultPlan, LatencyModel
+from batchchat.simulator.faults import ANSWER_FAULTS, ANSWERING_FAULTS, FaultPlan
 from batchchat.simulator.gateway import GatewayLimiter
 from batchchat.simulator.malformed import BODY_FAULTS, malform, malform_frames
 from batchchat.simulator.ratelimit import Admission, Limiter, RateLimiter
@@ -84,7 +85,7 @@ class SimulatorServer:
         else:
             self._limiter, self._limit_clock = RateLimiter(config.rpm, config.tpm), clock
         self._faults = FaultPlan(config.faults)
-        self._latency = LatencyModel(config.latency, config.faults.seed)
+        self._capacity = Capacity(config, lambda: self._stats.in_flight)
         self._pacer = send.Pacer(sleep, config.keep_alive_s)
         self._cache = PrefixCache()
         self._stats = Stats()
@@ -244,6 +245,8 @@ class SimulatorServer:
             if overflow is not None:
                 return self._context_overflow(overflow)
             sim = dataclasses.replace(sim, max_tokens=budget)
+        if self._capacity.refuses():  # turned away before it costs the limits anything
+            return self._fault_response("http_503")
         charge = prompt_tokens + (sim.max_tokens or DEFAULT_CHARGED_COMPLETION_TOKENS) * sim.n
         admission = self._limiter.admit(prompt_tokens, charge, self._limit_clock())
         if not admission.admitted:
@@ -300,7 +303,7 @@ class SimulatorServer:
         self, request: web.Request, completion: Completion, fault: str | None
     ) -> tuple[web.StreamResponse, bool]:
         """A non-streamed answer; the truncate, trickle and body faults change how."""
-        await self._pacer.sleep(self._latency.sample())
+        await self._pacer.sleep(self._capacity.latency_s())
         # a gateway counts tokens once the answer is in, before it sends the headers
         self._limiter.charge_usage(completion.usage["total_tokens"], self._limit_clock())
         headers = self._answer_headers(completion)
@@ -328,7 +331,7 @@ class SimulatorServer:
         elif fault in BODY_FAULTS:
             frames = malform_frames(fault, frames)
         if fault == "trickle":
-            await self._pacer.sleep(self._latency.sample())
+            await self._pacer.sleep(self._capacity.latency_s())
             body = b"".join(frame for frame, _ in frames)
             interval = self.config.faults.trickle_interval_s
             response, complete = await send.send_trickled(
@@ -340,7 +343,7 @@ class SimulatorServer:
                 frames,
                 headers,
                 self._pacer,
-                latency=self._latency.sample(),
+                latency=self._capacity.latency_s(),
                 tokens_per_s=self.config.tokens_per_s,
                 cut=fault == "truncate",
             )

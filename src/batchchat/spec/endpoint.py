@@ -109,6 +109,11 @@ class SimulatorSpec(Strict):
     batch: BatchSimSpec = BatchSimSpec()
     #: how a wrong key is refused: OpenAI's 401, or a LiteLLM proxy's 400 "No connected db."
     auth_error: Literal["openai", "litellm"] = "openai"
+    #: requests the server handles at once at full speed; past it, it degrades like a
+    #: loaded server: each answer's latency is stretched by in-flight ÷ capacity, and past
+    #: twice it, requests get 503 "overloaded" at once
+    #: default: unlimited
+    capacity: int | None = Field(default=None, gt=0)
 
 
 #: header names whose values are credentials
