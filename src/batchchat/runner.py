@@ -257,7 +257,16 @@ def open_sink(out: OutputDir, job: CompiledJob, run_id: str, redact: Redactor) -
         ResultEncoder(job.columns, run_id=run_id, redact=redact),
         part_rows=output.part_rows,
         part_seconds=output.part_seconds,
+        later=_loop_call_later(),
     )
+
+
+def _loop_call_later() -> Callable[[float, Callable[[], None]], object] | None:
+    """The running event loop's ``call_later`` (None outside one: the sink batches by time)."""
+    try:
+        return asyncio.get_running_loop().call_later
+    except RuntimeError:
+        return None
 
 
 def close_results(

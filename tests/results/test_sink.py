@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import shutil
@@ -98,6 +99,33 @@ def test_results_are_on_disk_a_moment_after_they_arrive(tmp_path: Path) -> None:
     assert len(journaled(tmp_path)) == 1 + BATCH_ROWS
     sink.close()
     assert part_sizes(tmp_path) == [1 + BATCH_ROWS] and journaled(tmp_path) == []
+
+
+async def test_in_an_event_loop_answers_are_on_disk_once_the_loop_has_handled_them(
+    tmp_path: Path,
+) -> None:
+    columns = result_columns(make_spec(), {})
+    sink = ParquetSink(
+        tmp_path,
+        ResultEncoder(columns),
+        part_rows=1000,
+        part_seconds=5.0,
+        clock=FakeClock(),  # never moves: no tick would ever find a result old enough
+        later=asyncio.get_running_loop().call_later,
+    )
+    sink.write(make_result("a"))
+    sink.write(make_result("b"))  # arrived in the same turn of the loop
+    assert journaled(tmp_path) == []
+    await asyncio.sleep(0.01)  # a moment: the first append need not wait
+    assert journaled(tmp_path) == ["a", "b"]
+    (journal,) = journal_paths(tmp_path)
+    with pa.ipc.open_stream(journal[1]) as reader:
+        assert [len(batch) for batch in reader] == [2]  # one append for the turn, not two
+    sink.write(make_result("c"))  # appended after a pause, so that appends stay cheap
+    await asyncio.sleep(BATCH_S + 0.01)  # the longest that pause can be
+    assert journaled(tmp_path) == ["a", "b", "c"]
+    sink.close()
+    assert part_sizes(tmp_path) == [3]
 
 
 def test_a_part_is_written_when_the_journal_began_part_seconds_ago(tmp_path: Path) -> None:
