@@ -25,6 +25,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mappin
 from batchchat.errors import RequestError
 from batchchat.execute.budget import Budget
 from batchchat.execute.parse import parse_response
+from batchchat.execute.share import LimitShare
 from batchchat.execute.state import Execution, Job, Pricer, Settings
 from batchchat.execute.transport import HTTPResponse, Transport
 from batchchat.models import ChatRequest, ChatResponse, ChatResult, ExecutionStats, StopReason
@@ -213,6 +214,7 @@ async def execute(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
     max_pending: int | None = None,
+    share: LimitShare | None = None,
 ) -> ExecutionStats:
     """Send every request, retrying per ``retry`` within ``limits``; one
     :class:`ChatResult` per finished request goes to ``on_result``.
@@ -228,7 +230,8 @@ async def execute(
     ``endpoint`` names the server in messages (default: ``url``); ``redact`` masks secrets
     in what is kept of an error (``stats.fatal_error``). ``max_pending`` bounds
     the requests pulled from ``requests`` and not finished yet (default: 4 ×
-    max_concurrency, at least 1024).
+    max_concurrency, at least 1024). ``share``: the RPM/TPM buckets and the rate-limit
+    hold are kept with other executors of the same job (see :mod:`batchchat.execute.share`).
     """
     workers = limits.max_concurrency
     settings = Settings(
@@ -243,6 +246,7 @@ async def execute(
         redact=redact or redact_shapes,
         budget=budget,
         cost_of=cost_of,
+        share=share,
     )
     run = Execution(
         settings, stats, sleep=sleep, clock=clock, max_pending=max_pending or max(4 * workers, 1024)

@@ -22,6 +22,7 @@ from batchchat.execute.admission import Admission
 from batchchat.execute.budget import Budget
 from batchchat.execute.failfast import FailFast
 from batchchat.execute.retry import RetryPolicy
+from batchchat.execute.share import LimitShare
 from batchchat.execute.stats import StatsRecorder
 from batchchat.execute.transport import HTTPRequest, Transport
 from batchchat.models import ChatRequest, ChatResponse, ChatResult, ExecutionStats, StopReason
@@ -67,6 +68,8 @@ class Settings:
     redact: Callable[[str], str] = str
     budget: Budget | None = None
     cost_of: Pricer | None = None
+    #: the limits' buckets and holds, when other executors send for the same job
+    share: LimitShare | None = None
 
 
 class Execution:
@@ -91,7 +94,11 @@ class Execution:
         self.clock = clock
         retry = settings.retry
         self.admission = Admission(
-            settings.limits, max_pause_s=retry.max_wait_s, clock=clock, sleep=sleep
+            settings.limits,
+            max_pause_s=retry.max_wait_s,
+            clock=clock,
+            sleep=sleep,
+            share=settings.share,
         )
         self.policy = RetryPolicy(retry)
         self.failfast = FailFast(settings.endpoint, clock)
