@@ -125,7 +125,7 @@ async def _run_in(
 
     def on_failure(failure: RowFailure) -> None:
         stats.results_error += 1
-        sink.write(_unsendable(failure))
+        sink.write(unsendable_result(failure))
 
     requests = _skipping(job, out, options.retry_failed, stats, issues.append, on_failure)
 
@@ -144,7 +144,7 @@ async def _run_in(
                 on_result=sink.write,
                 stats=stats,
                 budget=_budget(spec.budget, job.prices, stats),
-                cost_of=_cost_of(job.prices),
+                cost_of=cost_function(job.prices),
                 endpoint=target.display,
                 redact=redact,
                 stop=stop,
@@ -166,14 +166,14 @@ async def _run_in(
             # compaction and the report, which read every result again
             del requests
             _close(sink, out.path, stats, issues)
-    return _finish(out, job, stats, issues)
+    return finish_run(out, job, stats, issues)
 
 
 def _close(
     sink: ParquetSink, out_path: Path, stats: ExecutionStats, issues: list[InputIssue]
 ) -> None:
     """Write what is left, and the run's counters (as unfinished unless it failed: only
-    :func:`_finish` commits a finished run, once its results are compacted)."""
+    :func:`finish_run` commits a finished run, once its results are compacted)."""
     try:
         sink.close()
     except BaseException:
@@ -186,7 +186,7 @@ def _close(
             save_input_issues(out_path, stats.run_id, issues)
 
 
-def _finish(
+def finish_run(
     out: OutputDir, job: CompiledJob, stats: ExecutionStats, issues: list[InputIssue]
 ) -> RunOutcome:
     """Compact, report, then commit: until the counters say finished, ``status`` says
@@ -218,7 +218,7 @@ def _skipping(
     return job.plan.requests(skip=skip, on_issue=on_issue, on_failure=on_failure, check_ids=False)
 
 
-def _unsendable(failure: RowFailure) -> ChatResult:
+def unsendable_result(failure: RowFailure) -> ChatResult:
     """The error row of a request its row could not be rendered into (nothing was sent).
 
     It is kept like any failed request: the report counts it, ``status`` shows it, and a
@@ -258,7 +258,9 @@ def _budget(spec: BudgetSpec | None, prices: PriceTable, stats: ExecutionStats) 
     )
 
 
-def _cost_of(prices: PriceTable) -> Callable[[ChatResult], float | None]:
+def cost_function(prices: PriceTable) -> Callable[[ChatResult], float | None]:
+    """What a result cost, by ``prices`` (None: unpriced, or no answer)."""
+
     def cost_of(result: ChatResult) -> float | None:
         response = result.response
         if response is None:
