@@ -29,6 +29,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"report"}),
     frozenset({"job"}),
     frozenset({"runner"}),
+    frozenset({"cluster"}),
     frozenset({"api"}),
     frozenset({"cli", "__main__", "__init__"}),
 )

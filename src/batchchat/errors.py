@@ -27,8 +27,9 @@
     ├── RetriesExhausted          a request failed for good (holds the last error)
     ├── ResumeError               the output directory holds a run of a different spec
     ├── LockedError               another process is writing the output directory
-    └── SinkError                 results could not be written
-        └── DiskFullError         the disk is full: the run stops sending at once
+    ├── SinkError                 results could not be written
+    │   └── DiskFullError         the disk is full: the run stops sending at once
+    └── ClusterError              Ray failed a run on it (a worker or node lost)
 
 Whether a request error is worth retrying is decided here, by type, in
 :func:`is_retryable` -- nowhere else, and never by matching message strings.
@@ -210,6 +211,13 @@ class SinkError(BatchchatError):
 
 class DiskFullError(SinkError):
     """The output directory's disk is full: nothing more is sent until there is room."""
+
+
+class ClusterError(BatchchatError):
+    """Ray could not carry a run to its end (a worker or a node was lost); what was written
+    is kept, and a re-run sends the rest."""
+
+    exit_code = ExitCode.FAILED
 
 
 #: Error types worth another attempt. Everything else that is a RequestError is final.

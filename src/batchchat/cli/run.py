@@ -79,6 +79,26 @@ from batchchat.errors import BatchchatError
     is_flag=True,
     help="Start over in place; the old results are moved to superseded/, never deleted.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where to run: here, or on Ray Data (pip install 'batchchat[ray]'): the same "
+    "job and output, one rate limit for every worker.",
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDR",
+    help="With --engine ray: the cluster to join (default: $RAY_ADDRESS, else a Ray "
+    "started on this machine for the run).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With --engine ray: how many workers send (default: one per CPU of the cluster).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no summary, only errors.")
 @click.option("--log-json", is_flag=True, help="One JSON event per line on stdout, nothing else.")
 @reports_errors
@@ -94,6 +114,9 @@ def run(
     dry_run: bool,
     retry_failed: bool,
     force: bool,
+    engine: str,
+    ray_address: str | None,
+    workers: int | None,
     quiet: bool,
     log_json: bool,
 ) -> None:
@@ -104,7 +127,7 @@ def run(
     usage error (nothing sent) · 3 stopped by the budget · 130 interrupted.
     Re-running the same job resumes: finished rows are skipped.
     """
-    from batchchat.api import rehearsal_spec, resolve_spec
+    from batchchat.api import ray_options, rehearsal_spec, resolve_spec
     from batchchat.cli._running import execute_run
 
     overrides = {
@@ -116,6 +139,7 @@ def run(
     }
     with _said_in_json(log_json):
         given = {k: v for k, v in overrides.items() if v is not None}
+        cluster = ray_options(engine, ray_address, workers)
         spec = resolve_spec(job, given, parse_vars(variables))
         if dry_run and new_output is None and output is None:
             spec = rehearsal_spec(spec)
@@ -125,7 +149,14 @@ def run(
             "json" if log_json else "quiet" if quiet else "live" if sys.stderr.isatty() else "plain"
         )
         code = asyncio.run(
-            execute_run(spec, mode=mode, retry_failed=retry_failed, force=force, dry_run=dry_run)
+            execute_run(
+                spec,
+                mode=mode,
+                retry_failed=retry_failed,
+                force=force,
+                dry_run=dry_run,
+                cluster=cluster,
+            )
         )
     raise SystemExit(code)
 
