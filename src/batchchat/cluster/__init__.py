@@ -12,7 +12,6 @@ when it is missing. The modules: :mod:`~batchchat.cluster.session` (connect or s
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 
 from batchchat.errors import SpecError
@@ -23,11 +22,13 @@ INSTALL = "pip install 'batchchat[ray]'"
 
 def require_ray() -> None:
     """Raise a SpecError (exit 2, before anything is sent) when Ray Data is not installed."""
-    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.data") is None:
+    try:
+        import ray.data  # noqa: F401  (what the engine needs; imported only when asked for)
+    except ImportError:
         raise SpecError(
             f"--engine ray needs Ray Data, which is not installed here; install it with "
             f"`{INSTALL}` (or run the job without --engine ray, on this machine alone)"
-        )
+        ) from None
 
 
 @dataclass(frozen=True)
