@@ -36,8 +36,11 @@ class Direct:
     def hold(self, until: float) -> None:
         self.coordinator.hold(until)
 
-    def spend(self, usd: float) -> None:
-        self.coordinator.spend(usd)
+    async def lease_budget(self, max_cost_usd: float, need: float, want: float) -> float:
+        return self.coordinator.lease_budget(max_cost_usd, need, want)
+
+    def give_back_budget(self, usd: float) -> None:
+        self.coordinator.give_back_budget(usd)
 
     def stop(self, reason: str, message: str | None = None, error: str | None = None) -> None:
         self.coordinator.stop(reason, message, error)
@@ -153,15 +156,22 @@ async def test_the_first_stop_is_the_runs_and_every_worker_hears_it() -> None:
     following.cancel()
     assert heard == [("fatal", "the key was refused")]
     assert coordinator.state() == Watch(
-        -math.inf, "fatal", "the key was refused", 0.0, "AuthenticationError"
+        -math.inf, "fatal", "the key was refused", "AuthenticationError"
     )
 
 
-async def test_a_watch_answers_within_a_second_with_the_spend(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_watch_answers_within_a_second_when_nothing_changes() -> None:
     coordinator = Coordinator()
-    coordinator.spend(0.25)
-    coordinator.spend(0.5)
     news = await asyncio.wait_for(coordinator.watch(-math.inf, None), limits.WATCH_S + 1)
-    assert news.spent_usd == 0.75 and news.stop is None
+    assert news == Watch(-math.inf, None, None)
+
+
+def test_the_coordinator_never_lends_more_than_the_budget() -> None:
+    coordinator = Coordinator()
+    assert coordinator.lease_budget(1.0, 0.1, 0.4) == 0.4
+    assert coordinator.lease_budget(1.0, 0.1, 0.4) == 0.4
+    assert coordinator.lease_budget(1.0, 0.1, 0.4) == pytest.approx(0.2)  # what is left
+    assert coordinator.lease_budget(1.0, 0.01, 0.4) == 0.0  # need does not fit: nothing
+    coordinator.give_back_budget(0.25)  # a worker's unspent part
+    assert coordinator.lease_budget(1.0, 0.2, 0.2) == 0.2
+    assert coordinator.budget_lent_usd == pytest.approx(0.95)

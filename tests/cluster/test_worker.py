@@ -8,6 +8,7 @@ between them, error rows for rows a template fails on, a stop heard by both.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from batchchat.cluster.worker import (
     error_message,
     worker_setup,
 )
-from batchchat.errors import DiskFullError
+from batchchat.errors import DiskFullError, SinkError
 from batchchat.execute.endpoint import Target, chat_completions_url
 from batchchat.job import compile_job
 from batchchat.planning.reader import iter_batches
@@ -81,7 +82,12 @@ async def run_workers(
     coordinator = Coordinator()
     with open_output(spec.output_dir, spec, run_id="run-1") as out:
         writer = ResultWriter(
-            out.results_dir, spec, job.plan.source, run_id="run-1", secrets=frozenset()
+            out.results_dir,
+            spec,
+            job.plan.source,
+            run_id="run-1",
+            secrets=frozenset(),
+            driver_pid=os.getpid(),
         )
         url = chat_completions_url(spec.endpoint.base_url)
         setup = WorkerSetup(
@@ -196,6 +202,43 @@ async def test_a_writer_that_cannot_write_stops_the_run(
     state = coordinator.state()
     assert (state.stop, state.error) == ("error", "DiskFullError")
     assert "is full" in (state.message or "")
+
+
+async def test_workers_together_never_pass_the_budget_and_stop_as_one(
+    tmp_path: Path, simulator_factory: SimulatorFactory
+) -> None:
+    sim = await simulator_factory(latency={"mean_ms": 5})
+    # $0.000016 a request (16 tokens at $1 per million): 25 fit, if nothing is held back
+    spec = make_job(
+        tmp_path,
+        sim.base_url,
+        rows=200,
+        budget={"max_cost_usd": 0.0004},
+        pricing={"gpt-4o-mini": {"input": 1.0, "output": 1.0}},
+    )
+    engines, coordinator = await run_workers(spec, size=20)
+    spent = sum(engine.stats.cost_usd for engine in engines)
+    assert coordinator.state().stop == "budget"
+    assert 0.0004 * 0.8 < spent <= 0.0004  # near the cap, never past it
+    assert all(engine.stats.results_ok for engine in engines)  # both sent
+    assert coordinator.budget_lent_usd <= 0.0004
+    rows = batchchat.read_results(spec.output_dir)
+    assert rows.height == sim.stats()["requests"] and rows["cost_usd"].sum() == pytest.approx(spent)
+
+
+async def test_the_writer_writes_nothing_once_the_driver_is_gone(tmp_path: Path) -> None:
+    spec = make_job(tmp_path, "http://127.0.0.1:9/v1")
+    gone = await asyncio.create_subprocess_exec("true")
+    await gone.wait()  # a process that was, and is no more
+    with open_output(spec.output_dir, spec, run_id="run-1") as out:
+        source = compile_job(spec, require_key=False).plan.source
+        writer = ResultWriter(
+            out.results_dir, spec, source, run_id="run-1", secrets=frozenset(), driver_pid=gone.pid
+        )
+        with pytest.raises(SinkError, match=rf"driver \(pid {gone.pid}\) is gone"):
+            await writer.write(pa.table({"row_id": ["0"]}))
+        assert await writer.close() == 0
+    assert not list((spec.output_dir / "results").glob("*.parquet"))
 
 
 @pytest.mark.parametrize(

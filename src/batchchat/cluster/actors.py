@@ -47,7 +47,7 @@ def start_writer(
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     return _WriterActor.options(
         name=f"batchchat-writer-{run_id}", namespace=NAMESPACE, scheduling_strategy=here
-    ).remote(results_dir, spec, source, run_id=run_id, secrets=secrets)
+    ).remote(results_dir, spec, source, run_id=run_id, secrets=secrets, driver_pid=os.getpid())
 
 
 class RayCoordinator:
@@ -72,8 +72,12 @@ class RayCoordinator:
     def hold(self, until: float) -> None:
         self._actor.hold.remote(until)
 
-    def spend(self, usd: float) -> None:
-        self._actor.spend.remote(usd)
+    async def lease_budget(self, max_cost_usd: float, need: float, want: float) -> float:
+        granted: float = await self._actor.lease_budget.remote(max_cost_usd, need, want)
+        return granted
+
+    def give_back_budget(self, usd: float) -> None:
+        self._actor.give_back_budget.remote(usd)
 
     def stop(self, reason: str, message: str | None = None, error: str | None = None) -> None:
         self._actor.stop.remote(reason, message, error)

@@ -2,13 +2,13 @@
 
 The :class:`Coordinator` (one named Ray actor per run) keeps, for each per-minute limit,
 the very bucket a local run keeps (a :class:`~batchchat.execute.pacing.Pacer`, used
-without waiting), the run-wide hold a 429 sets, what the run has spent, and why it
-stops. A worker's :class:`LeasedPacer` takes the bucket's capacity in small slices (a
-lease), spends them on its own attempts, and gives back what it has not used within
+without waiting), the run-wide hold a 429 sets, the part of the job's budget each worker
+holds (:class:`~batchchat.cluster.budget.SharedBudget`), and why it stops. A worker's
+:class:`LeasedPacer` takes the bucket's capacity in small slices (a lease), spends them on its own attempts, and gives back what it has not used within
 :data:`LEASE_S`; so however many workers there are, together they take no more than the
 one bucket lets out. A hold travels both ways within a round trip: a worker tells the
 coordinator, and every worker is waiting on :meth:`Coordinator.watch`, which answers as
-soon as the hold changes (or, at the latest, every :data:`WATCH_S`, with the spend).
+soon as the hold or the stop changes (or, at the latest, every :data:`WATCH_S`).
 
 Everything here is plain asyncio: the Ray engine wraps :class:`Coordinator` in an actor
 and talks to it through a :class:`CoordinatorClient`; tests use it in-process.
@@ -31,13 +31,13 @@ from batchchat.execute.share import Quota
 LEASE_S = 0.25
 #: a lease asks for this much of the limit's rate (or what the attempt needs, if more)
 SLICE_S = 0.05
-#: the longest a watch waits before it answers anyway (with the latest spend)
+#: the longest a watch waits before it answers anyway
 WATCH_S = 1.0
 
 
 @dataclass(frozen=True)
 class Watch:
-    """What a worker learns from the coordinator: the hold, the stop, the spend."""
+    """What a worker learns from the coordinator: the hold and the stop."""
 
     #: no attempt starts before this wall-clock time (time.time())
     hold_until: float
@@ -45,14 +45,12 @@ class Watch:
     stop: str | None
     #: what stopped it, for people (a fatal error's message)
     message: str | None
-    #: USD spent by every worker together, as reported so far
-    spent_usd: float
     #: the class of the error that stopped the run (a BatchchatError's name), if one did
     error: str | None = None
 
 
 class Coordinator:
-    """The run's one copy of its limits: buckets, hold, spend, stop (a Ray actor's state)."""
+    """The run's one copy of its limits: buckets, hold, budget, stop (a Ray actor's state)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -63,7 +61,8 @@ class Coordinator:
         self._stop: str | None = None
         self._message: str | None = None
         self._error: str | None = None
-        self._spent_usd = 0.0
+        #: USD of the job's budget lent to workers and not given back: never past the budget
+        self.budget_lent_usd = 0.0
         #: set (and replaced) whenever the hold or the stop changes
         self._changed: asyncio.Event | None = None
         #: capacity granted so far, per limit (for the tests and the report of a run)
@@ -101,8 +100,19 @@ class Coordinator:
             self._hold_until = until
             self._notify()
 
-    def spend(self, usd: float) -> None:
-        self._spent_usd += usd
+    def lease_budget(self, max_cost_usd: float, need: float, want: float) -> float:
+        """Lend ``need`` and up to ``want`` of a ``max_cost_usd`` budget; 0 when ``need``
+        does not fit in what no worker holds (so the workers together never pass it)."""
+        room = max_cost_usd - self.budget_lent_usd
+        if need > room:
+            return 0.0
+        granted = max(need, min(want, room))
+        self.budget_lent_usd += granted
+        return granted
+
+    def give_back_budget(self, usd: float) -> None:
+        """A worker no longer needs ``usd`` of what it was lent (it was not spent)."""
+        self.budget_lent_usd = max(0.0, self.budget_lent_usd - usd)
 
     def stop(self, reason: str, message: str | None = None, error: str | None = None) -> None:
         """Every worker stops sending; the first reason given is the run's (``error``: the
@@ -113,7 +123,7 @@ class Coordinator:
 
     def state(self) -> Watch:
         stop, message, error = self._stop, self._message, self._error
-        return Watch(self._hold_until, stop, message, self._spent_usd, error)
+        return Watch(self._hold_until, stop, message, error)
 
     async def watch(self, hold_until: float, stop: str | None) -> Watch:
         """Answer once the hold or the stop differs from what the caller knows, or after
@@ -145,7 +155,9 @@ class CoordinatorClient(Protocol):
 
     def hold(self, until: float) -> None: ...
 
-    def spend(self, usd: float) -> None: ...
+    def lease_budget(self, max_cost_usd: float, need: float, want: float) -> Awaitable[float]: ...
+
+    def give_back_budget(self, usd: float) -> None: ...
 
     def stop(self, reason: str, message: str | None = None, error: str | None = None) -> None: ...
 
@@ -243,7 +255,7 @@ class ClusterShare:
         self.pacers: list[LeasedPacer] = []
         self._apply_hold: Callable[[float], object] | None = None
         #: what the coordinator said last
-        self.known = Watch(-math.inf, None, None, 0.0)
+        self.known = Watch(-math.inf, None, None)
 
     def pacer(self, kind: Quota, per_minute: float) -> Pacer:
         pacer = LeasedPacer(

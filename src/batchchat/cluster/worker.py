@@ -28,9 +28,9 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
+from batchchat.cluster.budget import SharedBudget
 from batchchat.cluster.limits import ClusterShare, CoordinatorClient
 from batchchat.errors import BatchchatError
-from batchchat.execute.budget import Budget
 from batchchat.execute.endpoint import Target
 from batchchat.execute.executor import execute
 from batchchat.execute.transport import AiohttpTransport
@@ -114,6 +114,7 @@ class WorkerEngine:
             self._job.columns, run_id=setup.run_id, redact=Redactor(setup.secrets)
         )
         self.share = ClusterShare(coordinator)
+        self.budget = self._budget()
         #: the batch each request (by custom id) belongs to
         self._owners: dict[str, _Batch] = {}
         #: the batch of each result in the encoder, in order
@@ -124,8 +125,6 @@ class WorkerEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._executor: asyncio.Task[None] | None = None
         self._transport: AiohttpTransport | None = None
-        #: USD told to the coordinator so far
-        self._reported_usd = 0.0
         #: what this worker could not do (a full disk, a broken input line), and the class
         #: of its error: the coordinator tells the driver
         self.error: str | None = None
@@ -142,6 +141,8 @@ class WorkerEngine:
             self._plan(batch, owner)
         if owner.pending:
             await owner.done.wait()
+        if self.budget is not None and self.stats.in_flight == 0 and self._queue.empty():
+            self.budget.give_back()  # idle until the next batch: the others may need it
         return self.summary()
 
     def _plan(self, batch: pa.Table, owner: _Batch) -> None:
@@ -209,7 +210,7 @@ class WorkerEngine:
                 headers=setup.target.headers,
                 on_result=self._on_result,
                 stats=self.stats,
-                budget=self._budget(),
+                budget=self.budget,
                 cost_of=cost_function(self._job.prices),
                 endpoint=setup.target.display,
                 redact=Redactor(setup.secrets),
@@ -227,15 +228,17 @@ class WorkerEngine:
         while True:
             yield await self._queue.get()
 
-    def _budget(self) -> Budget | None:
+    def _budget(self) -> SharedBudget | None:
+        """This worker's part of the job's budget, borrowed from the coordinator."""
         budget = self._setup.spec.budget
         if budget is None:
             return None
-
-        def spent() -> float:  # every worker's spend, ours up to the moment
-            return self.share.known.spent_usd + self.stats.cost_usd - self._reported_usd
-
-        return Budget(budget.max_cost_usd, worst_case=self._job.prices.worst_case_usd, spent=spent)
+        return SharedBudget(
+            budget.max_cost_usd,
+            self._coordinator,
+            worst_case=self._job.prices.worst_case_usd,
+            spent=lambda: self.stats.cost_usd,
+        )
 
     def _on_result(self, result: ChatResult) -> None:
         self._keep(result, self._owners.pop(result.request.custom_id))
@@ -252,6 +255,8 @@ class WorkerEngine:
         """The executor has ended: tell the others why, write what is left, and let go of
         every batch (what was not sent is sent by the next run)."""
         self.share.give_back()
+        if self.budget is not None:
+            self.budget.give_back()
         reason = self.stats.stop_reason
         if reason is not StopReason.INTERRUPTED:
             message = self.error or self.stats.fatal_error
@@ -270,10 +275,6 @@ class WorkerEngine:
 
     async def _ship(self) -> None:
         """Send the results gathered to the writer; their batches learn they are written."""
-        spend = self.stats.cost_usd - self._reported_usd
-        if spend:
-            self._coordinator.spend(spend)
-            self._reported_usd += spend
         if not len(self._encoder):
             return
         table, owners = self._encoder.take_table(), self._unshipped

@@ -111,6 +111,8 @@ async def _reserve_budget(run: Execution, job: Job) -> float | None:
         reserved = budget.reserve(job.request)
         if reserved is not None:
             return reserved
+        if await budget.widen(job.request):  # a shared budget lent this executor more
+            continue
         if run.stats.in_flight == 0 or not budget.fits_alone(job.request):
             run.begin_stop(StopReason.BUDGET)
             return None
