@@ -154,8 +154,8 @@ async def test_a_killed_ray_run_loses_nothing_written_and_resumes_on_either_engi
     results = tmp_path / "out" / "results"
     deadline = time.monotonic() + 120
     # the results are files another process writes: there is nothing to wait on but them
-    while _written(results) < 100 and run.returncode is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)  # noqa: ASYNC110
+    while _written(results) < 100 and run.returncode is None and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.2)
     os.killpg(run.pid, signal.SIGKILL)  # the driver, its Ray and every worker, at once
     await run.wait()
     written = batchchat.read_results(tmp_path / "out")
@@ -181,7 +181,7 @@ async def _stops_sending(sim: SimulatorServer, within_s: float = 5.0) -> bool:
     deadline = time.monotonic() + within_s
     seen = sim.stats()["requests"]
     while time.monotonic() < deadline:
-        await asyncio.sleep(0.5)  # noqa: ASYNC110 (another process's requests)
+        await asyncio.sleep(0.5)
         if sim.stats()["requests"] == seen:
             return True
         seen = sim.stats()["requests"]

@@ -4,7 +4,8 @@ The :class:`Coordinator` (one named Ray actor per run) keeps, for each per-minut
 the very bucket a local run keeps (a :class:`~batchchat.execute.pacing.Pacer`, used
 without waiting), the run-wide hold a 429 sets, the part of the job's budget each worker
 holds (:class:`~batchchat.cluster.budget.SharedBudget`), and why it stops. A worker's
-:class:`LeasedPacer` takes the bucket's capacity in small slices (a lease), spends them on its own attempts, and gives back what it has not used within
+:class:`LeasedPacer` takes the bucket's capacity in small slices (a lease), spends them
+on its own attempts, and gives back what it has not used within
 :data:`LEASE_S`; so however many workers there are, together they take no more than the
 one bucket lets out. A hold travels both ways within a round trip: a worker tells the
 coordinator, and every worker is waiting on :meth:`Coordinator.watch`, which answers as
