@@ -24,8 +24,14 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"planning"}),
     frozenset({"simulator"}),
     frozenset({"execute"}),
+    # the response cache answers requests the executor then need not send: it reads
+    # answers back through execute's parser, and the results only see a row marked cached
+    frozenset({"cache"}),
     frozenset({"results"}),
     frozenset({"labels"}),
+    # the check of an answer (JSON, schema, label) is built from results' structured
+    # output and labels' matching; the executor receives it as a plain function
+    frozenset({"answers"}),
     frozenset({"report"}),
     frozenset({"job"}),
     frozenset({"runner"}),

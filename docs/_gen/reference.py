@@ -278,6 +278,7 @@ SEE_ALSO = {
     "report": [("Cost and the report", "../report.md#batchchat-report")],
     "export": [("Output", "../output.md#batchchat-export")],
     "status": [("Output", "../output.md#batchchat-status"), ("Scheduling", "../scheduling.md")],
+    "cache": [("The response cache", "../cache.md#the-response-cache")],
 }
 
 

@@ -27,6 +27,7 @@
     ├── RetriesExhausted          a request failed for good (holds the last error)
     ├── ResumeError               the output directory holds a run of a different spec
     ├── LockedError               another process is writing the output directory
+    ├── CacheError                the response cache cannot be opened, read or written
     ├── SinkError                 results could not be written
     │   └── DiskFullError         the disk is full: the run stops sending at once
     └── ClusterError              Ray failed a run on it (a worker or node lost)
@@ -201,6 +202,13 @@ class ResumeError(BatchchatError):
 
 class LockedError(BatchchatError):
     """Another live process holds the output directory's lock."""
+
+
+class CacheError(BatchchatError):
+    """The response cache cannot be used (a damaged or foreign file, a disk that is full).
+
+    A run that meets one goes on without the cache; ``batchchat cache`` reports it.
+    """
 
 
 class SinkError(BatchchatError):

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from batchchat.errors import BatchchatError, SpecError
+from batchchat.answers.check import JobCheck, answer_check, parse_status_group
+from batchchat.errors import BatchchatError, InputError, SpecError
 from batchchat.execute.endpoint import resolve_headers
 from batchchat.labels.columns import label_column_group
 from batchchat.planning.compile import compile_request
@@ -24,6 +25,7 @@ from batchchat.planning.validate import plan_problems, read_every_line
 from batchchat.pricing import PriceTable
 from batchchat.results.layout import OutputLayout
 from batchchat.results.schema import ResultColumns, result_columns
+from batchchat.results.upstream import Upstream, is_output_dir, open_upstream
 from batchchat.spec import JobSpec
 
 T = TypeVar("T")
@@ -37,11 +39,17 @@ class CompiledJob:
     plan: Plan
     prices: PriceTable
     columns: ResultColumns
+    #: the check of each answer (JSON, schema, label); None when the job checks nothing
+    check: JobCheck | None = None
+    #: the output directory read as input (chaining); None when the input is files
+    upstream: Upstream | None = None
 
     @property
     def warnings(self) -> list[str]:
         """What is allowed but worth a look before a run."""
         found = list(self.plan.request.warnings)
+        found += reask_warnings(self.spec)
+        found += self.upstream.warnings if self.upstream is not None else []
         found += [
             f"endpoint.headers.{name}: a secret written in the spec itself; name an environment "
             f"variable instead, as ${{VAR}} (job.yaml in the output shows it as ***)"
@@ -84,10 +92,11 @@ def recompile_job(spec: JobSpec, source: InputSource) -> CompiledJob:
     problems = _Problems()
     plan = Plan(spec.name, source, compile_request(spec))
     prices = problems.check(lambda: PriceTable.from_spec(spec))
-    columns = _result_columns(spec, plan, problems)
+    check = _answer_check(spec)
+    columns = _result_columns(spec, plan, problems, check)
     if prices is None or columns is None:
         raise SpecError(f"job '{spec.name}' cannot be compiled again:", problems.lines)
-    return CompiledJob(spec, plan, prices, columns)
+    return CompiledJob(spec, plan, prices, columns, check)
 
 
 def job_problems(spec: JobSpec) -> list[str]:
@@ -101,7 +110,12 @@ def job_problems(spec: JobSpec) -> list[str]:
 def _compile(
     spec: JobSpec, problems: _Problems, *, require_key: bool, every_line: bool = False
 ) -> CompiledJob | None:
-    plan = problems.check(lambda: compile_plan(spec))
+    chained = problems.check(lambda: _chained_input(spec))
+    plan = upstream = None
+    if chained is not None:
+        spec, upstream = chained
+        rows = None if upstream is None else upstream.rows
+        plan = problems.check(lambda: compile_plan(spec, rows))
     prices = problems.check(lambda: PriceTable.from_spec(spec))
     if require_key and not spec.endpoint.is_simulator:
         problems.check(lambda: resolve_headers(spec.endpoint))
@@ -111,16 +125,85 @@ def _compile(
     if plan is None:
         return None
     problems.lines.extend(f"  {line}" for line in plan_problems(plan))
-    problems.check(lambda: check_unique_ids(plan.source))
+    problems.check(lambda: _check_ids(plan, upstream))
     if every_line:
         problems.check(lambda: read_every_line(plan.source))
-    columns = _result_columns(spec, plan, problems)
+    check = _answer_check(spec)
+    columns = _result_columns(spec, plan, problems, check)
     if prices is None or columns is None:
         return None
-    return CompiledJob(spec, plan, prices, columns)
+    return CompiledJob(spec, plan, prices, columns, check, upstream)
 
 
-def _result_columns(spec: JobSpec, plan: Plan, problems: _Problems) -> ResultColumns | None:
+def _chained_input(spec: JobSpec) -> tuple[JobSpec, Upstream | None]:
+    """The upstream results when ``input.path`` is a batchchat output directory, with the
+    spec their rows are planned with (row ids are the upstream's unless it names another
+    id column); planning itself knows nothing of output directories."""
+    root = spec.resolve_path(spec.input.path)
+    if not is_output_dir(root):
+        if spec.input.where is None:
+            return spec, None
+        if not root.exists():
+            raise InputError(
+                f"input.path: {root} does not exist; with input.where it is the output "
+                "directory of another job: run that job first"
+            )
+        raise SpecError(
+            f"input.where: filters the results of a batchchat output directory, and "
+            f"input.path {root} is not one"
+        )
+    if root == spec.output_dir:
+        raise SpecError(f"input.path: {root} is this job's own output directory")
+    upstream = open_upstream(root, spec.input.where)
+    if spec.input.id_column is None:
+        spec = spec.model_copy(
+            update={"input": spec.input.model_copy(update={"id_column": "row_id"})}
+        )
+    return spec, upstream
+
+
+def _check_ids(plan: Plan, upstream: Upstream | None) -> None:
+    try:
+        check_unique_ids(plan.source)
+    except InputError as exc:
+        if upstream is None or not upstream.has_samples:
+            raise
+        raise InputError(
+            f"{exc}\n  the upstream job asked each row several times (samples): read one "
+            "sample with input.where: sample = 0, or name another input.id_column"
+        ) from None
+
+
+def _answer_check(spec: JobSpec) -> JobCheck | None:
+    try:
+        return answer_check(spec)
+    except SpecError:
+        return None  # bad labels or a bad schema: the result columns report it, once
+
+
+def reask_warnings(spec: JobSpec) -> list[str]:
+    """Re-ask settings that are allowed but will not do what they seem to."""
+    reask = spec.output.reask
+    if reask is None or reask.count == 0:
+        return []
+    found = []
+    if spec.output.parse is None and spec.output.labels is None:
+        found.append(
+            "output.reask: without output.parse or output.labels only answers cut by the "
+            "token limit are asked again"
+        )
+    temperature = spec.request.get("temperature")
+    if not reask.repair and (temperature == 0 or spec.seed is not None):
+        found.append(
+            "output.reask.repair is false and the request is deterministic (temperature 0 "
+            "or a seed): asked the same again, a model will most likely answer the same"
+        )
+    return found
+
+
+def _result_columns(
+    spec: JobSpec, plan: Plan, problems: _Problems, check: JobCheck | None
+) -> ResultColumns | None:
     # kept columns missing from the input are plan problems already: not repeated here
     schema = plan.source.schema
     kept = [name for name in spec.output.keep_columns if name in schema]
@@ -131,6 +214,8 @@ def _result_columns(spec: JobSpec, plan: Plan, problems: _Problems) -> ResultCol
         problems.check(lambda: result_columns(checked, schema))  # the kept columns, alone
         return None
     extra = [labels] if labels is not None else []
+    if check is not None:
+        extra.append(parse_status_group(check))
     columns = problems.check(lambda: result_columns(checked, schema, extra_groups=extra))
     return columns if len(kept) == len(spec.output.keep_columns) else None
 

@@ -180,8 +180,17 @@ class ChatResult:
     latency_ms: float
     started_at: datetime
     finished_at: datetime
-    #: cost in USD of this result's usage (set by the pricing step; None = unpriced)
+    #: cost in USD of this result's usage (set by the pricing step; None = unpriced); with
+    #: re-asks, of every answer the row was given (``ask_costs_usd`` has each)
     cost_usd: float | None = None
+    #: times the row was asked again because its answer failed the job's check
+    reasks: int = 0
+    #: the cost of each answer, first ask first (None: the job does not re-ask)
+    ask_costs_usd: list[float | None] | None = None
+    #: the answer came from the response cache: nothing was sent, nothing paid
+    cached: bool = False
+    #: what the cached answer would have cost at this job's prices
+    cost_saved_usd: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -238,3 +247,13 @@ class ExecutionStats:
     completion_tokens: int = 0
     #: cost of the finished results that have a price (USD)
     cost_usd: float = 0.0
+    #: re-asks sent (a row asked again because its answer failed the check), apart from
+    #: ``retries`` (attempts sent again after a transport or server failure)
+    reasks: int = 0
+    #: what the answers to re-asks cost (USD), included in ``cost_usd``
+    reask_cost_usd: float = 0.0
+    #: rows answered from the response cache, and what those answers would have cost
+    cache_hits: int = 0
+    cache_saved_usd: float = 0.0
+    #: answers added to the response cache
+    cache_stored: int = 0

@@ -22,14 +22,17 @@ from pathlib import Path
 
 import polars as pl
 
+from batchchat.cache.serve import RunCache
 from batchchat.errors import SinkError
 from batchchat.execute.budget import Budget
 from batchchat.execute.endpoint import open_target, secret_values
 from batchchat.execute.executor import execute
+from batchchat.execute.reask import Reasker
 from batchchat.execute.transport import AiohttpTransport
 from batchchat.job import CompiledJob, compile_job
 from batchchat.models import (
     ChatRequest,
+    ChatResponse,
     ChatResult,
     ExecutionStats,
     ExitCode,
@@ -98,12 +101,14 @@ async def run_job(
     for warning in job.warnings:
         if options.on_warning is not None:
             options.on_warning(warning)
+    upstream = None if job.upstream is None else job.upstream.record
     with open_output(
         spec.output_dir,
-        spec,
+        job.spec,
         force=options.force,
         run_id=options.run_id,
         dry_run=options.dry_run,
+        upstream=upstream,
     ) as out:
         return await _run_in(out, job, options, stop or asyncio.Event())
 
@@ -128,10 +133,15 @@ async def _run_in(
         sink.write(unsendable_result(failure))
 
     requests = _skipping(job, out, options.retry_failed, stats, issues.append, on_failure)
+    cache = _open_cache(job, stats, options)
+    on_result: Callable[[ChatResult], None] = sink.write
+    if cache is not None:
+        requests = cache.serve(requests, on_hit=sink.write)
+        on_result = _writing_then_caching(sink, cache)
 
     async with open_target(spec.endpoint, force_simulator=options.dry_run) as target:
         transport = AiohttpTransport(spec.endpoint, max_connections=spec.limits.max_concurrency)
-        housekeeping = asyncio.create_task(_housekeep(out.path, sink, stats, options))
+        housekeeping = asyncio.create_task(_housekeep(out.path, sink, stats, options, cache))
         try:
             await execute(
                 requests,
@@ -141,7 +151,7 @@ async def _run_in(
                 transport=transport,
                 url=target.url,
                 headers=target.headers,
-                on_result=sink.write,
+                on_result=on_result,
                 stats=stats,
                 budget=_budget(spec.budget, job.prices, stats),
                 cost_of=cost_function(job.prices),
@@ -149,6 +159,7 @@ async def _run_in(
                 redact=redact,
                 stop=stop,
                 drain_timeout_s=options.drain_timeout_s,
+                reask=reasker_of(job),
             )
         except BaseException:
             # a malformed input line, a disk that is full: the run did not complete, and
@@ -161,6 +172,8 @@ async def _run_in(
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
             await transport.aclose()
+            if cache is not None:
+                cache.close()
             stats.resent = transport.stale_retries
             # the planner holds the resume index (every finished key): let it go before
             # compaction and the report, which read every result again
@@ -258,6 +271,50 @@ def _budget(spec: BudgetSpec | None, prices: PriceTable, stats: ExecutionStats) 
     )
 
 
+def _open_cache(job: CompiledJob, stats: ExecutionStats, options: RunOptions) -> RunCache | None:
+    """The response cache of the job (None: it has none, or this is a rehearsal, whose
+    simulated answers must neither be stored for nor served to the real endpoint)."""
+    directory, spec = job.spec.cache_dir, job.spec.cache
+    if directory is None or spec is None:
+        return None
+    warn = options.on_warning or (lambda message: None)
+    if options.dry_run:
+        warn("cache: not used by a --dry-run (simulated answers are not the endpoint's)")
+        return None
+    reask = job.spec.output.reask
+    return RunCache(
+        spec,
+        directory,
+        stats,
+        price=cost_function(job.prices),
+        check=job.check,
+        reasks=0 if reask is None else reask.count,
+        keep_raw=job.spec.output.keep_raw,
+        on_warning=warn,
+    )
+
+
+def _writing_then_caching(sink: ParquetSink, cache: RunCache) -> Callable[[ChatResult], None]:
+    def on_result(result: ChatResult) -> None:
+        sink.write(result)  # the output directory first: the cache is only a saving
+        cache.offer(result)
+
+    return on_result
+
+
+def reasker_of(job: CompiledJob) -> Reasker | None:
+    """The job's re-asks of answers that fail its check (None: it has none)."""
+    reask = job.spec.output.reask
+    if reask is None or reask.count == 0 or job.check is None:
+        return None
+    prices = job.prices
+
+    def price(request: ChatRequest, response: ChatResponse) -> float | None:
+        return prices.cost_usd(response.model or request.body.get("model"), response.usage)
+
+    return Reasker(reask, job.check, price)
+
+
 def cost_function(prices: PriceTable) -> Callable[[ChatResult], float | None]:
     """What a result cost, by ``prices`` (None: unpriced, or no answer)."""
 
@@ -272,17 +329,24 @@ def cost_function(prices: PriceTable) -> Callable[[ChatResult], float | None]:
 
 
 async def _housekeep(
-    out_path: Path, sink: ParquetSink, stats: ExecutionStats, options: RunOptions
+    out_path: Path,
+    sink: ParquetSink,
+    stats: ExecutionStats,
+    options: RunOptions,
+    cache: RunCache | None = None,
 ) -> None:
-    """The sink's journal every few tens of ms; progress each second; the counters (for
-    ``status`` and the report of a killed run) every few seconds."""
+    """The sink's journal every few tens of ms; progress and the cache's writes each
+    second; the counters (for ``status`` and the report of a killed run) every few seconds."""
     last_progress = last_stats = time.monotonic()
     while True:
         await asyncio.sleep(BATCH_S)
         sink.tick()
         now = time.monotonic()
-        if options.on_progress is not None and now - last_progress >= _PROGRESS_S:
-            options.on_progress(stats)
+        if now - last_progress >= _PROGRESS_S:
+            if options.on_progress is not None:
+                options.on_progress(stats)
+            if cache is not None:
+                cache.flush()
             last_progress = now
         if now - last_stats >= _STATS_S:
             with contextlib.suppress(SinkError):  # a full disk: the sink says so

@@ -86,6 +86,12 @@ def test_flags_for_real_servers_misbehaviour_map_onto_the_spec() -> None:
     assert build_spec(spec, {}) == spec  # flags left out keep the base's values
 
 
+def test_flags_for_wrong_answers_map_onto_the_spec() -> None:
+    options = {"invalid_json": 0.1, "schema_mismatch": 0.2, "off_label": 0.3}
+    spec = build_spec(SimulatorSpec(), options)
+    assert spec.faults == FaultSpec(invalid_json=0.1, schema_mismatch=0.2, off_label=0.3)
+
+
 @pytest.mark.parametrize(
     ("flag", "value"),
     [

@@ -23,6 +23,7 @@ import yaml
 from polars.testing import assert_frame_equal
 
 import batchchat
+from batchchat.errors import SpecError
 from batchchat.results.ledger import sources
 from batchchat.simulator import SimulatorServer
 from batchchat.simulator.stats import key_of
@@ -211,3 +212,13 @@ def _written(results: Path) -> int:
         )
     except (OSError, pl.exceptions.PolarsError):
         return 0  # a part being written
+
+
+def test_what_a_run_on_ray_does_not_do_is_refused_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    spec = make_spec(tmp_path, 10, "simulator")
+    spec["cache"] = True
+    with pytest.raises(SpecError, match=r"cannot run on Ray[\s\S]*cache: the response cache"):
+        batchchat.run(spec, engine="ray", workers=1)
+    assert not (tmp_path / "out").exists()

@@ -215,17 +215,19 @@ async def keeps_alive_then_answers(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
     writer.write(_head(Transfer_Encoding="chunked", Content_Type="text/event-stream"))
-    for _ in range(6):
+    # 0.6 s in all, each silence 0.06 s: longer than an idle timeout of 0.4 s in all, and
+    # far from it each time (a loaded machine must not make a gap look like a stall)
+    for _ in range(10):
         writer.write(_chunk(b": keep-alive\n\n"))
         await writer.drain()
-        await asyncio.sleep(0.04)
+        await asyncio.sleep(0.06)
     writer.write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
     await writer.drain()
 
 
 async def test_keep_alive_comments_reset_the_idle_timer() -> None:
     async with raw_server(keeps_alive_then_answers) as url:
-        response = await _send(url, idle_timeout_s=0.15, first_byte_timeout_s=0.15)
+        response = await _send(url, idle_timeout_s=0.4, first_byte_timeout_s=0.4)
     assert response.body.endswith(b"data: [DONE]\n\n")
 
 
@@ -234,7 +236,7 @@ async def test_a_trickling_body_is_stopped_by_the_total_deadline() -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(DeadlineExceeded):
-            await _send(url, idle_timeout_s=0.15, timeout_s=0.1)
+            await _send(url, idle_timeout_s=0.4, timeout_s=0.1)
         assert loop.time() - started < 0.5
 
 

@@ -122,3 +122,50 @@ def test_an_empty_string_id_is_an_error(tmp_path: Path) -> None:
     path.write_text('{"id": "a"}\n{"id": ""}\n')
     with pytest.raises(InputError, match=r"row 2: the id column 'id' is an empty string"):
         check_unique_ids(source(path, id_column="id"))
+
+
+# -- a table another stage read (a batchchat output directory's results) -------------------------
+
+
+def table(frame: pl.DataFrame, **input_fields: Any) -> InputSource:
+    spec = load_spec(
+        {
+            "input": {"path": "/up", **input_fields},
+            "request": {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+        }
+    )
+    return input_source(spec, frame.lazy())
+
+
+UPSTREAM = pl.DataFrame(
+    {"row_id": [f"r{i}" for i in range(25)], "label": ["a", "b"] * 12 + ["a"], "n": range(25)}
+)
+
+
+def test_a_table_is_read_in_batches_like_files() -> None:
+    found = table(UPSTREAM, batch_size=10, id_column="row_id")
+    assert (found.format, found.files, found.describe()) == (
+        "results",
+        (Path("/up"),),
+        "/up (batchchat results)",
+    )
+    batches = list(reader.iter_batches(found))
+    assert [b.height for b in batches] == [10, 10, 5]
+    assert pl.concat(batches).equals(UPSTREAM)
+    assert reader.count_rows(found) == 25
+    assert reader.read_head(found, 3).equals(UPSTREAM.head(3))
+    assert next(f.columns for f in reader.file_frames(found, Path("/up"), ["n"])) == ["n"]
+    check_unique_ids(found)
+
+
+def test_a_table_honours_the_limit() -> None:
+    limited = table(UPSTREAM, limit=7, batch_size=5)
+    assert reader.count_rows(limited) == 7
+    assert sum(b.height for b in reader.iter_batches(limited)) == 7
+
+
+def test_duplicate_ids_in_a_table_name_their_rows() -> None:
+    twice = pl.concat([UPSTREAM.head(3), UPSTREAM.head(2)])
+    with pytest.raises(InputError) as caught:
+        check_unique_ids(table(twice, id_column="row_id"))
+    assert "'r0' occurs 2 times: /up row 1, /up row 4" in str(caught.value)

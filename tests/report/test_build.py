@@ -21,7 +21,7 @@ from batchchat.models import ExecutionStats, TimelineBucket, Usage
 from batchchat.pricing import ModelPrice, PriceTable
 from batchchat.report.build import build_report, write_reports
 from batchchat.report.model import MAX_TIMELINE_POINTS
-from batchchat.report.text import render_markdown, render_table
+from batchchat.report.text import render_markdown, render_table, summary_rows
 from batchchat.results.ledger import compact_parts, has_repeated_keys
 from batchchat.results.runstats import save_stats
 from batchchat.spec import load_spec
@@ -122,12 +122,25 @@ def error_row(
     }
 
 
-def write_results(out_dir: Path, rows: list[dict[str, Any]], part: int = 0) -> Path:
+def write_results(
+    out_dir: Path, rows: list[dict[str, Any]], part: int = 0, schema: Any = None
+) -> Path:
     """One result part, in the contract's column names and types."""
     path = out_dir / "results" / f"part-{part:05d}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    pl.DataFrame(rows, schema=RESULT_SCHEMA).write_parquet(path)
+    pl.DataFrame(rows, schema=schema or RESULT_SCHEMA).write_parquet(path)
     return path
+
+
+#: the columns of how an answer was come by: re-asks, the cache, the parse status
+ASKS_SCHEMA = {
+    **RESULT_SCHEMA,
+    "reasks": pl.Int64,
+    "ask_costs_usd": pl.List(pl.Float64),
+    "cached": pl.Boolean,
+    "cost_saved_usd": pl.Float64,
+    "parse_status": pl.String,
+}
 
 
 def stats(run_id: str = "run-1", seconds: int = 10, **counters: Any) -> ExecutionStats:
@@ -358,7 +371,7 @@ def test_report_json_keys_are_stable(tmp_path: Path) -> None:
         "schema_version", "job", "output_dir", "batchchat_version", "spec_hash", "run_ids",
         "stop_reason", "started_at", "finished_at", "wall_time_s", "rows", "requests", "tokens",
         "cost", "finish_reasons", "errors", "latency_ms", "throughput", "timeline", "warnings",
-        "labels", "input_issues",
+        "labels", "input_issues", "cache", "reasks", "parse_status",
     }  # fmt: skip
     assert data["labels"] is None  # not a labeling job
     assert data["rows"] == {"total": 9, "ok": 6, "error": 3, "skipped": 0, "samples_per_row": 1}
@@ -615,6 +628,39 @@ async def test_report_of_a_faulty_run_matches_the_simulators_own_counts(
     )
     assert outcome.report.to_dict()["rows"] == report.to_dict()["rows"]
     assert sum(e.count for e in report.errors) == report.rows_error
+
+
+def test_cache_hits_and_reasks_are_counted_and_never_priced_as_zero(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cached = {**ok_row("1"), "cached": True, "cost_usd": 0.0, "cost_saved_usd": 0.5}
+    unpriced_hit = {**ok_row("2"), "cached": True, "cost_usd": 0.0, "cost_saved_usd": None}
+    asked = {**ok_row("3"), "reasks": 2, "ask_costs_usd": [0.1, 0.2, 0.3], "parse_status": "ok"}
+    unpriced = {**ok_row("4"), "reasks": 1, "ask_costs_usd": [None, None]}
+    unpriced["parse_status"] = "invalid_json"
+    write_results(out, [cached, unpriced_hit, asked, unpriced], schema=ASKS_SCHEMA)
+    report = build_report(out)
+    assert report.cache == {"hits": 2, "saved_usd": 0.5, "unpriced": 1}
+    assert report.reasks == {
+        "rows": 2,
+        "reasks": 3,
+        "cost_usd": pytest.approx(0.5),
+        "fixed": 1,
+        "still_failing": 1,
+    }
+    assert report.parse_status == {"invalid_json": 1, "ok": 1}
+    assert report.latency.count == 2  # the cached rows took no time: not in the latency
+    table = dict(summary_rows(report))
+    assert table["From the cache (cost saved)"] == "2 ($0.5000)"
+    assert table["Re-asks (rows · cost)"] == "3 (2 rows · $0.5000)"
+    assert table["… rows fixed / still failing"] == "1 / 1"
+    markdown = render_markdown(report)
+    assert "| invalid_json | 1 | 50.0% |" in markdown
+    only_unpriced = tmp_path / "unpriced"
+    write_results(only_unpriced, [unpriced_hit, unpriced], schema=ASKS_SCHEMA)
+    again = build_report(only_unpriced)
+    assert again.cache is not None and again.cache["saved_usd"] is None
+    assert again.reasks is not None and again.reasks["cost_usd"] is None
+    assert dict(summary_rows(again))["From the cache (cost saved)"] == "1 (unknown)"
 
 
 def test_the_terminal_table_of_a_labeling_run_counts_its_labels(tmp_path: Path) -> None:

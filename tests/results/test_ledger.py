@@ -7,7 +7,13 @@ from pathlib import Path
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from batchchat.results.ledger import compact_parts, has_repeated_keys, read_results, scan_results
+from batchchat.results.ledger import (
+    build_index,
+    compact_parts,
+    has_repeated_keys,
+    read_results,
+    scan_results,
+)
 from tests._results import make_result, make_spec, server_error, write_parts
 
 
@@ -45,3 +51,18 @@ def test_samples_of_one_row_are_different_keys(tmp_path: Path) -> None:
     write_parts(tmp_path / "results", spec, [make_result("1", 0), make_result("1", 1)])
     assert not has_repeated_keys(tmp_path)
     assert compact_parts(tmp_path / "results") == 0
+
+
+def test_parts_from_before_a_column_was_added_read_with_it_as_nulls(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    old = pl.DataFrame({"row_id": ["1", "2"], "sample": [0, 0], "status": ["ok", "error"]})
+    new = pl.DataFrame(
+        {"row_id": ["2"], "sample": [0], "status": ["ok"], "cached": [True], "reasks": [1]}
+    )
+    old.write_parquet(results / "part-00000.parquet")
+    new.write_parquet(results / "part-00001.parquet")
+    rows = read_results(tmp_path).sort("row_id")
+    assert rows["status"].to_list() == ["ok", "ok"]
+    assert rows["cached"].to_list() == [None, True]
+    assert build_index(results).ok == 2

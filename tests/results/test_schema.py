@@ -81,6 +81,10 @@ CONTRACT: dict[str, Any] = {
     "cached_tokens": pl.Int64,
     "reasoning_tokens": pl.Int64,
     "cost_usd": pl.Float64,
+    "reasks": pl.Int64,
+    "ask_costs_usd": pl.List(pl.Float64),
+    "cached": pl.Boolean,
+    "cost_saved_usd": pl.Float64,
 }
 
 
@@ -105,7 +109,7 @@ def test_every_column_has_its_contract_type(tmp_path: Path) -> None:
         tmp_path, make_spec(), [make_result("1"), make_result("2", error=client_error())]
     )
     assert dict(frame.schema) == CONTRACT
-    assert list(frame.columns) == list(CONTRACT)  # identity, outcome, response, usage
+    assert list(frame.columns) == list(CONTRACT)  # identity, outcome, response, usage, asks
 
 
 def test_ok_row_values(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ COMMANDS = {
     "report": "report:report",
     "export": "export:export",
     "status": "status:status",
+    "cache": "cache:cache",
 }
 
 

@@ -24,6 +24,8 @@ class Snapshot:
     done: int
     failed: int
     skipped: int
+    #: rows answered from the response cache (nothing sent for them)
+    cached: int
     requests_sent: int
     rate_limited: int
     elapsed_s: float
@@ -52,6 +54,7 @@ class Snapshot:
             done=done,
             failed=stats.results_error,
             skipped=stats.skipped,
+            cached=stats.cache_hits,
             requests_sent=stats.requests_sent,
             rate_limited=stats.rate_limited,
             elapsed_s=elapsed,
@@ -69,8 +72,9 @@ class Snapshot:
         if self.stopping:
             eta = f", stopping ({self.stopping}): {self.in_flight:,} in flight"
         skipped = f", {self.skipped:,} skipped" if self.skipped else ""
+        cached = f", {self.cached:,} from the cache" if self.cached else ""
         return (
-            f"{self._progress()} ({self.failed:,} failed{skipped}), "
+            f"{self._progress()} ({self.failed:,} failed{skipped}{cached}), "
             f"{self.requests_per_s:,.1f} req/s, {self.tokens_per_s:,.0f} tok/s, "
             f"${self.cost_usd:,.4f}{eta}"
         )
@@ -96,6 +100,8 @@ class Snapshot:
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
             "total": self.total,
             "stopping": self.stopping,
+            # keys added later go last: scripts and the docs read the earlier ones in order
+            "cached": self.cached,
         }
 
 

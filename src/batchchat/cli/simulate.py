@@ -32,6 +32,9 @@ _FAULT_FLAGS = {
     "empty_choices": "empty_choices",
     "no_message": "no_message",
     "trickle": "trickle",
+    "invalid_json": "invalid_json",
+    "schema_mismatch": "schema_mismatch",
+    "off_label": "off_label",
 }
 #: flags that set a SimulatorSpec field of the same name
 _TOP_FLAGS = (
@@ -149,6 +152,9 @@ def _fault_option(flag: str, text: str) -> Callable[[Any], Any]:
 @_fault_option("--empty-choices", 'a 200 with "choices": []')
 @_fault_option("--no-message", "a 200 whose choices lack message (streams: delta)")
 @_fault_option("--trickle", "a body sent a byte per --trickle-interval-s")
+@_fault_option("--invalid-json", "an answer in a JSON response format that is not valid JSON")
+@_fault_option("--schema-mismatch", "a JSON answer that breaks the request's json_schema")
+@_fault_option("--off-label", "an answer that is none of the prompt's labels")
 @click.option("--stall-s", type=click.FloatRange(min=0, min_open=True), help="Length of a stall.")
 @click.option(
     "--trickle-interval-s",

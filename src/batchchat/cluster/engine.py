@@ -83,6 +83,7 @@ async def run_on_ray(
     """Run a job on Ray to its end (or until ``stop`` is set) and return its outcome."""
     options = options or RunOptions()
     job = compile_job(spec, require_key=not options.dry_run)
+    refuse_unsupported(job)
     for warning in job.warnings:
         if options.on_warning is not None:
             options.on_warning(warning)
@@ -150,6 +151,26 @@ async def _run_in(
                 ray.kill(actor)
     _raise_worker_error(state)
     return finish_run(out, job, stats, issues)
+
+
+def refuse_unsupported(job: CompiledJob) -> None:
+    """A SpecError (exit 2, nothing sent) for what a run on Ray does not do (yet): each
+    says what to do instead."""
+    problems = []
+    if job.spec.cache is not None:
+        problems.append(
+            "  cache: the response cache is one SQLite file on one machine, and Ray's "
+            "workers may be on others; run the job without --engine ray to use it, or "
+            "leave cache: out"
+        )
+    if job.upstream is not None:
+        problems.append(
+            "  input.path: an output directory as input (chaining) is read by a local run "
+            "only; run this stage without --engine ray, or export the upstream results to "
+            "Parquet (batchchat export) and read that file"
+        )
+    if problems:
+        raise SpecError("this job cannot run on Ray (--engine ray):", problems)
 
 
 def _pipeline(

@@ -42,7 +42,7 @@ from batchchat.results.encoder import ResultEncoder
 from batchchat.results.ledger import ResumeIndex
 from batchchat.results.runstats import stats_to_dict
 from batchchat.results.sink import BATCH_S
-from batchchat.runner import cost_function, unsendable_result
+from batchchat.runner import cost_function, reasker_of, unsendable_result
 from batchchat.secrets import Redactor
 from batchchat.spec import JobSpec
 
@@ -217,6 +217,7 @@ class WorkerEngine:
                 stop=self._stop,
                 drain_timeout_s=setup.drain_timeout_s,
                 share=self.share,
+                reask=reasker_of(self._job),
             )
         except Exception as error:  # a broken input line, a bug: the driver says it
             self._fail(error)

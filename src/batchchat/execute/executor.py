@@ -25,6 +25,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mappin
 from batchchat.errors import RequestError
 from batchchat.execute.budget import Budget
 from batchchat.execute.parse import parse_response
+from batchchat.execute.reask import Reasker
 from batchchat.execute.share import LimitShare
 from batchchat.execute.state import Execution, Job, Pricer, Settings
 from batchchat.execute.transport import HTTPResponse, Transport
@@ -150,7 +151,7 @@ def _settle(run: Execution, job: Job, outcome: ChatResponse | RequestError) -> N
     """A success or a final error becomes a result; a retryable error waits and goes again."""
     run.stats.concurrency = run.admission.concurrency.allowed
     if isinstance(outcome, ChatResponse):
-        run.finish(job, outcome, None)
+        run.settle_answer(job, outcome)
         return
     run.failed(job, outcome)
     wait_s = run.next_wait(job, outcome)
@@ -216,6 +217,7 @@ async def execute(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
     max_pending: int | None = None,
+    reask: Reasker | None = None,
     share: LimitShare | None = None,
 ) -> ExecutionStats:
     """Send every request, retrying per ``retry`` within ``limits``; one
@@ -232,8 +234,10 @@ async def execute(
     ``endpoint`` names the server in messages (default: ``url``); ``redact`` masks secrets
     in what is kept of an error (``stats.fatal_error``). ``max_pending`` bounds
     the requests pulled from ``requests`` and not finished yet (default: 4 ×
-    max_concurrency, at least 1024). ``share``: the RPM/TPM buckets and the rate-limit
-    hold are kept with other executors of the same job (see :mod:`batchchat.execute.share`).
+    max_concurrency, at least 1024). ``reask`` checks each answer and asks a row again
+    when it fails the check (:mod:`batchchat.execute.reask`). ``share``: the RPM/TPM
+    buckets and the rate-limit hold are kept with other executors of the same job (see
+    :mod:`batchchat.execute.share`).
     """
     workers = limits.max_concurrency
     settings = Settings(
@@ -248,6 +252,7 @@ async def execute(
         redact=redact or redact_shapes,
         budget=budget,
         cost_of=cost_of,
+        reask=reask,
         share=share,
     )
     run = Execution(
@@ -267,6 +272,7 @@ async def execute(
             await _drain(run, stop, drain_timeout_s)
     finally:
         await _cancel_all([*tasks, *run.timers])
+        run.settle_reasks()
         stats.in_flight = 0
     if run.fatal is not None:
         raise run.fatal

@@ -21,6 +21,7 @@ from batchchat.errors import RateLimitError, RequestError
 from batchchat.execute.admission import Admission
 from batchchat.execute.budget import Budget
 from batchchat.execute.failfast import FailFast
+from batchchat.execute.reask import Asked, Reasker
 from batchchat.execute.retry import RetryPolicy
 from batchchat.execute.share import LimitShare
 from batchchat.execute.stats import StatsRecorder
@@ -34,11 +35,22 @@ Pricer = Callable[[ChatResult], float | None]
 class Job:
     """One request on its way: the encoded HTTP request and what its attempts did."""
 
-    __slots__ = ("attempts", "counted", "first_sent", "http", "limited_since", "request", "status")
+    __slots__ = (
+        "asked",
+        "attempts",
+        "counted",
+        "first_sent",
+        "http",
+        "limited_since",
+        "request",
+        "status",
+    )
 
-    def __init__(self, request: ChatRequest, http: HTTPRequest) -> None:
+    def __init__(self, request: ChatRequest, http: HTTPRequest, asked: Asked | None = None) -> None:
         self.request = request
         self.http = http
+        #: the row's earlier asks and answers, when its job re-asks (None: first ask)
+        self.asked = asked
         #: attempts sent
         self.attempts = 0
         #: attempts that count against retry.max_attempts (rate-limited ones do not)
@@ -68,6 +80,8 @@ class Settings:
     redact: Callable[[str], str] = str
     budget: Budget | None = None
     cost_of: Pricer | None = None
+    #: the job's check of answers and its re-asks (None: every answer is final)
+    reask: Reasker | None = None
     #: the limits' buckets and holds, when other executors send for the same job
     share: LimitShare | None = None
 
@@ -117,6 +131,8 @@ class Execution:
         self.error: Exception | None = None
         #: tasks waiting out a retry's backoff
         self.timers: set[asyncio.Task[None]] = set()
+        #: re-asks not settled yet: each holds a paid answer that must reach the sink
+        self.reasking: set[Job] = set()
         #: set when nothing is in flight any more (created by the drain)
         self.idle: asyncio.Event | None = None
         #: set when a budget reservation is given back (created by a waiting attempt)
@@ -127,15 +143,53 @@ class Execution:
 
     # -- jobs in and out --------------------------------------------------------------------
 
-    def enqueue(self, request: ChatRequest) -> None:
+    def enqueue(self, request: ChatRequest, asked: Asked | None = None) -> None:
+        """Queue ``request``: a new row's (taking a pending slot), or a re-ask of a row
+        that holds one already (``asked``)."""
         body = orjson.dumps(request.body)
         http = HTTPRequest(self.settings.url, body, self.headers, bool(request.body.get("stream")))
-        self.pending += 1
-        self.queue.put_nowait(Job(request, http))
+        job = Job(request, http, asked)
+        if asked is None:
+            self.pending += 1
+        else:
+            self.reasking.add(job)
+        self.queue.put_nowait(job)
+
+    def settle_reasks(self) -> None:
+        """The run is over: each re-ask still queued, waiting or cut off in flight ends
+        with the answer its row already paid for."""
+        for job in list(self.reasking):
+            self.finish(job, None, None)
 
     def drop(self, job: Job) -> None:
-        """Forget a job without a result (the run stopped): a re-run sends it again."""
+        """Forget a job without a result (the run stopped): a re-run sends it again. A row
+        that holds a paid answer (a re-ask was due) ends with that answer instead."""
+        if job.asked is not None and job.asked.answers:
+            self.finish(job, None, None)
+            return
         self._release_slot()
+
+    def settle_answer(self, job: Job, response: ChatResponse) -> None:
+        """An answer came back: the row's result, or, when its job re-asks and the answer
+        fails the check, a re-ask (the answer is counted now: it is paid for)."""
+        reask = self.settings.reask
+        if reask is None:
+            self.finish(job, response, None)
+            return
+        asked = job.asked = job.asked or Asked(job.request, job.first_sent)
+        cost = reask.price(asked.original, response)
+        asked.answers.append(response)
+        asked.costs.append(cost)
+        asked.answer_status = job.status
+        self.recorder.answer(response.usage, cost, reask=asked.reasks > 0)
+        follow_up = reask.follow_up(asked, job.request) if self.stopping is None else None
+        if follow_up is None:
+            self.finish(job, response, None)
+            return
+        asked.earlier_attempts += job.attempts
+        self.stats.reasks += 1
+        self.reasking.discard(job)  # the row goes on as the follow-up's job
+        self.enqueue(follow_up, asked)
 
     def retry_later(self, job: Job, wait_s: float) -> None:
         if wait_s <= 0:
@@ -152,18 +206,33 @@ class Execution:
     def finish(self, job: Job, response: ChatResponse | None, error: RequestError | None) -> None:
         """Build the job's final result, price it, count it and hand it to the sink."""
         now = self.clock()
+        asked = job.asked
+        self.reasking.discard(job)
+        status, unanswered = job.status, False
+        if asked is not None and response is None and asked.answers:
+            # a re-ask failed, or the run stopped before it went: the row keeps the last
+            # answer it paid for (its parse status says what is wrong with it); a re-ask
+            # that went out counts, answered or not
+            response, error, status = asked.answers[-1], None, asked.answer_status
+            unanswered = job.attempts > 0
+        first_sent = job.first_sent if asked is None else asked.first_sent
         result = ChatResult(
-            request=job.request,
+            request=job.request if asked is None else asked.original,
             response=response,
             error=error,
-            http_status=job.status or None,
-            attempts=job.attempts,
-            latency_ms=(now - job.first_sent) * 1000.0,
-            started_at=self._wall(job.first_sent),
+            http_status=status or None,
+            attempts=job.attempts + (0 if asked is None else asked.earlier_attempts),
+            latency_ms=(now - first_sent) * 1000.0,
+            started_at=self._wall(first_sent),
             finished_at=self._wall(now),
         )
         cost_of = self.settings.cost_of
-        if cost_of is not None:
+        if asked is not None:
+            result.reasks = asked.reasks + (1 if unanswered else 0)
+            result.ask_costs_usd = list(asked.costs)
+            known = [cost for cost in asked.costs if cost is not None]
+            result.cost_usd = math.fsum(known) if known else None
+        elif cost_of is not None:
             result.cost_usd = cost_of(result)
         self.recorder.result(result, now)
         try:

@@ -50,12 +50,26 @@ class StatsRecorder:
             return
         stats.results_ok += 1
         bucket.ok += 1
+        if result.ask_costs_usd is not None:
+            return  # a job that re-asks: each answer was counted as it came (see answer)
         usage = result.response.usage
         stats.prompt_tokens += usage.prompt_tokens or 0
         stats.completion_tokens += usage.completion_tokens or 0
         bucket.tokens += total_tokens(usage)
         if result.cost_usd:
             stats.cost_usd += result.cost_usd
+
+    def answer(self, usage: Usage, cost_usd: float | None, *, reask: bool) -> None:
+        """An answer of a job that re-asks came back (``reask``: the answer to a re-ask):
+        counted now, before the row ends, so the budget and the progress see it."""
+        stats = self.stats
+        stats.prompt_tokens += usage.prompt_tokens or 0
+        stats.completion_tokens += usage.completion_tokens or 0
+        self._bucket(self._clock()).tokens += total_tokens(usage)
+        if cost_usd:
+            stats.cost_usd += cost_usd
+            if reask:
+                stats.reask_cost_usd += cost_usd
 
     def _bucket(self, now: float) -> TimelineBucket:
         second = int(now - self._t0)

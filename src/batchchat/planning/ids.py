@@ -79,6 +79,13 @@ def _id_frame(source: InputSource, id_column: str) -> pl.LazyFrame:
     """(id as text, file number, 1-based row in the file, position) of every input row."""
     if id_column not in source.schema:
         raise InputError(f"input.id_column: the input has no column '{id_column}'")
+    if source.rows is not None:
+        return (
+            source.rows.select(pl.col(id_column).cast(pl.String))
+            .with_row_index("row", offset=1)
+            .with_columns(file=pl.lit(0, dtype=pl.UInt32))
+            .with_row_index("pos")
+        )
     parts: list[pl.LazyFrame] = []
     for number, path in enumerate(source.files):
         if source.format == "parquet":

@@ -65,9 +65,10 @@ class Plan:
             position += batch.height
 
 
-def compile_plan(spec: JobSpec) -> Plan:
-    """Resolve the input (files, columns) and compile the request, once each."""
-    return Plan(spec.name, input_source(spec), compile_request(spec))
+def compile_plan(spec: JobSpec, rows: pl.LazyFrame | None = None) -> Plan:
+    """Resolve the input (files, columns) and compile the request, once each; ``rows``:
+    the input's rows as a table the caller read (a batchchat output directory's results)."""
+    return Plan(spec.name, input_source(spec, rows), compile_request(spec))
 
 
 @dataclass(frozen=True, slots=True)

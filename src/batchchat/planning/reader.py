@@ -61,6 +61,8 @@ def iter_batches(
 
 def read_head(source: InputSource, rows: int) -> pl.DataFrame:
     """The first ``rows`` rows (bad lines skipped silently), for previews and trial renders."""
+    if source.rows is not None:
+        return source.rows.head(rows).collect()
     lenient = InputSource(
         source.spec.model_copy(update={"on_bad_line": "skip"}),
         source.files,
@@ -75,6 +77,9 @@ def read_head(source: InputSource, rows: int) -> pl.DataFrame:
 def count_rows(source: InputSource) -> int:
     """How many rows a run reads (``input.limit`` applied); JSONL counts non-blank lines."""
     total, limit = 0, source.spec.limit
+    if source.rows is not None:
+        total = int(source.rows.select(pl.len()).collect().item())
+        return total if limit is None else min(total, limit)
     for path in source.files:
         total += _count_file(path, source, _ignore, exact=False)
         if limit is not None and total >= limit:
@@ -125,6 +130,10 @@ def _file_frames(
     files: tuple[Path, ...],
 ) -> Generator[pl.DataFrame, None, None]:
     wanted = pl.Schema({c: t for c, t in source.schema.items() if c in (columns or source.schema)})
+    if source.rows is not None:
+        chosen = source.rows if columns is None else source.rows.select(columns)
+        yield from chosen.collect_batches(chunk_size=source.spec.batch_size)
+        return
     for path in files:
         if source.format == "parquet":
             frames = _parquet_frames(path, source.spec.batch_size, columns)

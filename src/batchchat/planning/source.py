@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 from batchchat.errors import InputError
 from batchchat.spec import InputSpec, JobSpec
 
-Format = Literal["parquet", "jsonl", "csv"]
+#: "results": rows another stage read already (a batchchat output directory's results)
+Format = Literal["parquet", "jsonl", "csv", "results"]
 
 _SUFFIXES: dict[str, Format] = {
     ".parquet": "parquet",
@@ -56,6 +57,9 @@ class InputSource:
     format: Format
     #: the columns and their types (the first file's; every file has the same columns)
     schema: pl.Schema
+    #: the rows themselves, when they are a table read by another stage (format
+    #: "results": a batchchat output directory, whose reading planning knows nothing of)
+    rows: pl.LazyFrame | None = None
 
     @property
     def columns(self) -> list[str]:
@@ -63,14 +67,25 @@ class InputSource:
 
     def describe(self) -> str:
         """The input as people name it: the file, or the pattern and how many files."""
+        if self.rows is not None:
+            return f"{self.files[0]} (batchchat results)"
         if len(self.files) == 1:
             return str(self.files[0])
         return f"{self.spec.path} ({len(self.files)} files)"
 
 
-def input_source(spec: JobSpec) -> InputSource:
-    """The input of ``spec`` (``input.path`` resolved against the spec's directory)."""
-    return open_source(spec.input, spec.resolve_path(spec.input.path))
+def input_source(spec: JobSpec, rows: pl.LazyFrame | None = None) -> InputSource:
+    """The input of ``spec`` (``input.path`` resolved against the spec's directory); with
+    ``rows``, the table read from there by the caller (a batchchat output directory)."""
+    root = spec.resolve_path(spec.input.path)
+    if rows is not None:
+        return table_source(spec.input, root, rows)
+    return open_source(spec.input, root)
+
+
+def table_source(settings: InputSpec, origin: Path, rows: pl.LazyFrame) -> InputSource:
+    """An input whose rows are already a table (``origin`` names it in messages)."""
+    return InputSource(settings, (origin,), "results", rows.collect_schema(), rows)
 
 
 def open_source(settings: InputSpec, root: Path) -> InputSource:

@@ -22,6 +22,7 @@ from batchchat.errors import ResumeError
 from batchchat.labels.columns import output_label_set, read_label_report
 from batchchat.models import ExecutionStats
 from batchchat.pricing import PriceTable
+from batchchat.report.asks import cache_summary, parse_statuses, reask_summary
 from batchchat.report.html import render_html
 from batchchat.report.model import RunReport
 from batchchat.report.stats import (
@@ -78,6 +79,9 @@ def build_report(
     report.finish_reasons = finish_reasons(rows)
     report.errors = error_groups(rows)
     report.latency = latency_summary(rows)
+    report.cache = cache_summary(rows)
+    report.reasks = reask_summary(rows)
+    report.parse_status = parse_statuses(rows)
     if report.wall_time_s > 0:
         report.rows_per_s = report.rows_total / report.wall_time_s
         report.tokens_per_s = report.tokens.total / report.wall_time_s
@@ -132,6 +136,11 @@ _COLUMNS: dict[str, pl.DataType] = {
     "cached_tokens": pl.Int64(),
     "reasoning_tokens": pl.Int64(),
     "cost_usd": pl.Float64(),
+    "reasks": pl.Int64(),
+    "ask_costs_usd": pl.List(pl.Float64()),
+    "cached": pl.Boolean(),
+    "cost_saved_usd": pl.Float64(),
+    "parse_status": pl.String(),
 }
 
 

@@ -133,6 +133,12 @@ class RunReport:
     labels: dict[str, Any] | None = None
     #: input lines the last run skipped as malformed (``input.on_bad_line: skip``)
     input_issues: list[dict[str, Any]] = field(default_factory=list)
+    #: rows served from the response cache and what they saved (None: none was)
+    cache: dict[str, Any] | None = None
+    #: rows asked again, re-asks, their cost and how the rows ended (None: none was)
+    reasks: dict[str, Any] | None = None
+    #: ok rows by ``parse_status`` (jobs that check their answers)
+    parse_status: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The stable, JSON-ready form (``report.json``)."""
@@ -180,6 +186,9 @@ class RunReport:
                 "skipped_lines": len(self.input_issues),
                 "examples": self.input_issues[:TOP_ERRORS],
             },
+            "cache": self.cache,
+            "reasks": self.reasks,
+            "parse_status": dict(self.parse_status),
         }
 
     def __repr__(self) -> str:

@@ -14,6 +14,7 @@ import polars as pl
 
 from batchchat.models import ExecutionStats, Usage
 from batchchat.pricing import PriceTable
+from batchchat.report.asks import CACHED, EARLIER_ASKS_USD
 from batchchat.report.model import (
     EXAMPLE_ROW_IDS,
     HISTOGRAM_BINS,
@@ -77,7 +78,10 @@ def _run_seconds(run: ExecutionStats) -> float:
 
 # -- tokens and cost ---------------------------------------------------------------------------
 
-_BILLABLE = _OK | pl.col("prompt_tokens").is_not_null() | pl.col("cost_usd").is_not_null()
+# a row served from the response cache was not paid for: its tokens are not this job's
+_BILLABLE = (
+    _OK | pl.col("prompt_tokens").is_not_null() | pl.col("cost_usd").is_not_null()
+) & ~CACHED
 _USAGE_KNOWN = pl.col("prompt_tokens").is_not_null() & pl.col("completion_tokens").is_not_null()
 _TOKEN_SUMS = {
     "prompt": pl.col("prompt_tokens").sum(),
@@ -97,6 +101,7 @@ def model_costs(rows: pl.LazyFrame, prices: PriceTable | None) -> tuple[list[Mod
         usage_missing=(~_USAGE_KNOWN).sum(),
         stored_cost=pl.col("cost_usd").sum(),
         stored_priced=pl.col("cost_usd").is_not_null().sum(),
+        earlier_asks=EARLIER_ASKS_USD.sum(),
         **_TOKEN_SUMS,
     )
     summed, repriced = _with_repricing(groups, billable, prices)
@@ -107,6 +112,8 @@ def model_costs(rows: pl.LazyFrame, prices: PriceTable | None) -> tuple[list[Mod
         if prices is not None:
             priced = prices.lookup(None if name == UNKNOWN_MODEL else name) is not None
             cost, priced_rows = repriced.get(name, (0.0, 0))
+            # a re-asked row's earlier answers left only their cost, not their tokens
+            cost += group["earlier_asks"] or 0.0
         else:
             priced = group["stored_priced"] > 0 or group["rows"] == group["usage_missing"]
             cost, priced_rows = group["stored_cost"], group["stored_priced"]
@@ -237,7 +244,7 @@ def error_groups(rows: pl.LazyFrame) -> list[ErrorGroup]:
 def latency_summary(rows: pl.LazyFrame) -> LatencySummary:
     # quantiles need the values: one float column of the ok rows, not the rows
     values = (
-        rows.filter(_OK)
+        rows.filter(_OK & ~CACHED)
         .select(pl.col("latency_ms").drop_nulls().cast(pl.Float64))
         .collect(engine="streaming")
         .to_series()

@@ -85,6 +85,7 @@ def summary_rows(report: RunReport) -> list[tuple[str, str]]:
         ("429 responses", fmt_int(report.rate_limited)),
         ("Tokens (prompt / completion)", _token_line(report)),
         ("Cost", fmt_usd(report.cost_usd) + ("" if report.cost_complete else " (incomplete)")),
+        *_asks_rows(report),
         ("Latency p50 / p90 / p99", latency_line(report)),
         (
             "Throughput",
@@ -94,6 +95,27 @@ def summary_rows(report: RunReport) -> list[tuple[str, str]]:
         ("Wall time", fmt_duration(report.wall_time_s)),
         ("Stopped", report.stop_reason or "–"),
     ]
+
+
+def _asks_rows(report: RunReport) -> list[tuple[str, str]]:
+    """Cache hits and re-asks, when there were any."""
+    found = []
+    if report.cache:
+        hits, saved = report.cache["hits"], report.cache["saved_usd"]
+        found.append(("From the cache (cost saved)", f"{fmt_int(hits)} ({fmt_usd(saved)})"))
+    if report.reasks:
+        asks = report.reasks
+        found.append(
+            (
+                "Re-asks (rows · cost)",
+                f"{fmt_int(asks['reasks'])} ({fmt_int(asks['rows'])} rows · "
+                f"{fmt_usd(asks['cost_usd'])})",
+            )
+        )
+        found.append(
+            ("… rows fixed / still failing", f"{asks['fixed']:,} / {asks['still_failing']:,}")
+        )
+    return found
 
 
 def _token_line(report: RunReport) -> str:
@@ -125,6 +147,12 @@ def render_markdown(report: RunReport) -> str:
         parts.append(
             "## Finish reasons\n\n" + _md_table(("Reason", "Rows", "Share"), rows, "l r r")
         )
+    if report.parse_status:
+        checked = sum(report.parse_status.values())
+        rows = [
+            (status, fmt_int(n), fmt_share(n, checked)) for status, n in report.parse_status.items()
+        ]
+        parts.append("## Parse status\n\n" + _md_table(("Status", "Rows", "Share"), rows, "l r r"))
     if report.labels:
         parts.append(_md_labels(report.labels))
     if report.errors:

@@ -1,7 +1,8 @@
 """The result columns, group by group: their Arrow fields and how one result fills them.
 
 Columns come in groups that travel together — identity, outcome, response, choices
-(``n > 1``), usage, structured output (``output.parse``), raw (``output.keep_raw``) —
+(``n > 1``), usage, asks (re-asks and the response cache), structured output
+(``output.parse``), raw (``output.keep_raw``) —
 each a :class:`ColumnGroup`. :mod:`batchchat.results.schema` picks a job's groups.
 """
 
@@ -259,6 +260,25 @@ def usage() -> ColumnGroup:
         )
 
     return ColumnGroup("usage", fields, extract)
+
+
+def asks() -> ColumnGroup:
+    """How the answer was come by: re-asks and what each ask cost, or the response cache.
+
+    Every job has these columns, whether it re-asks or caches or not, so the parts of one
+    output directory keep one schema when a later run turns either on.
+    """
+    fields = (
+        pa.field("reasks", _I64),
+        pa.field("ask_costs_usd", list_of(_F64)),
+        pa.field("cached", pa.bool_()),
+        pa.field("cost_saved_usd", _F64),
+    )
+
+    def extract(result: ChatResult) -> tuple[Any, ...]:
+        return (result.reasks, result.ask_costs_usd, result.cached, result.cost_saved_usd)
+
+    return ColumnGroup("asks", fields, extract)
 
 
 def structured(parser: StructuredOutput) -> ColumnGroup:

@@ -11,6 +11,7 @@ Layout::
       results/.reserve       space set aside for when the disk fills
       runs/<run_id>.json     counters of each run
       report.json, report.md, report.html   the run report
+      upstream.parquet       which upstream answers the rows were made from (chained input)
       superseded/<time>/     what --force moved aside; never deleted by batchchat
 
 No other module spells these names: they ask an :class:`OutputLayout`.
@@ -67,6 +68,11 @@ class OutputLayout:
         return self.root / "runs"
 
     @property
+    def upstream(self) -> Path:
+        """Which upstream answer each row was made from, when the input is a chained one."""
+        return self.root / "upstream.parquet"
+
+    @property
     def superseded(self) -> Path:
         return self.root / "superseded"
 
@@ -91,7 +97,7 @@ class OutputLayout:
     def written(self) -> list[Path]:
         """What batchchat writes here (what --force moves aside), the manifest last."""
         reports = [self.report(suffix) for suffix in ("json", "md", "html")]
-        return [self.results, self.runs, self.job_yaml, *reports, self.manifest]
+        return [self.results, self.runs, self.job_yaml, *reports, self.upstream, self.manifest]
 
     def problem(self) -> str | None:
         """Why this path cannot be an output directory (None when it can): batchchat writes

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import cast
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchchat.errors import InputError, SinkError
@@ -69,8 +70,11 @@ def _scan(found: list[Source], *, row_index: str | None = None) -> pl.LazyFrame:
 def _one_schema(paths: list[Path]) -> bool:
     """Whether every part has the same columns: parts written by an older batchchat (or
     with other ``keep_columns``) are joined by name, missing columns as nulls."""
-    first = pq.read_schema(paths[0])
-    return all(pq.read_schema(path).equals(first) for path in paths[1:])
+    try:
+        first = pq.read_schema(paths[0])
+        return all(pq.read_schema(path).equals(first) for path in paths[1:])
+    except (OSError, pa.ArrowException):
+        return True  # a damaged part: the scan itself says which and how, as a SinkError
 
 
 def scan_results(out_dir: Path | str, *, keys_repeat: bool | None = None) -> pl.LazyFrame:

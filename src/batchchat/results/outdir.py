@@ -20,6 +20,7 @@ import yaml
 from batchchat._version import __version__
 from batchchat.errors import ResumeError, SinkError, SpecError
 from batchchat.models import new_run_id
+from batchchat.results.inputs import InputRecord, input_changes, save_input_record
 from batchchat.results.layout import OutputLayout, fsync_dir, remove_temporaries, write_atomically
 from batchchat.results.ledger import ResumeIndex, build_index, compact_parts
 from batchchat.results.lock import DirLock, LockInfo
@@ -92,12 +93,15 @@ def open_output(
     force: bool = False,
     run_id: str | None = None,
     dry_run: bool = False,
+    upstream: InputRecord | None = None,
 ) -> OutputDir:
     """Create or reopen an output directory for ``spec``: lock it, check it may be resumed.
 
     Raises LockedError when a live process holds it, ResumeError when it holds results of
-    a spec whose requests differ, or the simulator's answers when this run is real (and the
-    reverse) (``force=True`` moves them aside and starts over).
+    a spec whose requests differ, of other upstream results (``upstream``: what a chained
+    input was read from, see :mod:`batchchat.results.upstream`), or the simulator's
+    answers when this run is real (and the reverse) (``force=True`` moves them aside and
+    starts over).
     """
     path = Path(out_dir)
     layout = OutputLayout(path)
@@ -113,8 +117,17 @@ def open_output(
     me = LockInfo(os.getpid(), socket.gethostname(), _now(), run_id)
     stale = lock.acquire(me)
     try:
-        superseded = _prepare(layout, spec, force, dry_run)
-        _write_manifest(layout, spec, me, reset=superseded is not None, dry_run=dry_run)
+        superseded = _prepare(layout, spec, force, dry_run, upstream)
+        if upstream is not None:
+            save_input_record(layout, upstream)
+        _write_manifest(
+            layout,
+            spec,
+            me,
+            reset=superseded is not None,
+            dry_run=dry_run,
+            upstream=None if upstream is None else upstream.summary(),
+        )
         write_atomically(layout.job_yaml, _job_yaml(spec))
     except BaseException:
         lock.release()
@@ -122,7 +135,13 @@ def open_output(
     return OutputDir(path, lock, run_id, superseded=superseded, took_over=stale)
 
 
-def _prepare(layout: OutputLayout, spec: JobSpec, force: bool, dry_run: bool) -> Path | None:
+def _prepare(
+    layout: OutputLayout,
+    spec: JobSpec,
+    force: bool,
+    dry_run: bool,
+    upstream: InputRecord | None = None,
+) -> Path | None:
     """Check the directory may be resumed (or move it aside); returns where it was moved."""
     manifest = read_manifest(layout.root)
     has_parts = bool(layout.parts())
@@ -137,6 +156,12 @@ def _prepare(layout: OutputLayout, spec: JobSpec, force: bool, dry_run: bool) ->
         )
     elif manifest is not None and not _same_requests(manifest, spec):
         raise ResumeError(_changed_spec_message(layout, manifest, spec))
+    elif (
+        manifest is not None
+        and has_parts
+        and (changed := input_changes(layout, manifest.get("upstream"), upstream))
+    ):
+        raise ResumeError(_changed_upstream_message(layout, changed))
     elif manifest is not None and has_parts and bool(manifest.get("dry_run")) != dry_run:
         raise ResumeError(_mixed_dry_run_message(layout, dry_run))
     layout.results.mkdir(exist_ok=True)
@@ -166,6 +191,16 @@ def _changed_spec_message(layout: OutputLayout, manifest: dict[str, Any], spec: 
         + "\nResuming would mix answers to different requests. Re-run with --new-output DIR "
         f"to write elsewhere, or with --force to start over here (the old results are moved "
         f"to {layout.superseded}/, not deleted)."
+    )
+
+
+def _changed_upstream_message(layout: OutputLayout, changes: list[str]) -> str:
+    return (
+        f"{layout.root} holds results made from other input rows:\n"
+        + "\n".join(f"  {line}" for line in changes)
+        + "\nResuming would mix answers to different upstream results. Re-run with "
+        f"--new-output DIR to write elsewhere, or with --force to start over here (the old "
+        f"results are moved to {layout.superseded}/, not deleted)."
     )
 
 
@@ -221,7 +256,13 @@ def read_manifest(out_dir: Path) -> dict[str, Any] | None:
 
 
 def _write_manifest(
-    layout: OutputLayout, spec: JobSpec, me: LockInfo, *, reset: bool, dry_run: bool = False
+    layout: OutputLayout,
+    spec: JobSpec,
+    me: LockInfo,
+    *,
+    reset: bool,
+    dry_run: bool = False,
+    upstream: dict[str, Any] | None = None,
 ) -> None:
     old = None if reset else read_manifest(layout.root)
     runs = [] if old is None else list(old.get("runs") or [])
@@ -237,6 +278,8 @@ def _write_manifest(
         "updated_at": me.started_at,
         "runs": runs[-_MAX_RUNS:],
     }
+    if upstream is not None:
+        manifest["upstream"] = upstream
     write_atomically(layout.manifest, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
 
 

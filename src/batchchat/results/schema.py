@@ -54,6 +54,7 @@ class ResultColumns:
         if self.choices:
             groups.append(columns.choices())
         groups.append(columns.usage())
+        groups.append(columns.asks())
         if self.structured is not None:
             groups.append(columns.structured(self.structured))
         if self.raw:

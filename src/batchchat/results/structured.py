@@ -249,23 +249,36 @@ class StructuredOutput:
 
     def parse(self, content: str | None) -> tuple[Any, str | None]:
         """``(value, None)`` when the content parses (and validates), else ``(None, why)``."""
+        value, failure = self.parse_checked(content)
+        return value, None if failure is None else failure.message
+
+    def parse_checked(self, content: str | None) -> tuple[Any, ParseFailure | None]:
+        """Like :meth:`parse`, with the kind of failure (for re-asks and ``parse_status``)."""
         if content is None or not content.strip():
-            return None, "the response has no content to parse"
+            return None, ParseFailure("no_content", "the response has no content to parse")
         fenced = _FENCE.match(content)
         try:
             value = orjson.loads(fenced.group(1) if fenced else content)
         except orjson.JSONDecodeError as exc:
-            return None, f"content is not valid JSON: {exc}"
+            return None, ParseFailure("invalid_json", f"content is not valid JSON: {exc}")
         if self._validator is not None:
             error = jsonschema_errors.best_match(self._validator.iter_errors(value))
             if error is not None:
-                return None, _clip(
-                    f"content does not match the schema at {error.json_path}: {error.message}"
-                )
+                where = f"content does not match the schema at {error.json_path}"
+                return None, ParseFailure("schema_mismatch", _clip(f"{where}: {error.message}"))
         try:
             return self._conform(value), None
         except _Mismatch as exc:
-            return None, _clip(f"content does not fit the parsed column's type: {exc}")
+            why = f"content does not fit the parsed column's type: {exc}"
+            return None, ParseFailure("schema_mismatch", _clip(why))
+
+
+@dataclass(frozen=True, slots=True)
+class ParseFailure:
+    """Why content did not parse: ``no_content``, ``invalid_json`` or ``schema_mismatch``."""
+
+    kind: str
+    message: str
 
 
 def _clip(text: str) -> str:

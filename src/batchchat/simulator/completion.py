@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from batchchat.planning.tokens import estimate_text_tokens
-from batchchat.simulator import answers
+from batchchat.simulator import answers, misanswers
 from batchchat.simulator.schema import instance_of
 from batchchat.simulator.validate import SimRequest
 
@@ -49,11 +49,21 @@ class Completion:
 
 
 def build_completion(
-    request: SimRequest, prompt_tokens: int, cached_tokens: int, *, id: str, created: int
+    request: SimRequest,
+    prompt_tokens: int,
+    cached_tokens: int,
+    *,
+    id: str,
+    created: int,
+    fault: str | None = None,
 ) -> Completion:
-    """The whole completion of ``request``; deterministic apart from ``id`` and ``created``."""
+    """The whole completion of ``request``; deterministic apart from ``id`` and ``created``.
+
+    ``fault``: the answer fault of this arrival (``invalid_json``, ``schema_mismatch``,
+    ``off_label``), which spoils every choice's content; other faults change nothing here.
+    """
     text = answers.row_text(request.messages)
-    choices = [_choice(request, text, index) for index in range(request.n)]
+    choices = [_choice(request, text, index, fault) for index in range(request.n)]
     completion_tokens = sum(choice.completion_tokens for choice in choices)
     usage = {
         "prompt_tokens": prompt_tokens,
@@ -129,7 +139,7 @@ def _logprobs(choice: SimChoice) -> dict[str, Any] | None:
 # -- one choice ---------------------------------------------------------------------------------
 
 
-def _choice(request: SimRequest, text: str, index: int) -> SimChoice:
+def _choice(request: SimRequest, text: str, index: int, fault: str | None = None) -> SimChoice:
     key = answers.digest(request.model, request.seed, index, text)
     reasoning, thought = _reasoning(request, text, key)
     budget = None if request.max_tokens is None else request.max_tokens - thought
@@ -140,7 +150,7 @@ def _choice(request: SimRequest, text: str, index: int) -> SimChoice:
     calls = _tool_calls(request, text, key)
     if calls:
         return _calling_choice(request, index, calls, budget, reasoning, thought)
-    content, labels = _content(request, text, key)
+    content, labels = _content(request, text, key, fault)
     content, finish = _cut_at_stop(content, request.stop)
     tokens = answers.split_tokens(content)
     if budget is not None and len(tokens) > budget:
@@ -170,12 +180,29 @@ def _no_logprobs(request: SimRequest) -> list[dict[str, Any]] | None:
     return [] if request.logprobs else None
 
 
-def _content(request: SimRequest, text: str, key: bytes) -> tuple[str, tuple[str, ...]]:
+def _content(
+    request: SimRequest, text: str, key: bytes, fault: str | None = None
+) -> tuple[str, tuple[str, ...]]:
     """The full answer text, and the labels it was chosen from (if any)."""
+    labels = answers.find_labels(request.messages)
+    if fault == "off_label" and labels:
+        if request.response_format == "json_object":
+            return misanswers.off_label_json(labels), ()
+        return misanswers.off_label(labels), ()
+    content, chosen_from = _right_content(request, text, key, labels, fault)
+    if fault == "invalid_json" and request.response_format != "text":
+        return misanswers.unparsable(content, key), ()
+    return content, chosen_from
+
+
+def _right_content(
+    request: SimRequest, text: str, key: bytes, labels: tuple[str, ...], fault: str | None
+) -> tuple[str, tuple[str, ...]]:
     if request.response_format == "json_schema":
         value = instance_of(request.schema or {}, random.Random(key))
+        if fault == "schema_mismatch" and request.schema:
+            value = misanswers.breaking(value, request.schema, key)
         return orjson.dumps(value).decode(), ()
-    labels = answers.find_labels(request.messages)
     if request.response_format == "json_object":
         if labels:
             return orjson.dumps({"label": answers.pick_label(labels, key)}).decode(), ()

@@ -12,6 +12,8 @@ import hashlib
 import math
 import random
 
+from batchchat.simulator.answers import find_labels
+from batchchat.simulator.validate import SimRequest
 from batchchat.spec import FaultSpec, LatencySpec
 
 #: the fault kinds, in the order their probabilities are stacked (new kinds go last, so a
@@ -31,6 +33,15 @@ FAULT_KINDS = (
     "empty_choices",
     "no_message",
     "trickle",
+    "invalid_json",
+    "schema_mismatch",
+    "off_label",
+)
+#: faults of the answer itself: a complete 200 whose content is wrong
+ANSWER_FAULTS = frozenset({"invalid_json", "schema_mismatch", "off_label"})
+#: faults whose 200 still carries the whole answer: it counts once it is all sent
+ANSWERING_FAULTS = frozenset(
+    {"forced_token", "usage_as_strings", "usage_as_floats", "trickle", *ANSWER_FAULTS}
 )
 #: kinds that only make sense for some requests → what the request needs for them
 _NEEDS = {
@@ -38,6 +49,9 @@ _NEEDS = {
     "forced_token": "logprobs",
     "usage_as_strings": "usage",  # a stream has usage only with include_usage
     "usage_as_floats": "usage",
+    "invalid_json": "json",  # only a JSON answer can fail to parse
+    "schema_mismatch": "schema",
+    "off_label": "labels",
 }
 
 
@@ -53,8 +67,32 @@ class FaultPlan:
             self._stacked.append((total, kind))
         self.active = total > 0
 
+    def pick_for(self, key: str, arrival: int, sim: SimRequest) -> str | None:
+        """The fault for this arrival of the validated request ``sim`` (see :meth:`pick`)."""
+        if not self.active:
+            return None
+        return self.pick(
+            key,
+            arrival,
+            sim.stream,
+            logprobs=sim.logprobs,
+            usage=not sim.stream or sim.include_usage,
+            json=sim.response_format != "text",
+            schema=sim.response_format == "json_schema" and bool(sim.schema),
+            labels=bool(find_labels(sim.messages)),
+        )
+
     def pick(
-        self, key: str, arrival: int, stream: bool, *, logprobs: bool = False, usage: bool = True
+        self,
+        key: str,
+        arrival: int,
+        stream: bool,
+        *,
+        logprobs: bool = False,
+        usage: bool = True,
+        json: bool = False,
+        schema: bool = False,
+        labels: bool = False,
     ) -> str | None:
         """The fault for the ``arrival``-th (0-based) arrival of request ``key``, or None.
 
@@ -64,7 +102,14 @@ class FaultPlan:
             return None
         seed = f"{self.spec.seed}\x1f{key}\x1f{arrival}".encode()
         draw = int.from_bytes(hashlib.blake2b(seed, digest_size=8).digest(), "big") / 2**64
-        has = {"stream": stream, "logprobs": logprobs, "usage": usage}
+        has = {
+            "stream": stream,
+            "logprobs": logprobs,
+            "usage": usage,
+            "json": json,
+            "schema": schema,
+            "labels": labels,
+        }
         for bound, kind in self._stacked:
             if draw < bound:
                 need = _NEEDS.get(kind)

@@ -29,7 +29,7 @@ from batchchat.simulator.completion import (
     response_body,
 )
 from batchchat.simulator.connections import Connections
-from batchchat.simulator.faults import FaultPlan, LatencyModel
+from batchchat.simulator.faults import ANSWERING_FAULTS, FaultPlan, LatencyModel
 from batchchat.simulator.gateway import GatewayLimiter
 from batchchat.simulator.malformed import BODY_FAULTS, malform, malform_frames
 from batchchat.simulator.ratelimit import Admission, Limiter, RateLimiter
@@ -48,8 +48,6 @@ from batchchat.spec import SimulatorSpec
 DEFAULT_CHARGED_COMPLETION_TOKENS = 1024
 #: models listed by GET /v1/models besides those already asked for
 LISTED_MODELS = ("sim-small", "gpt-4o-mini", "o3-mini", "deepseek-reasoner")
-#: faults whose 200 still carries the whole answer: it counts once it is all sent
-_ANSWERING_FAULTS = frozenset({"forced_token", "usage_as_strings", "usage_as_floats", "trickle"})
 _JSON = "application/json"
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -261,7 +259,7 @@ class SimulatorServer:
             return send.drop(request)
         cached = self._cache.cached_tokens(sim.model, encoded, tokens)
         completion = build_completion(
-            sim, prompt_tokens, cached, id=_completion_id(), created=int(time.time())
+            sim, prompt_tokens, cached, id=_completion_id(), created=int(time.time()), fault=fault
         )
         if fault == "forced_token":
             if force_first_tokens(completion):
@@ -272,15 +270,14 @@ class SimulatorServer:
             response, complete = await self._send_stream(request, sim, completion, fault)
         else:
             response, complete = await self._send_whole(request, completion, fault)
-        if complete and (fault is None or fault in _ANSWERING_FAULTS):
+        if complete and (fault is None or fault in ANSWERING_FAULTS):
             self._record_answer(key, completion.usage)
         return response
 
     def _draw_fault(self, key: str, sim: SimRequest) -> str | None:
         arrival = self._stats.arrivals[key]
         self._stats.arrivals[key] = arrival + 1
-        usage = not sim.stream or sim.include_usage
-        fault = self._faults.pick(key, arrival, sim.stream, logprobs=sim.logprobs, usage=usage)
+        fault = self._faults.pick_for(key, arrival, sim)
         if fault is not None and fault != "forced_token":  # that one counts once it applies
             self._stats.faults[fault] += 1
         return fault

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from batchchat.spec.base import SIMULATOR
+from batchchat.spec.cache import CacheSpec
 from batchchat.spec.endpoint import EndpointSpec, FaultSpec, LatencySpec, SimulatorSpec
 from batchchat.spec.load import load_spec
 from batchchat.spec.model import JobSpec
@@ -12,6 +13,7 @@ from batchchat.spec.sections import (
     LimitsSpec,
     OutputSpec,
     PriceSpec,
+    ReaskSpec,
     RetrySpec,
     SeedSpec,
 )
@@ -19,6 +21,7 @@ from batchchat.spec.sections import (
 __all__ = [
     "SIMULATOR",
     "BudgetSpec",
+    "CacheSpec",
     "EndpointSpec",
     "FaultSpec",
     "InputSpec",
@@ -27,6 +30,7 @@ __all__ = [
     "LimitsSpec",
     "OutputSpec",
     "PriceSpec",
+    "ReaskSpec",
     "RetrySpec",
     "SeedSpec",
     "SimulatorSpec",

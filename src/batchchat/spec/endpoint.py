@@ -53,6 +53,13 @@ class FaultSpec(Strict):
     no_message: float = Field(default=0.0, ge=0, le=1)
     #: probability of a body sent one byte every ``trickle_interval_s`` seconds
     trickle: float = Field(default=0.0, ge=0, le=1)
+    #: probability of an answer to a JSON response format that is not valid JSON (wrapped in
+    #: prose, cut short, single quotes); drawn per arrival, so asking again can come back right
+    invalid_json: float = Field(default=0.0, ge=0, le=1)
+    #: probability of a JSON answer that the request's ``json_schema`` rejects
+    schema_mismatch: float = Field(default=0.0, ge=0, le=1)
+    #: probability of an answer that is none of the prompt's labels
+    off_label: float = Field(default=0.0, ge=0, le=1)
     #: how long a stall lasts, seconds
     stall_s: float = Field(default=3600.0, gt=0)
     #: the pause between two bytes of a trickled body, seconds

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from batchchat.errors import SpecError
 from batchchat.spec.base import Strict
+from batchchat.spec.cache import CacheSpec, default_cache_dir
 from batchchat.spec.endpoint import (
     EndpointSpec,
     without_password,
@@ -78,6 +79,10 @@ class JobSpec(Strict):
     #: a spending cap per run
     #: default: no budget
     budget: BudgetSpec | None = None
+    #: the response cache shared by jobs: answers already paid for are taken from it
+    #: (``cache: true`` takes every default; see [The response cache](../cache.md))
+    #: default: no cache
+    cache: CacheSpec | None = None
     #: text values for ``{{ vars.x }}`` in templates and paths (quote numbers: ``t: "0.7"``);
     #: ``--var x=value`` overrides them
     vars: dict[str, str] = Field(default_factory=dict)
@@ -93,6 +98,13 @@ class JobSpec(Strict):
         if not isinstance(value, dict):
             return value
         return {key: _as_text(item) for key, item in value.items()}
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_switch(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        return None if value is False else value
 
     @field_validator("request")
     @classmethod
@@ -127,6 +139,15 @@ class JobSpec(Strict):
         against the spec's directory, so a cron job may run from any working directory."""
         path = Path(os.path.expanduser(_render_path(raw, self.vars, self.name)))
         return path if path.is_absolute() else Path(os.path.normpath(Path(self.base_dir) / path))
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """The response cache's directory; None when the job uses no cache."""
+        if self.cache is None or not self.cache.is_on:
+            return None
+        if self.cache.path is None:
+            return default_cache_dir()
+        return self.resolve_path(self.cache.path)
 
     def request_identity(self) -> dict[str, Any]:
         """Everything that changes what is sent, and which rows results belong to, as plain

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import codecs
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from batchchat.spec.base import Strict
+from batchchat.spec.where import WhereError, parse_where
 
 
 class InputSpec(Strict):
@@ -37,6 +38,20 @@ class InputSpec(Strict):
     #: the text encoding of CSV and JSONL files (Python's codec names: latin-1, cp1252, ...);
     #: a byte that does not decode is an input error naming its file, line and column
     encoding: str = "utf-8"
+    #: with a batchchat output directory as ``path`` (chaining): which of its rows, in a small
+    #: filter language, e.g. ``label_confidence < 0.6`` (see [Chaining](../cache.md#inputwhere))
+    #: default: every ok row
+    where: str | None = None
+
+    @field_validator("where")
+    @classmethod
+    def _is_a_filter(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_where(value)
+            except WhereError as exc:
+                raise ValueError(f"not a filter: {exc} (see docs/cache.md, Chaining)") from None
+        return value
 
     @field_validator("encoding")
     @classmethod
@@ -95,6 +110,23 @@ class RetrySpec(Strict):
     rate_limit_patience_s: float = Field(default=900.0, gt=0)
 
 
+class ReaskSpec(Strict):
+    """Re-asks of a row whose answer is not valid JSON, does not match the schema, was cut by
+    the token limit or is none of the labels, in the same run (``reask: 2`` is ``{count: 2}``)."""
+
+    #: how many times such a row is asked again after its first answer
+    count: int = Field(default=2, ge=0, le=10)
+    #: show the model its answer and what is wrong with it (a repair turn); ``false``: send the
+    #: same request again (useful only when it samples: temperature above 0 and no seed)
+    repair: bool = True
+    #: the repair turn's text; ``{error}`` is replaced by what is wrong with the answer
+    #: default: the error, then "Answer again, with only the corrected answer."
+    repair_prompt: str | None = None
+    #: an answer cut by the token limit is asked again with the limit times this, again each
+    #: time it is cut again
+    max_tokens_factor: float = Field(default=2.0, ge=1.0, le=16.0)
+
+
 class OutputSpec(Strict):
     """Where the results go and which columns they have."""
 
@@ -116,11 +148,23 @@ class OutputSpec(Strict):
     #: the (dotted) field of a JSON answer that holds the label, e.g. ``result.label``
     #: default: none (the whole answer is the label)
     label_field: str | None = None
+    #: ask a row again when its answer does not parse, fit the schema or match a label
+    #: (``reask: 2`` is ``reask: {count: 2}``; see [Re-asks](../cache.md#re-asks))
+    #: default: none (such a row ends with ``parse_error`` or ``label_error``)
+    reask: ReaskSpec | None = None
     #: a Parquet part is written every ``part_rows`` results or ``part_seconds``, whichever
     #: comes first
     part_rows: int = Field(default=50_000, gt=0)
     #: …or every ``part_seconds``: a crash loses at most this many seconds of answers
     part_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("reask", mode="before")
+    @classmethod
+    def _count_alone(cls, value: Any) -> Any:
+        # `reask: 2` is what people write for "two re-asks, with the repair turn"
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"count": value}
+        return value
 
 
 class PriceSpec(Strict):
