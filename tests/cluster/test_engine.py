@@ -25,6 +25,7 @@ from polars.testing import assert_frame_equal
 import batchchat
 from batchchat.errors import SpecError
 from batchchat.results.ledger import sources
+from batchchat.results.runstats import load_stats
 from batchchat.simulator import SimulatorServer
 from batchchat.simulator.stats import key_of
 from batchchat.spec import load_spec
@@ -162,6 +163,8 @@ async def test_a_killed_ray_run_loses_nothing_written_and_resumes_on_either_engi
     written = batchchat.read_results(tmp_path / "out")
     assert 100 <= written.height < 800 and set(written["status"]) == {"ok"}
     assert await _stops_sending(sim), "workers went on sending after their driver was killed"
+    (killed,) = load_stats(tmp_path / "out")  # its counters, saved while it ran
+    assert killed.finished_at is None and killed.requests_sent > 0
     sim.reset_stats()
 
     again = await run_in_thread(load_spec(job), engine="ray", workers=2)  # resumes on Ray
@@ -222,3 +225,26 @@ def test_what_a_run_on_ray_does_not_do_is_refused_before_anything_is_sent(
     with pytest.raises(SpecError, match=r"cannot run on Ray[\s\S]*cache: the response cache"):
         batchchat.run(spec, engine="ray", workers=1)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_workers_counters_that_come_late_never_replace_newer_ones() -> None:
+    from datetime import UTC, datetime
+
+    from batchchat.cluster.engine import Tally
+    from batchchat.models import ExecutionStats
+    from batchchat.results.runstats import stats_to_dict
+
+    began = datetime.now(UTC)
+    tally = Tally(ExecutionStats(run_id="r", started_at=began))
+
+    def counters(sent: int, ok: int) -> dict[str, Any]:
+        return stats_to_dict(
+            ExecutionStats(run_id="r", started_at=began, requests_sent=sent, results_ok=ok)
+        )
+
+    tally.update("a", counters(10, 8))
+    tally.update("b", counters(5, 5))
+    tally.update("a", counters(6, 6))  # an older report of "a", arriving after
+    assert (tally.stats.requests_sent, tally.stats.results_ok) == (15, 13)
+    tally.update("a", counters(12, 12))
+    assert (tally.stats.requests_sent, tally.stats.results_ok) == (17, 17)

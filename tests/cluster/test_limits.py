@@ -42,6 +42,9 @@ class Direct:
     def give_back_budget(self, usd: float) -> None:
         self.coordinator.give_back_budget(usd)
 
+    def report(self, worker: str, counters: bytes) -> None:
+        self.coordinator.report(worker, counters)
+
     def stop(self, reason: str, message: str | None = None, error: str | None = None) -> None:
         self.coordinator.stop(reason, message, error)
 

@@ -79,6 +79,9 @@ class RayCoordinator:
     def give_back_budget(self, usd: float) -> None:
         self._actor.give_back_budget.remote(usd)
 
+    def report(self, worker: str, counters: bytes) -> None:
+        self._actor.report.remote(worker, counters)
+
     def stop(self, reason: str, message: str | None = None, error: str | None = None) -> None:
         self._actor.stop.remote(reason, message, error)
 

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -54,17 +55,17 @@ from batchchat.spec import JobSpec
 #: CPUs each worker reserves: it waits on the network, so two share a core, and Ray's read
 #: tasks (1 CPU each) still find room beside them
 WORKER_CPUS = 0.5
-#: rows handed to a worker at a time. Ray hands a worker its batches one after another,
-#: and a batch ends when its last answer is written: its executor runs dry for the slowest
-#: answer and a write (~0.1 s) at the end of each, so batches are large (at 4 rows a
-#: slot, measured, a 2-worker run went at a third of a local run's rate)
-BATCH_ROWS_PER_SLOT = 32
-MIN_BATCH_ROWS, MAX_BATCH_ROWS = 256, 8192
-#: Ray tasks (bundles of batches) a worker runs at once, and is given at once: with one,
-#: its executor runs dry at the end of every task while the next is handed over; with
-#: many, the first worker ready takes the input's first tasks all to itself
-CALLS_PER_WORKER = 2
-#: how often progress is shown
+#: rows handed to a worker at a time: enough to keep its executor busy across batches
+BATCH_ROWS_PER_SLOT = 4
+MIN_BATCH_ROWS, MAX_BATCH_ROWS = 64, 2048
+#: batches in a piece of the input (one Ray task). Ray runs a worker's tasks one after
+#: another, and up to 4 batches of one task at once; a task ends when its last answer is
+#: written, and the worker's executor runs dry meanwhile, so a task holds several batches
+PIECE_BATCHES = 8
+#: tasks given to a worker ahead of the one it runs (its next task is there when it ends;
+#: more would let the first worker started take the first tasks of the input all to itself)
+TASKS_AHEAD = 2
+#: how often progress is shown and the counters saved
 _PROGRESS_S = 1.0
 
 #: errors a worker may stop a run with, by name: raised again here, as a local run raises them
@@ -133,10 +134,13 @@ async def _run_in(
         tally = Tally(stats)
         try:
             rows_in = InputRows(
-                source, counts, workers=workers, min_rows=batch_rows(setup.concurrency)
+                source,
+                counts,
+                workers=workers,
+                min_rows=PIECE_BATCHES * batch_rows(setup.concurrency),
             )
             dataset = _pipeline(rows_in, setup, workers, coordinator, writer)
-            await _send_all(dataset, tally, coordinator, options, stop)
+            await _send_all(dataset, tally, coordinator, options, stop, out.path)
             state: Watch = await coordinator.state.remote()
             _take_stop_reason(stats, state)
         except BaseException:
@@ -186,9 +190,7 @@ def _pipeline(
             RowSender,
             fn_constructor_args=(setup, coordinator, writer),
             compute=ray.data.ActorPoolStrategy(
-                size=workers,
-                max_concurrent_calls_per_actor=CALLS_PER_WORKER,
-                max_tasks_in_flight_per_actor=CALLS_PER_WORKER,
+                size=workers, max_tasks_in_flight_per_actor=TASKS_AHEAD
             ),
             batch_size=size,
             batch_format="pyarrow",
@@ -204,11 +206,13 @@ async def _send_all(
     coordinator: Any,
     options: RunOptions,
     stop: asyncio.Event | None,
+    out_path: Path,
 ) -> None:
     """Consume the dataset (on a thread: the simulator of a dry run shares this loop),
-    showing progress, and tell the workers to stop when ``stop`` is set."""
+    showing progress and saving the counters, and tell the workers to stop when ``stop``
+    is set."""
     watching = asyncio.create_task(_watch(stop, coordinator)) if stop is not None else None
-    showing = asyncio.create_task(_show(tally, options.on_progress))
+    showing = asyncio.create_task(_housekeep(tally, coordinator, options.on_progress, out_path))
     try:
         await asyncio.to_thread(_consume, dataset, tally)
     except ray.exceptions.RayError as error:
@@ -238,10 +242,23 @@ async def _watch(stop: asyncio.Event, coordinator: Any) -> None:
     coordinator.stop.remote(str(StopReason.INTERRUPTED))
 
 
-async def _show(tally: Tally, on_progress: Callable[[ExecutionStats], None] | None) -> None:
-    while on_progress is not None:
+async def _housekeep(
+    tally: Tally,
+    coordinator: Any,
+    on_progress: Callable[[ExecutionStats], None] | None,
+    out_path: Path,
+) -> None:
+    """Progress, and the counters saved (for ``status`` while the run goes on, and the
+    report of a killed run), every second, as a local run does."""
+    while True:
         await asyncio.sleep(_PROGRESS_S)
-        on_progress(tally.stats)
+        latest: dict[str, bytes] = await coordinator.latest_counters.remote()
+        for worker, counters in latest.items():
+            tally.update(worker, orjson.loads(counters))
+        if on_progress is not None:
+            on_progress(tally.stats)
+        with contextlib.suppress(SinkError):  # a full disk: the writer says so
+            save_stats(out_path, tally.stats)
 
 
 async def _close(writer: Any, out: OutputDir, stats: ExecutionStats, issues: list[Any]) -> None:
@@ -298,8 +315,12 @@ class Tally:
     latest: dict[str, ExecutionStats] = field(default_factory=dict)
 
     def update(self, worker: str, counters: dict[str, Any]) -> None:
-        self.latest[worker] = stats_from_dict(counters)
-        self._sum()
+        """A worker's counters, unless older than what is known of it (they come two
+        ways: with each batch, and from the coordinator, and only ever grow)."""
+        news, known = stats_from_dict(counters), self.latest.get(worker)
+        if known is None or _progress(news) >= _progress(known):
+            self.latest[worker] = news
+            self._sum()
 
     def _sum(self) -> None:
         stats, workers = self.stats, list(self.latest.values())
@@ -310,6 +331,10 @@ class Tally:
             for status, count in one.status_counts.items():
                 stats.status_counts[status] = stats.status_counts.get(status, 0) + count
         stats.timeline = _merged_timeline(stats.started_at, workers)
+
+
+def _progress(stats: ExecutionStats) -> tuple[int, int, int]:
+    return (stats.requests_sent, stats.results_ok + stats.results_error, stats.skipped)
 
 
 _SUMMED = (

@@ -66,6 +66,9 @@ class Coordinator:
         self.budget_lent_usd = 0.0
         #: set (and replaced) whenever the hold or the stop changes
         self._changed: asyncio.Event | None = None
+        #: each worker's latest counters (JSON of its ExecutionStats), by name: the
+        #: driver's progress, between the batches that bring them back too
+        self.counters: dict[str, bytes] = {}
         #: capacity granted so far, per limit (for the tests and the report of a run)
         self.granted: dict[tuple[str, float], float] = {}
 
@@ -122,6 +125,13 @@ class Coordinator:
             self._stop, self._message, self._error = reason, message, error
             self._notify()
 
+    def report(self, worker: str, counters: bytes) -> None:
+        """A worker's counters so far."""
+        self.counters[worker] = counters
+
+    def latest_counters(self) -> dict[str, bytes]:
+        return dict(self.counters)
+
     def state(self) -> Watch:
         stop, message, error = self._stop, self._message, self._error
         return Watch(self._hold_until, stop, message, error)
@@ -159,6 +169,8 @@ class CoordinatorClient(Protocol):
     def lease_budget(self, max_cost_usd: float, need: float, want: float) -> Awaitable[float]: ...
 
     def give_back_budget(self, usd: float) -> None: ...
+
+    def report(self, worker: str, counters: bytes) -> None: ...
 
     def stop(self, reason: str, message: str | None = None, error: str | None = None) -> None: ...
 

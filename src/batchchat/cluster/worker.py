@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -46,6 +47,8 @@ from batchchat.runner import cost_function, reasker_of, unsendable_result
 from batchchat.secrets import Redactor
 from batchchat.spec import JobSpec
 
+#: how often a worker tells the coordinator its counters
+REPORT_S = 0.5
 #: the column of each input row's position (see :mod:`batchchat.cluster.input`)
 POSITION = "__batchchat_position"
 
@@ -175,10 +178,13 @@ class WorkerEngine:
 
     def summary(self) -> pa.Table:
         """This worker's counters so far, as one row for the driver."""
+        return pa.table({"worker": [self.name], "stats": [self.counters()]})
+
+    def counters(self) -> bytes:
+        """This worker's counters so far, as JSON."""
         if self._transport is not None:
             self.stats.resent = self._transport.stale_retries
-        counters = orjson.dumps(stats_to_dict(self.stats))
-        return pa.table({"worker": [self.name], "stats": [counters]})
+        return orjson.dumps(stats_to_dict(self.stats))
 
     # -- the executor ------------------------------------------------------------------------
 
@@ -270,9 +276,15 @@ class WorkerEngine:
     # -- writing -----------------------------------------------------------------------------
 
     async def _ship_often(self) -> None:
+        """Results to the writer every BATCH_S; counters to the coordinator every
+        REPORT_S (the driver's progress: a batch's own summary comes when it ends)."""
+        reported = time.monotonic()
         while True:
             await asyncio.sleep(BATCH_S)
             await self._ship()
+            if time.monotonic() - reported >= REPORT_S:
+                self._coordinator.report(self.name, self.counters())
+                reported = time.monotonic()
 
     async def _ship(self) -> None:
         """Send the results gathered to the writer; their batches learn they are written."""
