@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from scenarios import faults, kills, latency, overhead, rate_limit, resume, scale
+from scenarios import (
+    faults,
+    kills,
+    latency,
+    overhead,
+    rate_limit,
+    ray_engine,
+    resume,
+    scale,
+)
 
-ALL: list[ModuleType] = [overhead, latency, rate_limit, faults, scale, resume, kills]
+ALL: list[ModuleType] = [overhead, latency, rate_limit, faults, scale, resume, kills, ray_engine]

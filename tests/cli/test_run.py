@@ -381,3 +381,22 @@ def test_a_budget_stop_says_the_budget_is_per_run(tmp_path: Path) -> None:
     assert "Stopped by the budget: this run spent $" in text
     assert "The budget counts per run: a re-run sends the" in text
     assert "requests left with a fresh budget" in text
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--workers", "2"], "workers: only for a run on Ray (engine 'ray')"),
+        (["--ray-address", "auto"], "ray_address: only for a run on Ray (engine 'ray')"),
+        (["--engine", "spark"], "Invalid value for '--engine'"),
+        (["--engine", "ray", "--workers", "0"], "Invalid value for '--workers'"),
+    ],
+)
+def test_ray_flags_out_of_place_are_usage_errors_and_nothing_is_written(
+    tmp_path: Path, flags: list[str], said: str
+) -> None:
+    job = write_job(tmp_path)
+    result = CliRunner().invoke(main, ["run", str(job), *flags])
+    assert result.exit_code == 2
+    assert said in result.output
+    assert not (tmp_path / "out").exists()
