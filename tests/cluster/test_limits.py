@@ -178,3 +178,13 @@ def test_the_coordinator_never_lends_more_than_the_budget() -> None:
     coordinator.give_back_budget(0.25)  # a worker's unspent part
     assert coordinator.lease_budget(1.0, 0.2, 0.2) == 0.2
     assert coordinator.budget_lent_usd == pytest.approx(0.95)
+
+
+@pytest.mark.parametrize(
+    ("left", "workers", "part"),
+    [(41, 2, 20), (41, 1, 41), (1, 3, 0), (-1, 2, -1), (math.inf, 2, math.inf)],
+)
+def test_a_servers_window_is_shared_out_among_the_workers(
+    left: float, workers: int, part: float
+) -> None:
+    assert ClusterShare(Direct(Coordinator()), workers=workers).window_part(left) == part

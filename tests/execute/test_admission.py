@@ -352,6 +352,9 @@ class _InProcessShare:
         for hold_until in self.holders:
             hold_until(until)
 
+    def window_part(self, left: float) -> float:
+        return left // 2  # two executors
+
 
 def _sharing(time: FakeTime, share: _InProcessShare, **limits: object) -> Admission:
     spec = LimitsSpec.model_validate(limits)
@@ -392,3 +395,17 @@ async def test_a_lower_limit_a_429_announces_comes_from_the_share_too() -> None:
     admission.on_failure(_429(retry_after=0.1, headers=announced), sent_at=time.now)
     assert admission.rpm is share.pacers[("requests", 1200)]
     assert admission.tpm is share.pacers[("tokens", 90000)]
+
+
+async def test_admissions_that_share_take_a_part_of_what_a_gateways_window_has_left() -> None:
+    time = FakeTime()
+    share = _InProcessShare(time)
+    first, second = _sharing(time, share, max_concurrency=8), _sharing(time, share)
+    for admission in (first, second):
+        send = await admission.admit(1)
+        # each hears the same count of the server's one window: 41 more after this answer
+        admission.on_response(
+            _rl(limit_requests="60", remaining_requests="42"), sent_at=0, send=send, charged=1
+        )
+        admission.release()
+    assert first.window.left == second.window.left == 20  # together no more than it takes

@@ -251,17 +251,20 @@ class LeasedPacer(Pacer):
 
 class ClusterShare:
     """A worker's :class:`~batchchat.execute.share.LimitShare`: buckets leased from the
-    coordinator, holds told to it and followed from it."""
+    coordinator, holds told to it and followed from it, a server's window shared out."""
 
     def __init__(
         self,
         coordinator: CoordinatorClient,
         *,
+        workers: int = 1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._coordinator = coordinator
+        #: how many workers send for the job (each hears the same window counts)
+        self._workers = max(1, workers)
         self._clock = clock
         self._sleep = sleep
         self._wall = wall
@@ -282,6 +285,13 @@ class ClusterShare:
 
     def held(self, until: float) -> None:
         self._coordinator.hold(self._wall() + (until - self._clock()))
+
+    def window_part(self, left: float) -> float:
+        """An even part of what the server's window has left: each worker hears the whole
+        count, and spending it all, N workers would send N times what the window takes."""
+        if left <= 0 or not math.isfinite(left):
+            return left
+        return math.floor(left / self._workers)
 
     def give_back(self) -> None:
         """Return every unspent lease (the worker has nothing to send for now)."""

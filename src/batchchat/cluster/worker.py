@@ -69,6 +69,8 @@ class WorkerSetup:
     done: ResumeIndex
     retry_failed: bool = True
     drain_timeout_s: float = 30.0
+    #: how many workers send for the run
+    workers: int = 1
 
 
 class ResultsClient(Protocol):
@@ -116,7 +118,7 @@ class WorkerEngine:
         self._encoder = ResultEncoder(
             self._job.columns, run_id=setup.run_id, redact=Redactor(setup.secrets)
         )
-        self.share = ClusterShare(coordinator)
+        self.share = ClusterShare(coordinator, workers=setup.workers)
         self.budget = self._budget()
         #: the batch each request (by custom id) belongs to
         self._owners: dict[str, _Batch] = {}
@@ -342,4 +344,4 @@ def error_message(error: BaseException) -> str:
 def worker_setup(setup: WorkerSetup, workers: int) -> WorkerSetup:
     """``setup`` with each worker's part of the job's max_concurrency (at least 1)."""
     share = -(-setup.spec.limits.max_concurrency // workers)
-    return replace(setup, concurrency=max(1, share))
+    return replace(setup, concurrency=max(1, share), workers=workers)

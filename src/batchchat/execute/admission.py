@@ -185,7 +185,8 @@ class Admission:
             # no reset to wait for: send no more than the window has left, then probe. The
             # attempts sent after this one reached the server later, so its count misses
             # them; and a gateway may refuse while announcing one left: not counted on.
-            self.window.update(requests.remaining - 1 - (self.sends - send))
+            left = requests.remaining - 1 - (self.sends - send)
+            self.window.update(left if self._share is None else self._share.window_part(left))
 
     def _yield_to_the_server(self, rpm: float | None, tpm: float | None) -> None:
         """A server counting a tighter limit than the spec's: its own window governs.

@@ -5,7 +5,8 @@ buckets and the server's hold to itself. When several executors send for one job
 Ray engine's workers, each in its own process), the spec's limits are the whole job's,
 so a :class:`LimitShare` given to each Admission supplies the buckets (pacers whose
 capacity is leased from one place) and carries holds both ways: a hold this executor
-sets is told to the others, and a hold another set is applied here.
+sets is told to the others, and a hold another set is applied here; and what a
+server's window has left is shared out rather than spent by each.
 """
 
 from __future__ import annotations
@@ -33,4 +34,9 @@ class LimitShare(Protocol):
 
     def held(self, until: float) -> None:
         """This executor holds every attempt until clock time ``until``: tell the others."""
+        ...
+
+    def window_part(self, left: float) -> float:
+        """This executor's part of the ``left`` sends a server says its window still takes
+        (a gateway's calendar minute, with no reset: every executor hears the same count)."""
         ...
