@@ -12,6 +12,7 @@ import pytest
 
 from batchchat.cluster import INSTALL, require_ray
 from batchchat.errors import SpecError
+from tests._system import ray_installed
 
 JOB = Path(__file__).resolve().parents[2] / "jobs" / "labeling.yaml"
 
@@ -77,3 +78,32 @@ def test_ray_options_out_of_place_are_spec_errors(options: dict[str, object], pr
 
     with pytest.raises(SpecError, match=problem):
         batchchat.run(JOB, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("address", "said"),
+    [
+        ("127.0.0.1:1", "no Ray cluster answers there"),
+        ("ray://127.0.0.1:1", "no Ray cluster answers there"),
+        ("head-without-port", "not an address of a Ray cluster"),
+    ],
+)
+def test_a_cluster_that_does_not_answer_is_a_spec_error_before_anything_is_written(
+    address: str, said: str, tmp_path: Path
+) -> None:
+    ray_installed()
+    ran = python(
+        f"""
+        import sys
+        import batchchat
+        from batchchat.errors import SpecError
+        try:
+            batchchat.run(sys.argv[1], engine="ray", ray_address={address!r},
+                          output={str(tmp_path / "out")!r})
+        except SpecError as error:
+            print(error)
+        """
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert f"--ray-address {address}: {said}" in ran.stdout
+    assert not (tmp_path / "out").exists()

@@ -32,7 +32,7 @@ from batchchat.cluster import RayOptions
 from batchchat.cluster.actors import RowSender, start_coordinator, start_writer
 from batchchat.cluster.input import InputRows
 from batchchat.cluster.limits import Watch
-from batchchat.cluster.session import cluster_cpus, ray_session
+from batchchat.cluster.session import check_address, cluster_cpus, ray_session
 from batchchat.cluster.worker import WorkerSetup, error_message, worker_setup
 from batchchat.errors import (
     BatchchatError,
@@ -85,6 +85,7 @@ async def run_on_ray(
     options = options or RunOptions()
     job = compile_job(spec, require_key=not options.dry_run)
     refuse_unsupported(job)
+    check_address(ray_options or RayOptions())
     for warning in job.warnings:
         if options.on_warning is not None:
             options.on_warning(warning)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -39,6 +40,32 @@ def ray_session(options: RayOptions) -> Iterator[None]:
     finally:
         if started:
             ray.shutdown()
+
+
+#: how long a cluster's address may take to accept a connection
+CONNECT_S = 5.0
+
+
+def check_address(options: RayOptions) -> None:
+    """A SpecError at once (before the output directory is touched) when the cluster's
+    address takes no connection: Ray itself would retry for minutes, printing as it goes."""
+    address = options.address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized() or address is None or address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise SpecError(
+            f"--ray-address {address}: not an address of a Ray cluster; give host:port "
+            "(the head's GCS, 6379 by default), ray://host:port (Ray Client, 10001) or auto"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_S).close()
+    except OSError as exc:
+        raise SpecError(
+            f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
+            "start one with `ray start --head`, or leave the address out to start Ray on "
+            "this machine"
+        ) from None
 
 
 def _init(address: str | None, local_cpus: int | None) -> None:
