@@ -15,6 +15,6 @@ def test_bench_help_lists_every_scenario() -> None:
         [sys.executable, str(BENCH), "--help"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    for name in ("overhead", "latency", "rate_limit", "faults", "scale", "resume"):
+    for name in ("overhead", "latency", "rate_limit", "faults", "scale", "resume", "pool"):
         assert name in done.stdout
     assert "--quick" in done.stdout

@@ -286,3 +286,65 @@ def test_bounds_of_an_unpriced_model_are_none() -> None:
     table = PriceTable({"plain": PLAIN})
     assert table.request_cost_bounds(request("mystery")) is None
     assert table.worst_case_usd(request("mystery")) is None
+
+
+# -- pools: each member its own prices ---------------------------------------------------------
+
+
+def _pool_prices() -> Any:
+    from batchchat.pricing import PoolPriceTable
+
+    table = PriceTable.from_spec(
+        spec_with(
+            endpoints=[
+                {
+                    "name": "local",
+                    "base_url": "http://127.0.0.1:8000/v1",
+                    "pricing": {"gpt-4o-mini": {"input": 0, "output": 0}},
+                },
+                {
+                    "name": "azure",
+                    "base_url": "https://x.openai.azure.com/openai/v1",
+                    "model": {"gpt-4o-mini": "my-4o-mini"},
+                    "pricing": {"my-4o-mini": {"input": 2.0, "output": 8.0}},
+                },
+                {"name": "openai", "base_url": "https://api.openai.com/v1"},
+            ]
+        )
+    )
+    assert isinstance(table, PoolPriceTable)
+    return table
+
+
+def _result(model_answered: str | None, prompt: int = 1000, completion: int = 1000) -> Any:
+    from datetime import UTC, datetime
+
+    from batchchat.models import ChatResponse, ChatResult
+
+    response = ChatResponse("id", model_answered, None, [], usage(prompt, completion))
+    now = datetime.now(UTC)
+    return ChatResult(request("gpt-4o-mini"), response, None, 200, 1, 1.0, now, now)
+
+
+def test_each_member_prices_what_it_answers_its_own_prices_first() -> None:
+    local, azure, openai = _pool_prices().members
+    # the member's own price, under the name it is sent, beats the answer's model name
+    assert local.cost_of(_result("gpt-4o-mini-2024-07-18")) == 0.0
+    assert azure.cost_of(_result("gpt-4o-mini-2024-07-18")) == pytest.approx((2000 + 8000) / 1e6)
+    # without prices of its own: the built-in table, as for a single endpoint
+    builtin = shipped_prices().cost_usd("gpt-4o-mini", usage(1000, 1000))
+    assert openai.cost_of(_result("gpt-4o-mini-2024-07-18")) == pytest.approx(builtin)
+    assert openai.cost_of(_result(None)) == pytest.approx(builtin)  # the model sent
+    no_answer = _result("x")
+    no_answer.response = None
+    assert openai.cost_of(no_answer) is None
+
+
+def test_a_pools_bounds_span_its_members_cheapest_to_dearest() -> None:
+    pool = _pool_prices()
+    low, high = pool.request_cost_bounds(request("gpt-4o-mini", prompt=1000, max_out=1000))
+    assert low == 0.0  # the free local member
+    assert high == pytest.approx((1000 * 2.0 + 1000 * 8.0) / 1e6)  # azure's own price
+    assert pool.worst_case_usd(request("gpt-4o-mini", prompt=1000, max_out=1000)) == high
+    assert pool.request_cost_bounds(request("nobody-prices-this")) is None
+    assert pool.lookup("gpt-4o") is not None  # the job's table, for the report

@@ -9,10 +9,21 @@ from scenarios import (
     kills,
     latency,
     overhead,
+    pool,
     rate_limit,
     ray_engine,
     resume,
     scale,
 )
 
-ALL: list[ModuleType] = [overhead, latency, rate_limit, faults, scale, resume, kills, ray_engine]
+ALL: list[ModuleType] = [
+    overhead,
+    latency,
+    rate_limit,
+    faults,
+    scale,
+    resume,
+    kills,
+    pool,
+    ray_engine,
+]

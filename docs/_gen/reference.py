@@ -22,7 +22,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -76,7 +76,18 @@ class FieldDoc(typing.NamedTuple):
 
 
 def field_docs(model: type[BaseModel]) -> dict[str, FieldDoc]:
-    """The ``#:`` comment lines right above each field of ``model``, by field name.
+    """The ``#:`` comments of every field of ``model``, its inherited ones too (a pool's
+    endpoint is an ``EndpointSpec`` and more): the nearest class that declares a field says."""
+    docs: dict[str, FieldDoc] = {}
+    for cls in reversed(model.__mro__):
+        # pydantic's own classes declare no fields of a spec (and their source is not ours)
+        if issubclass(cls, BaseModel) and not cls.__module__.startswith("pydantic"):
+            docs.update(own_field_docs(cls))
+    return docs
+
+
+def own_field_docs(model: type[BaseModel]) -> dict[str, FieldDoc]:
+    """The ``#:`` comment lines right above each field ``model`` declares, by field name.
 
     A line ``#: default: …`` says the default in words, where the declared one (``None``,
     a placeholder filled in later) would mislead.
@@ -133,8 +144,14 @@ def anchor(path: str) -> str:
 _SCALARS = {str: "text", int: "integer", float: "number", bool: "`true` or `false`"}
 
 
-def type_text(annotation: Any, path: str) -> str:
-    """An annotation in words, linking a nested section to its table."""
+#: each section's model → the path where its table is (see :func:`section_homes`)
+Homes = Mapping[type[BaseModel], str]
+
+
+def type_text(annotation: Any, path: str, homes: Homes | None = None) -> str:
+    """An annotation in words, linking a nested section to its table (at ``path``, or at
+    the section's home in ``homes``)."""
+    homes = homes or {}
     if annotation in _SCALARS:
         return _SCALARS[annotation]
     if annotation is Any:
@@ -143,19 +160,21 @@ def type_text(annotation: Any, path: str) -> str:
     if origin is Literal:
         return "one of " + ", ".join(f"`{value}`" for value in args)
     if origin in (typing.Union, types.UnionType):
-        shown = [type_text(arg, path) for arg in args if arg is not type(None)]
+        shown = [type_text(arg, path, homes) for arg in args if arg is not type(None)]
         return ", or ".join(shown)
     if origin is list:
-        return f"list of {type_text(args[0], path)}"
+        return f"list of {type_text(args[0], path, homes)}"
     if origin is dict:
-        if nested_model(args[1]) is not None:
-            section = f"{path}.<name>"
+        nested = nested_model(args[1])
+        if nested is not None:
+            section = homes.get(nested, f"{path}.<name>")
             return f"mapping of name → [`{section}`](#{anchor(section)})"
         if args[1] is Any:
             return "mapping"
         return f"mapping of {type_text(args[0], path)} → {type_text(args[1], path)}"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return f"mapping, see [`{path}`](#{anchor(path)})"
+        section = homes.get(annotation, path)
+        return f"mapping, see [`{section}`](#{anchor(section)})"
     raise ValueError(f"{path}: no wording for the type {annotation!r}: teach type_text")
 
 
@@ -208,7 +227,27 @@ def default_text(field: FieldInfo, said: str | None) -> str:
 
 
 def spec_sections(model: type[BaseModel], path: str = "") -> Iterator[tuple[str, type[BaseModel]]]:
-    """``(dotted path, model)`` of the spec and every section inside it, depth first."""
+    """``(dotted path, model)`` of the spec and every section inside it, depth first, each
+    section once, at its home: the simulator of ``endpoint`` and of each pool member is one
+    table, not two."""
+    homes = section_homes(model, path)
+    for where, section in _every_section(model, path):
+        if homes[section] == where:
+            yield where, section
+
+
+def section_homes(model: type[BaseModel], path: str = "") -> dict[type[BaseModel], str]:
+    """Where each section's table is: of the paths that reach its model, the one nearest
+    the top (the first of those, depth first)."""
+    homes: dict[type[BaseModel], str] = {}
+    for where, section in _every_section(model, path):
+        home = homes.get(section)
+        if home is None or where.count(".") < home.count("."):
+            homes[section] = where
+    return homes
+
+
+def _every_section(model: type[BaseModel], path: str) -> Iterator[tuple[str, type[BaseModel]]]:
     yield path, model
     for name, field in model.model_fields.items():
         nested = nested_model(field.annotation)
@@ -217,11 +256,12 @@ def spec_sections(model: type[BaseModel], path: str = "") -> Iterator[tuple[str,
         child = f"{path}.{name}" if path else name
         if is_mapping_of_models(field.annotation):
             child += ".<name>"
-        yield from spec_sections(nested, child)
+        yield from _every_section(nested, child)
 
 
-def spec_table(path: str, model: type[BaseModel]) -> list[str]:
-    """The Markdown of one section: its heading, its docstring and a row per key."""
+def spec_table(path: str, model: type[BaseModel], homes: Homes | None = None) -> list[str]:
+    """The Markdown of one section: its heading, its docstring and a row per key (a nested
+    section linked to its home in ``homes``)."""
     title = f"`{path}`" if path else "Top level"
     lines = [f"## {title} {{#{anchor(path)}}}", ""]
     intro = model.__dict__.get("__doc__")
@@ -237,7 +277,7 @@ def spec_table(path: str, model: type[BaseModel]) -> list[str]:
                 f"{model.__name__}.{name} ({key}) has no #: comment saying what it means; "
                 "add one above the field in src/batchchat/spec/"
             )
-        kind = type_text(field.annotation, key)
+        kind = type_text(field.annotation, key, homes)
         bounds = bounds_text(field)
         kind = f"{kind} ({bounds})" if bounds else kind
         row = [f"`{key}`", kind, default_text(field, doc.default), markdown(doc.meaning)]
@@ -259,8 +299,9 @@ def spec_page() -> str:
         "[The job file](../job.md).",
         "",
     ]
+    homes = section_homes(JobSpec)
     for path, model in spec_sections(JobSpec):
-        lines += spec_table(path, model)
+        lines += spec_table(path, model, homes)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -33,7 +33,8 @@
     └── ClusterError              Ray failed a run on it (a worker or node lost)
 
 Whether a request error is worth retrying is decided here, by type, in
-:func:`is_retryable` -- nowhere else, and never by matching message strings.
+:func:`is_retryable` (and, in a pool of endpoints, whether another endpoint may take it,
+in :func:`may_fail_over`) -- nowhere else, and never by matching message strings.
 """
 
 from __future__ import annotations
@@ -251,6 +252,26 @@ def is_fatal(error: BaseException) -> bool:
     """True when sending more requests would only repeat this failure (a rejected key, no
     quota): a wrong key must not turn a million rows into a million error rows."""
     return isinstance(error, _FATAL)
+
+
+#: Errors that belong to the row whatever the endpoint: a pool never sends the row elsewhere.
+_ROW_FAULTS: tuple[type[RequestError], ...] = (ContextLengthError, RequestTooLargeError)
+
+
+def may_fail_over(error: BaseException, *, endpoint_proven: bool = True) -> bool:
+    """In a pool of endpoints: whether another endpoint may take the request after ``error``.
+
+    Decided by type: what is worth retrying, and what is the endpoint's fault (:func:`is_fatal`:
+    a rejected key, no quota). A client error (400, 404...) is the row's own -- never sent
+    around the pool -- unless it came from an endpoint that has not answered once yet
+    (``endpoint_proven`` False): a gateway refusing a wrong key with a 400, or a model name
+    the endpoint does not know, looks like that. Too long a prompt never fails over.
+    """
+    if is_retryable(error) or is_fatal(error):
+        return True
+    if isinstance(error, _ROW_FAULTS):
+        return False
+    return not endpoint_proven and isinstance(error, ClientError)
 
 
 def is_retryable(error: BaseException) -> bool:

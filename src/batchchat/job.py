@@ -8,6 +8,7 @@ that cannot be told apart, kept columns that clash with result columns, a bad pr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from batchchat.pricing import PriceTable
 from batchchat.results.layout import OutputLayout
 from batchchat.results.schema import ResultColumns, result_columns
 from batchchat.results.upstream import Upstream, is_output_dir, open_upstream
-from batchchat.spec import JobSpec
+from batchchat.spec import EndpointSpec, JobSpec
 
 T = TypeVar("T")
 
@@ -51,9 +52,10 @@ class CompiledJob:
         found += reask_warnings(self.spec)
         found += self.upstream.warnings if self.upstream is not None else []
         found += [
-            f"endpoint.headers.{name}: a secret written in the spec itself; name an environment "
+            f"{where}.headers.{name}: a secret written in the spec itself; name an environment "
             f"variable instead, as ${{VAR}} (job.yaml in the output shows it as ***)"
-            for name in self.spec.endpoint.literal_secret_headers()
+            for where, endpoint in _endpoints(self.spec)
+            for name in endpoint.literal_secret_headers()
         ]
         return found
 
@@ -117,8 +119,11 @@ def _compile(
         rows = None if upstream is None else upstream.rows
         plan = problems.check(lambda: compile_plan(spec, rows))
     prices = problems.check(lambda: PriceTable.from_spec(spec))
-    if require_key and not spec.endpoint.is_simulator:
-        problems.check(lambda: resolve_headers(spec.endpoint))
+    if require_key:
+        for where, endpoint in _endpoints(spec):
+            # a pool's simulator member may name a key: it is sent (a wrong key rehearsed)
+            if not endpoint.is_simulator or (spec.endpoints and endpoint.api_key_env):
+                problems.check(functools.partial(resolve_headers, endpoint, where=where))
     output_problem = OutputLayout(spec.output_dir).problem()
     if output_problem is not None:
         problems.lines.append(f"  {output_problem}")
@@ -218,6 +223,13 @@ def _result_columns(
         extra.append(parse_status_group(check))
     columns = problems.check(lambda: result_columns(checked, schema, extra_groups=extra))
     return columns if len(kept) == len(spec.output.keep_columns) else None
+
+
+def _endpoints(spec: JobSpec) -> list[tuple[str, EndpointSpec]]:
+    """The spec's endpoint, or each member of its pool, with where the spec says it."""
+    if spec.endpoints is None:
+        return [("endpoint", spec.endpoint)]
+    return [(f"endpoints[{member.name}]", member) for member in spec.endpoints]
 
 
 class _Problems:

@@ -183,6 +183,8 @@ class ChatResult:
     #: cost in USD of this result's usage (set by the pricing step; None = unpriced); with
     #: re-asks, of every answer the row was given (``ask_costs_usd`` has each)
     cost_usd: float | None = None
+    #: the pool member that answered (or last failed) it; None with a single endpoint
+    endpoint: str | None = None
     #: times the row was asked again because its answer failed the job's check
     reasks: int = 0
     #: the cost of each answer, first ask first (None: the job does not re-ask)
@@ -207,6 +209,24 @@ class TimelineBucket:
     ok: int = 0
     errors: int = 0
     tokens: int = 0
+
+
+@dataclass(slots=True)
+class EndpointStats:
+    """Counters of one endpoint of a pool (``ExecutionStats.endpoints``)."""
+
+    #: attempts sent to it, and answered 429
+    requests_sent: int = 0
+    rate_limited: int = 0
+    #: its attempts by HTTP status (0 = no response)
+    status_counts: dict[int, int] = field(default_factory=dict)
+    #: final results it gave (ok, or the error of the row's last attempt)
+    results_ok: int = 0
+    results_error: int = 0
+    #: times it was put out of the pool for a while (repeated 5xx, timeouts, connections)
+    cooldowns: int = 0
+    #: why it was taken out for the rest of the run (a rejected key, no quota…), if it was
+    removed: str | None = None
 
 
 @dataclass(slots=True)
@@ -247,6 +267,8 @@ class ExecutionStats:
     completion_tokens: int = 0
     #: cost of the finished results that have a price (USD)
     cost_usd: float = 0.0
+    #: per endpoint of a pool, by name (empty with a single endpoint)
+    endpoints: dict[str, EndpointStats] = field(default_factory=dict)
     #: re-asks sent (a row asked again because its answer failed the check), apart from
     #: ``retries`` (attempts sent again after a transport or server failure)
     reasks: int = 0

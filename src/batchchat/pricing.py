@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from batchchat.models import ChatRequest, Usage
-from batchchat.spec import JobSpec, PriceSpec
+from batchchat.models import ChatRequest, ChatResponse, ChatResult, Usage
+from batchchat.spec import JobSpec, PoolEndpointSpec, PriceSpec
 
 PER_TOKENS = 1_000_000
 #: parts of a model name after an entry's name that only name a snapshot of it
@@ -95,10 +95,22 @@ class PriceTable:
 
     @classmethod
     def from_spec(cls, spec: JobSpec) -> PriceTable:
-        """The built-in table plus the spec's ``pricing:``, converted with its currency rates."""
+        """The built-in table plus the spec's ``pricing:``, converted with its currency rates
+        (a :class:`PoolPriceTable` for a pool of endpoints)."""
+        if spec.endpoints is not None:
+            return PoolPriceTable(
+                cls._for(spec, spec.endpoint.base_url),
+                [MemberPrices.from_spec(spec, member) for member in spec.endpoints],
+            )
+        return cls._for(spec, spec.endpoint.base_url)
+
+    @classmethod
+    def _for(
+        cls, spec: JobSpec, base_url: str, extra: Mapping[str, PriceSpec] | None = None
+    ) -> PriceTable:
         rates = tuple(sorted(spec.currency_rates.items()))
-        prices = dict(_builtin_prices(_host_of(spec.endpoint.base_url), rates))
-        for name, price in spec.pricing.items():
+        prices = dict(_builtin_prices(_host_of(base_url), rates))
+        for name, price in {**spec.pricing, **(extra or {})}.items():
             prices[name.lower()] = _from_price_spec(name, price, dict(rates))
         return cls(prices)
 
@@ -148,16 +160,7 @@ class PriceTable:
         at the dearest output rate.
         """
         price = self.lookup(_model_of(request))
-        if price is None:
-            return None
-        prompt = request.est_prompt_tokens * price.input
-        cheapest = (
-            price.input if price.cached_input is None else min(price.cached_input, price.input)
-        )
-        choices = _choices_of(request)
-        low = request.est_prompt_tokens * cheapest + choices * price.output
-        high = prompt + max(request.max_output_tokens, choices) * price.max_output
-        return low / PER_TOKENS, high / PER_TOKENS
+        return None if price is None else _bounds(price, request)
 
     def worst_case_usd(self, request: ChatRequest) -> float | None:
         """The most a request can cost (the high bound): what the budget reserves in flight."""
@@ -167,6 +170,69 @@ class PriceTable:
     def models(self) -> list[str]:
         """The entry names, sorted."""
         return sorted(self._prices)
+
+
+# -- pools of endpoints ------------------------------------------------------------------------
+
+
+class MemberPrices:
+    """One pool member's prices: its own ``pricing:`` first, under the model name it is sent
+    (an Azure deployment) or answers with; then the built-ins for its host and the job's
+    ``pricing:``, as for a single endpoint."""
+
+    def __init__(self, member: PoolEndpointSpec, table: PriceTable, own: PriceTable) -> None:
+        self.member = member
+        self._table = table
+        self._own = own
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, member: PoolEndpointSpec) -> MemberPrices:
+        rates = dict(spec.currency_rates)
+        own = {name: _from_price_spec(name, p, rates) for name, p in member.pricing.items()}
+        return cls(member, PriceTable._for(spec, member.base_url, member.pricing), PriceTable(own))
+
+    def price(self, sent: str | None, answered: str | None = None) -> ModelPrice | None:
+        """The price of an answer to a request sent as ``sent`` (answered as ``answered``)."""
+        for name in (sent, answered):
+            own = self._own.lookup(name)
+            if own is not None:
+                return own
+        return self._table.lookup(answered or sent) or self._table.lookup(sent)
+
+    def cost_of(self, result: ChatResult) -> float | None:
+        """Cost of one result this member answered (None: no price, or no usage)."""
+        if result.response is None:
+            return None
+        return self.answer_cost(result.request, result.response)
+
+    def answer_cost(self, request: ChatRequest, response: ChatResponse) -> float | None:
+        """Cost of one answer it gave to ``request`` (None: no price, or no usage)."""
+        price = self.price(self._sent(request), response.model)
+        return None if price is None else price.cost_usd(response.usage)
+
+    def request_cost_bounds(self, request: ChatRequest) -> tuple[float, float] | None:
+        price = self.price(self._sent(request))
+        return None if price is None else _bounds(price, request)
+
+    def _sent(self, request: ChatRequest) -> str | None:
+        model = self.member.sent_model(request.body.get("model"))
+        return model if isinstance(model, str) else None
+
+
+class PoolPriceTable(PriceTable):
+    """A pool's prices: a request costs what the member answering it charges, so before it
+    is sent its bounds span the members' (the cheapest low, the dearest high)."""
+
+    def __init__(self, job: PriceTable, members: list[MemberPrices]) -> None:
+        super().__init__({})
+        self._prices = job._prices
+        self.members = members
+
+    def request_cost_bounds(self, request: ChatRequest) -> tuple[float, float] | None:
+        bounds = [b for m in self.members if (b := m.request_cost_bounds(request)) is not None]
+        if not bounds:
+            return None
+        return min(low for low, _ in bounds), max(high for _, high in bounds)
 
 
 # -- the built-in table ------------------------------------------------------------------------
@@ -230,6 +296,16 @@ def _host_of(base_url: str | None) -> str | None:
 
 def _host_matches(host: str | None, hosts: Iterable[str]) -> bool:
     return host is not None and any(host == h or host.endswith("." + h) for h in hosts)
+
+
+def _bounds(price: ModelPrice, request: ChatRequest) -> tuple[float, float]:
+    """(low, high) USD of ``request`` at ``price`` (see :meth:`PriceTable.request_cost_bounds`)."""
+    prompt = request.est_prompt_tokens * price.input
+    cheapest = price.input if price.cached_input is None else min(price.cached_input, price.input)
+    choices = _choices_of(request)
+    low = request.est_prompt_tokens * cheapest + choices * price.output
+    high = prompt + max(request.max_output_tokens, choices) * price.max_output
+    return low / PER_TOKENS, high / PER_TOKENS
 
 
 def _model_of(request: ChatRequest) -> str | None:

@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -27,6 +28,7 @@ from batchchat.errors import SinkError
 from batchchat.execute.budget import Budget
 from batchchat.execute.endpoint import open_target, secret_values
 from batchchat.execute.executor import execute
+from batchchat.execute.pool import PoolSettings, open_pool
 from batchchat.execute.reask import Reasker
 from batchchat.execute.transport import AiohttpTransport
 from batchchat.job import CompiledJob, compile_job
@@ -43,7 +45,7 @@ from batchchat.models import (
 )
 from batchchat.planning.planner import RowFailure
 from batchchat.planning.reader import InputIssue, count_rows
-from batchchat.pricing import PriceTable
+from batchchat.pricing import PoolPriceTable, PriceTable
 from batchchat.report.build import RunReport, build_report, write_reports
 from batchchat.results.encoder import ResultEncoder
 from batchchat.results.outdir import OutputDir, open_output
@@ -117,7 +119,7 @@ async def _run_in(
     out: OutputDir, job: CompiledJob, options: RunOptions, stop: asyncio.Event
 ) -> RunOutcome:
     spec = job.spec
-    redact = Redactor(secret_values(spec.endpoint))
+    redact = Redactor(_secrets(spec))
     sink = ParquetSink(
         out.results_dir,
         ResultEncoder(job.columns, run_id=options.run_id, redact=redact),
@@ -139,8 +141,7 @@ async def _run_in(
         requests = cache.serve(requests, on_hit=sink.write)
         on_result = _writing_then_caching(sink, cache)
 
-    async with open_target(spec.endpoint, force_simulator=options.dry_run) as target:
-        transport = AiohttpTransport(spec.endpoint, max_connections=spec.limits.max_concurrency)
+    async with _endpoints(job, options) as (route, transports):
         housekeeping = asyncio.create_task(_housekeep(out.path, sink, stats, options, cache))
         try:
             await execute(
@@ -148,18 +149,14 @@ async def _run_in(
                 limits=spec.limits,
                 retry=spec.retry,
                 keep_raw=spec.output.keep_raw,
-                transport=transport,
-                url=target.url,
-                headers=target.headers,
                 on_result=on_result,
                 stats=stats,
                 budget=_budget(spec.budget, job.prices, stats),
-                cost_of=cost_function(job.prices),
-                endpoint=target.display,
                 redact=redact,
                 stop=stop,
                 drain_timeout_s=options.drain_timeout_s,
                 reask=reasker_of(job),
+                **route,
             )
         except BaseException:
             # a malformed input line, a disk that is full: the run did not complete, and
@@ -171,15 +168,55 @@ async def _run_in(
             housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
-            await transport.aclose()
+            for transport in transports:
+                await transport.aclose()
             if cache is not None:
                 cache.close()
-            stats.resent = transport.stale_retries
+            stats.resent = sum(transport.stale_retries for transport in transports)
             # the planner holds the resume index (every finished key): let it go before
             # compaction and the report, which read every result again
             del requests
             _close(sink, out.path, stats, issues)
     return finish_run(out, job, stats, issues)
+
+
+@contextlib.asynccontextmanager
+async def _endpoints(
+    job: CompiledJob, options: RunOptions
+) -> AsyncIterator[tuple[dict[str, Any], list[AiohttpTransport]]]:
+    """Where the requests go, as :func:`execute` takes it -- the one endpoint, or the pool
+    -- opened (simulators started), with the transports to close at the end."""
+    spec = job.spec
+    if spec.endpoints is None:
+        async with open_target(spec.endpoint, force_simulator=options.dry_run) as target:
+            transport = AiohttpTransport(spec.endpoint, max_connections=spec.limits.max_concurrency)
+            route = {
+                "transport": transport,
+                "url": target.url,
+                "headers": target.headers,
+                "endpoint": target.display,
+                "cost_of": cost_function(job.prices),
+            }
+            yield route, [transport]
+        return
+    members = job.prices.members if isinstance(job.prices, PoolPriceTable) else []
+    costs = {prices.member.name: prices.answer_cost for prices in members}
+    async with open_pool(
+        spec.endpoints,
+        limits=spec.limits,
+        prices=lambda member: costs.get(member.name),
+        force_simulator=options.dry_run,
+    ) as opened:
+        pool = PoolSettings(opened, spec.routing, on_warning=options.on_warning)
+        transports = [m.transport for m in opened if isinstance(m.transport, AiohttpTransport)]
+        yield {"pool": pool, "endpoint": "the pool"}, transports
+
+
+def _secrets(spec: JobSpec) -> frozenset[str]:
+    """Every secret a run sends, to be masked wherever it could show."""
+    if spec.endpoints is None:
+        return secret_values(spec.endpoint)
+    return frozenset().union(*(secret_values(member) for member in spec.endpoints))
 
 
 def _close(
@@ -206,7 +243,9 @@ def finish_run(
     partial, so a kill while compacting never leaves a directory that claims done."""
     out.compact()
     stats.finished_at = datetime.now(UTC)
-    report = build_report(out.path, prices=job.prices, latest=stats)
+    # a pool's rows were priced by the member that answered each: those costs stand
+    prices = None if job.spec.endpoints is not None else job.prices
+    report = build_report(out.path, prices=prices, latest=stats)
     write_reports(out.path, report)
     save_stats(out.path, stats)
     return RunOutcome(report, stats, out.path, issues)

@@ -217,12 +217,22 @@ def _written(results: Path) -> int:
         return 0  # a part being written
 
 
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"cache": True}, "cache: the response cache"),
+        (
+            {"endpoints": [{"name": "a", "base_url": "simulator"}], "endpoint": None},
+            "endpoints: a pool of endpoints",
+        ),
+    ],
+)
 def test_what_a_run_on_ray_does_not_do_is_refused_before_anything_is_sent(
-    tmp_path: Path,
+    tmp_path: Path, change: dict[str, Any], said: str
 ) -> None:
-    spec = make_spec(tmp_path, 10, "simulator")
-    spec["cache"] = True
-    with pytest.raises(SpecError, match=r"cannot run on Ray[\s\S]*cache: the response cache"):
+    spec = {**make_spec(tmp_path, 10, "simulator"), **change}
+    spec = {key: value for key, value in spec.items() if value is not None}
+    with pytest.raises(SpecError, match=rf"cannot run on Ray[\s\S]*{said}"):
         batchchat.run(spec, engine="ray", workers=1)
     assert not (tmp_path / "out").exists()
 

@@ -409,3 +409,31 @@ async def test_admissions_that_share_take_a_part_of_what_a_gateways_window_has_l
         )
         admission.release()
     assert first.window.left == second.window.left == 20  # together no more than it takes
+
+
+# -- readiness, for a pool's router ----------------------------------------------------------------
+
+
+async def test_ready_in_says_when_an_attempt_would_pass_without_waiting() -> None:
+    time = FakeTime()
+    admission = _admission(time, rpm=60, max_concurrency=2)
+    await admission.admit(1)  # the bucket starts full: the first attempt waited a second
+    assert 0.9 < admission.ready_in_s(1) <= 1.1  # the next refill, and nothing is charged
+    assert 0.9 < admission.ready_in_s(1) <= 1.1
+    time.now += 1.1
+    assert admission.ready_in_s(1) == 0.0
+    await admission.admit(1)
+    assert admission.ready_in_s(1) == math.inf  # both slots taken: not before one ends
+    admission.release()
+    admission.hold_until(time.now + 30)
+    assert admission.ready_in_s(1) == pytest.approx(30.0)
+
+
+async def test_ready_in_counts_tokens_against_tpm() -> None:
+    time = FakeTime()
+    admission = _admission(time, tpm=6_000)
+    assert admission.ready_in_s(50) > 0.0  # the bucket starts full, as mid-job
+    time.now += 60  # a minute later it is empty
+    assert admission.ready_in_s(50) == 0.0
+    await admission.admit(5_000)  # a big request owes most of a minute
+    assert 45.0 < admission.ready_in_s(50) < 55.0

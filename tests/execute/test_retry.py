@@ -15,6 +15,8 @@ from batchchat.errors import (
     RequestError,
     ResponseFormatError,
     StreamError,
+    is_retryable,
+    may_fail_over,
 )
 from batchchat.execute.parse import status_error
 from batchchat.execute.retry import (
@@ -149,3 +151,59 @@ def test_jitter_on_the_servers_advice_stays_within_max_wait() -> None:
     error = RateLimitError("429", retry_after=0.99, status=429)
     waits = [policy.next_wait(error, attempt=1) for _ in range(200)]
     assert all(w is not None and 0.99 <= w <= 1.0 for w in waits)
+
+
+# -- in a pool: to another endpoint -------------------------------------------------------------
+
+#: (case, error, from an endpoint that answered well before?, may another endpoint take it?)
+FAILOVER: list[tuple[str, RequestError, bool, bool]] = [
+    ("503", _status(503), True, True),
+    ("connection reset", NetworkError("reset"), True, True),
+    ("429 with a minute's advice", RateLimitError("429", retry_after=60.0, status=429), True, True),
+    ("401 rejected key", _status(401, "invalid_api_key"), True, True),
+    ("429 no quota", _status(429, "insufficient_quota"), True, True),
+    ("400 from an endpoint on trial", _status(400, "no_db_connection"), False, True),
+    ("404 from an endpoint on trial", _status(404, "model_not_found"), False, True),
+    ("400 from a proven endpoint: the row's own", _status(400), True, False),
+    ("content filter from a proven endpoint", _status(400, "content_filter"), True, False),
+    ("too long a prompt, wherever", _status(400, "context_length_exceeded"), False, False),
+    (
+        "request above the TPM limit",
+        _status(429, "rate_limit_exceeded", "Request too large"),
+        False,
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "proven", "fails_over"), FAILOVER, ids=[c[0] for c in FAILOVER]
+)
+def test_what_another_endpoint_may_take(
+    case: str, error: RequestError, proven: bool, fails_over: bool
+) -> None:
+    assert may_fail_over(error, endpoint_proven=proven) is fails_over, case
+    policy = RetryPolicy(RetrySpec(max_attempts=6, initial_wait_s=5.0))
+    wait = policy.next_wait(error, 1, elsewhere=True, endpoint_proven=proven)
+    if fails_over:
+        # at once, a little apart: the endpoint that failed it holds (or is out) by itself
+        assert wait is not None and 0.0 <= wait <= QUICK_RETRY_S, case
+    elif is_retryable(error):
+        assert wait is not None
+
+
+def test_with_nowhere_else_to_go_a_pool_member_is_waited_for_like_one_endpoint() -> None:
+    policy = RetryPolicy(RetrySpec(max_wait_s=120.0))
+    advised = RateLimitError("429", retry_after=60.0, status=429)
+    wait = policy.next_wait(advised, 1, elsewhere=False, endpoint_proven=True)
+    assert wait is not None and wait >= 60.0
+    assert policy.next_wait(_status(401), 1, elsewhere=False) is None
+
+
+def test_failing_over_still_ends_after_max_attempts_and_rate_limit_patience() -> None:
+    policy = RetryPolicy(RetrySpec(max_attempts=3, rate_limit_patience_s=100.0))
+    assert policy.next_wait(_status(503), 2, elsewhere=True) is not None
+    assert policy.next_wait(_status(503), 3, elsewhere=True) is None
+    limited = RateLimitError("429", status=429)
+    assert policy.next_wait(limited, 0, elsewhere=True, limited_for_s=99.0) is not None
+    assert policy.next_wait(limited, 0, elsewhere=True, limited_for_s=101.0) is None

@@ -20,6 +20,7 @@ from batchchat.cli._common import (
     var_option,
 )
 from batchchat.cli._docs import docs_epilog
+from batchchat.cli._pool import pool_rows
 from batchchat.models import ChatRequest
 from batchchat.planning.estimate import PlanEstimate, estimate
 from batchchat.results.layout import write_atomically
@@ -100,8 +101,13 @@ def _shortened(value: Any) -> Any:
 def _totals_rows(
     spec: JobSpec, totals: PlanEstimate, out: Path | None
 ) -> Iterator[tuple[str, str]]:
-    where = "the built-in simulator" if spec.endpoint.is_simulator else spec.endpoint.base_url
-    yield "job", f"{spec.name}: {spec.request.get('model')} via {where}"
+    if spec.endpoints is not None:
+        names = ", ".join(member.name for member in spec.endpoints)
+        yield "job", f"{spec.name}: {spec.request.get('model')} via a pool ({names})"
+        yield from pool_rows(spec)
+    else:
+        where = "the built-in simulator" if spec.endpoint.is_simulator else spec.endpoint.base_url
+        yield "job", f"{spec.name}: {spec.request.get('model')} via {where}"
     yield "rows", f"{totals.rows:,}"
     yield "requests", f"{totals.requests:,}  ({spec.samples} per row)"
     yield "prompt tokens", f"~{totals.prompt_tokens:,} (offline estimate)"

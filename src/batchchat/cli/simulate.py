@@ -48,6 +48,7 @@ _TOP_FLAGS = (
     "close_after_stream",
     "context_tokens",
     "error_style",
+    "auth_error",
 )
 #: flags that set a FaultSpec field besides the probabilities
 _FAULT_KNOBS = {"stall_s": "stall_s", "trickle_interval_s": "trickle_interval_s"}
@@ -79,6 +80,11 @@ def _fault_option(flag: str, text: str) -> Callable[[Any], Any]:
     "job",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Start from this job spec's endpoint.simulator settings; flags override them.",
+)
+@click.option(
+    "--member",
+    metavar="NAME",
+    help="With --job of a pool: start from that member's simulator settings instead.",
 )
 @click.option("--latency-ms", type=click.FloatRange(min=0), help="Mean latency before answering.")
 @click.option(
@@ -134,6 +140,12 @@ def _fault_option(flag: str, text: str) -> Callable[[Any], Any]:
     help="Word the context-overflow 400 like OpenAI or like llama-server.",
 )
 @click.option(
+    "--auth-error",
+    type=click.Choice(["openai", "litellm"]),
+    help="Refuse a wrong key like OpenAI (401) or like a LiteLLM proxy without its database "
+    "(400 'No connected db.').",
+)
+@click.option(
     "--api-key-env",
     metavar="NAME",
     help="Require 'Authorization: Bearer <key>' with the key in this environment variable.",
@@ -173,7 +185,7 @@ def _fault_option(flag: str, text: str) -> Callable[[Any], Any]:
     help="Seconds between ': keep-alive' lines in slow streams.",
 )
 @reports_errors
-def simulate(host: str, port: int, job: Path | None, **options: Any) -> None:
+def simulate(host: str, port: int, job: Path | None, member: str | None, **options: Any) -> None:
     """Serve a local OpenAI-compatible Chat Completions API (no key, no network, no cost).
 
     \b
@@ -185,12 +197,26 @@ def simulate(host: str, port: int, job: Path | None, **options: Any) -> None:
     """
     base = SimulatorSpec()
     if job is not None:
-        from batchchat.spec import load_spec
-
-        base = load_spec(job).endpoint.simulator or base
+        base = _job_simulator(job, member) or base
+    elif member is not None:
+        raise click.BadParameter("names a pool member: give --job too", param_hint="--member")
     spec = build_spec(base, options)
     with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C while shutting down
         asyncio.run(_serve(spec, host, port))
+
+
+def _job_simulator(job: Path, member: str | None) -> SimulatorSpec | None:
+    """The simulator settings of the job's endpoint, or of one member of its pool."""
+    from batchchat.spec import load_spec
+
+    spec = load_spec(job)
+    if member is None:
+        return spec.endpoint.simulator
+    names = {m.name: m for m in spec.endpoints or []}
+    if member not in names:
+        known = ", ".join(names) or "none: the job has no endpoints: pool"
+        raise click.BadParameter(f"{member!r} is not a member of {job}'s pool ({known})")
+    return names[member].simulator
 
 
 def build_spec(base: SimulatorSpec, options: dict[str, Any]) -> SimulatorSpec:

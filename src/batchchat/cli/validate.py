@@ -21,6 +21,7 @@ from batchchat.cli._common import (
     var_option,
 )
 from batchchat.cli._docs import docs_epilog
+from batchchat.cli._pool import describe_limits, pool_rows
 from batchchat.job import CompiledJob
 from batchchat.planning.reader import count_rows
 from batchchat.spec import JobSpec, SeedSpec, load_spec
@@ -59,7 +60,10 @@ def _summary_rows(compiled: CompiledJob, job: Path) -> Iterator[tuple[str, str]]
     yield "columns", ", ".join(columns)
     id_column = spec.input.id_column
     yield "row id", f"column '{id_column}' (unique)" if id_column else "row position (0, 1, …)"
-    yield "endpoint", _describe_endpoint(spec)
+    if spec.endpoints is None:
+        yield "endpoint", _describe_endpoint(spec)
+    else:
+        yield from pool_rows(spec)
     yield "model", str(spec.request.get("model"))
     for ref in compiled.plan.request.refs:
         used = sorted(ref.columns) + [f"vars.{v}" for v in sorted(ref.var_names)]
@@ -124,10 +128,10 @@ def _describe_samples(spec: JobSpec) -> str:
 
 
 def _describe_limits(spec: JobSpec) -> str:
-    limits, retry = spec.limits, spec.retry
-    rpm = f"{limits.rpm:,} rpm" if limits.rpm else "no rpm limit"
-    tpm = f"{limits.tpm:,} tpm" if limits.tpm else "no tpm limit"
+    retry = spec.retry
+    # a pool's members take these where they set none of their own (shown with each member)
+    under = "each endpoint's unless its own: " if spec.endpoints else ""
     return (
-        f"{rpm}, {tpm}, {limits.max_concurrency} concurrent; "
+        f"{under}{describe_limits(spec.limits)}; "
         f"up to {retry.max_attempts} attempts, waits ≤ {retry.max_wait_s:g}s"
     )

@@ -168,6 +168,12 @@ def refuse_unsupported(job: CompiledJob) -> None:
             "workers may be on others; run the job without --engine ray to use it, or "
             "leave cache: out"
         )
+    if job.spec.endpoints is not None:
+        problems.append(
+            "  endpoints: a pool of endpoints is routed by one process (each member's "
+            "admission, cool-downs and fail-over live there); run the job without "
+            "--engine ray, or give it one endpoint:"
+        )
     if job.upstream is not None:
         problems.append(
             "  input.path: an output directory as input (chaining) is read by a local run "

@@ -134,6 +134,18 @@ class Admission:
             if not tpm.retired:
                 break
 
+    def ready_in_s(self, tokens: int) -> float:
+        """Seconds until an attempt charging ``tokens`` would be admitted without waiting
+        (0: now; inf: not before an attempt in flight ends). For a router choosing among
+        endpoints; nothing is charged."""
+        if not (self.concurrency.has_room() and self.window.has_room()):
+            return math.inf
+        wait = self.paused_until - self._clock()
+        for pacer, amount in ((self.rpm, 1), (self.tpm, tokens)):
+            if pacer is not None:
+                wait = max(wait, math.inf if pacer.busy else pacer.wait_s(amount))
+        return max(wait, 0.0)
+
     def release(self) -> None:
         """The attempt admitted last by this caller has ended."""
         self.window.release()

@@ -50,6 +50,10 @@ class ConcurrencyGate:
         """How many attempts may be in flight now."""
         return int(self.limit)
 
+    def has_room(self) -> bool:
+        """Whether an attempt would be admitted at once."""
+        return self.in_use < self.allowed and not self._waiters
+
     async def acquire(self) -> None:
         if self.in_use < self.allowed and not self._waiters:
             self.in_use += 1
@@ -134,6 +138,10 @@ class WindowAllowance:
         #: admitted attempts not answered yet
         self.in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def has_room(self) -> bool:
+        """Whether a send would be allowed at once."""
+        return self._may_send() and not self._waiters
 
     async def acquire(self) -> None:
         if self._may_send() and not self._waiters:

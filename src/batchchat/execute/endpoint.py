@@ -41,9 +41,10 @@ def chat_completions_url(base_url: str) -> str:
 
 
 def resolve_headers(
-    endpoint: EndpointSpec, environ: Mapping[str, str] | None = None
+    endpoint: EndpointSpec, environ: Mapping[str, str] | None = None, *, where: str = "endpoint"
 ) -> dict[str, str]:
-    """The request headers: JSON content type, bearer key from the named variable, extras."""
+    """The request headers: JSON content type, bearer key from the named variable, extras
+    (``where`` names the endpoint in errors: ``endpoint``, or ``endpoints[name]``)."""
     env = os.environ if environ is None else environ
     headers = {"Content-Type": "application/json"}
     if endpoint.api_key_env:
@@ -51,13 +52,13 @@ def resolve_headers(
         if not key:
             raise SpecError(
                 f"No API key found: the job reads it from ${endpoint.api_key_env} "
-                f"(endpoint.api_key_env), which is not set. Set it with "
+                f"({where}.api_key_env), which is not set. Set it with "
                 f"`export {endpoint.api_key_env}=...`, or use `base_url: simulator` to try the "
                 f"job without a key."
             )
         headers["Authorization"] = f"Bearer {key}"
     for name, value in endpoint.headers.items():
-        headers[name] = _expand(value, name, env)
+        headers[name] = _expand(value, name, env, where)
     return headers
 
 
@@ -79,15 +80,15 @@ def secret_values(
     return frozenset(found)
 
 
-def _expand(value: str, header: str, env: Mapping[str, str]) -> str:
-    return _ENV_REFERENCE.sub(lambda match: _env_value(match.group(1), header, env), value)
+def _expand(value: str, header: str, env: Mapping[str, str], where: str) -> str:
+    return _ENV_REFERENCE.sub(lambda match: _env_value(match.group(1), header, env, where), value)
 
 
-def _env_value(variable: str, header: str, env: Mapping[str, str]) -> str:
+def _env_value(variable: str, header: str, env: Mapping[str, str], where: str) -> str:
     value = env.get(variable)
     if value is None:
         raise SpecError(
-            f"endpoint.headers.{header} uses ${{{variable}}}, which is not set in the environment"
+            f"{where}.headers.{header} uses ${{{variable}}}, which is not set in the environment"
         )
     return value
 

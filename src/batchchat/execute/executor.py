@@ -7,7 +7,8 @@ back into the queue after its wait; the worker moves on meanwhile. The steps::
 
     _feed       requests → jobs (one pending slot each)
     _work       job → _attempt → _settle, until cancelled
-    _attempt    admission (limits) → budget → _send → _parse → limits feedback
+    _attempt    (a pool: the router picks a lane) → admission (that lane's limits) → budget
+                → _send → _parse → limits feedback
     _settle     success or final error → Execution.finish; retryable → Execution.retry_later
     _drain      after a stop: wait (bounded) for the attempts in flight
 
@@ -23,11 +24,15 @@ import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 
 from batchchat.errors import RequestError
+from batchchat.execute.admission import Admission
 from batchchat.execute.budget import Budget
+from batchchat.execute.job import Job
+from batchchat.execute.lane import Pricer
 from batchchat.execute.parse import parse_response
+from batchchat.execute.pool import PoolSettings
 from batchchat.execute.reask import Reasker
 from batchchat.execute.share import LimitShare
-from batchchat.execute.state import Execution, Job, Pricer, Settings
+from batchchat.execute.state import Execution, Settings
 from batchchat.execute.transport import HTTPResponse, Transport
 from batchchat.models import ChatRequest, ChatResponse, ChatResult, ExecutionStats, StopReason
 from batchchat.secrets import redact_shapes
@@ -81,7 +86,11 @@ async def _attempt(run: Execution, job: Job) -> ChatResponse | RequestError | No
     """One attempt of ``job``; None when the run stopped before it could be sent."""
     if run.stopping is not None:
         return None
-    admission, tokens = run.admission, job.request.est_tokens
+    pool = run.pool
+    lane = run.lane if pool is None else await pool.route(job)
+    if lane is None:
+        return None
+    admission, tokens = lane.admission, job.request.est_tokens
     send = await admission.admit(tokens)
     try:
         reserved = await _reserve_budget(run, job)
@@ -89,16 +98,18 @@ async def _attempt(run: Execution, job: Job) -> ChatResponse | RequestError | No
             return None
         try:
             sent_at = run.sent(job)
-            answer = await _send(run, job)
+            answer = await _send(run, job, lane.transport)
         finally:
             run.release_budget(reserved)
     finally:
         admission.release()
+        if pool is not None:
+            pool.released()
     if isinstance(answer, RequestError):
         admission.on_failure(answer, sent_at=sent_at)
         return answer
     admission.on_response(answer.headers, sent_at=sent_at, send=send, charged=tokens)
-    return _parse(run, job, answer, sent_at)
+    return _parse(run, job, admission, answer, sent_at)
 
 
 async def _reserve_budget(run: Execution, job: Job) -> float | None:
@@ -121,9 +132,9 @@ async def _reserve_budget(run: Execution, job: Job) -> float | None:
     return None
 
 
-async def _send(run: Execution, job: Job) -> HTTPResponse | RequestError:
+async def _send(run: Execution, job: Job, transport: Transport) -> HTTPResponse | RequestError:
     try:
-        response = await run.transport.send(job.http)
+        response = await transport.send(job.http)
     except RequestError as error:
         run.answered(job, 0)
         return error
@@ -132,24 +143,25 @@ async def _send(run: Execution, job: Job) -> HTTPResponse | RequestError:
 
 
 def _parse(
-    run: Execution, job: Job, response: HTTPResponse, sent_at: float
+    run: Execution, job: Job, admission: Admission, response: HTTPResponse, sent_at: float
 ) -> ChatResponse | RequestError:
     try:
         completion = parse_response(
             response, stream=job.http.stream, keep_raw=run.settings.keep_raw
         )
     except RequestError as error:
-        run.admission.on_failure(error, sent_at=sent_at)
+        admission.on_failure(error, sent_at=sent_at)
         return error
     request, prompt_tokens = job.request, completion.usage.prompt_tokens
     counted = None if prompt_tokens is None else prompt_tokens + request.max_output_tokens
-    run.admission.on_success(charged=request.est_tokens, counted=counted)
+    admission.on_success(charged=request.est_tokens, counted=counted)
+    run.succeeded(job)
     return completion
 
 
 def _settle(run: Execution, job: Job, outcome: ChatResponse | RequestError) -> None:
     """A success or a final error becomes a result; a retryable error waits and goes again."""
-    run.stats.concurrency = run.admission.concurrency.allowed
+    run.stats.concurrency = run.allowed
     if isinstance(outcome, ChatResponse):
         run.settle_answer(job, outcome)
         return
@@ -203,9 +215,9 @@ async def execute(
     limits: LimitsSpec,
     retry: RetrySpec,
     keep_raw: bool = False,
-    transport: Transport,
-    url: str,
-    headers: Mapping[str, str],
+    transport: Transport | None = None,
+    url: str = "",
+    headers: Mapping[str, str] | None = None,
     on_result: Callable[[ChatResult], None],
     stats: ExecutionStats,
     budget: Budget | None = None,
@@ -217,6 +229,7 @@ async def execute(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
     max_pending: int | None = None,
+    pool: PoolSettings | None = None,
     reask: Reasker | None = None,
     share: LimitShare | None = None,
 ) -> ExecutionStats:
@@ -235,26 +248,34 @@ async def execute(
     in what is kept of an error (``stats.fatal_error``). ``max_pending`` bounds
     the requests pulled from ``requests`` and not finished yet (default: 4 ×
     max_concurrency, at least 1024). ``reask`` checks each answer and asks a row again
-    when it fails the check (:mod:`batchchat.execute.reask`). ``share``: the RPM/TPM
-    buckets and the rate-limit hold are kept with other executors of the same job (see
-    :mod:`batchchat.execute.share`).
+    when it fails the check (:mod:`batchchat.execute.reask`).
+
+    With a ``pool`` of endpoints (:mod:`batchchat.execute.pool`) instead of ``transport``,
+    ``url`` and ``headers``, each attempt goes to the endpoint the pool's router picks, each
+    within its own limits (``limits`` is the job's, under each member's own); a result
+    names its endpoint, and ``cost_of`` is each member's own.
+    ``share``: the RPM/TPM buckets and the rate-limit hold are kept with other executors of
+    the same job (see :mod:`batchchat.execute.share`; not with a pool).
     """
-    workers = limits.max_concurrency
+    if pool is None and transport is None:
+        raise TypeError("execute() needs a transport and url, or a pool")
     settings = Settings(
         limits=limits,
         retry=retry,
         keep_raw=keep_raw,
         transport=transport,
         url=url,
-        headers=headers,
+        headers=headers or {},
         on_result=on_result,
         endpoint=endpoint or url,
         redact=redact or redact_shapes,
         budget=budget,
         cost_of=cost_of,
+        pool=pool,
         reask=reask,
         share=share,
     )
+    workers = limits.max_concurrency if pool is None else pool.workers(limits)
     run = Execution(
         settings, stats, sleep=sleep, clock=clock, max_pending=max_pending or max(4 * workers, 1024)
     )
@@ -272,6 +293,8 @@ async def execute(
             await _drain(run, stop, drain_timeout_s)
     finally:
         await _cancel_all([*tasks, *run.timers])
+        if run.pool is not None:
+            await run.pool.aclose()
         run.settle_reasks()
         stats.in_flight = 0
     if run.fatal is not None:

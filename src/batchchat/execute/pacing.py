@@ -64,6 +64,11 @@ class Pacer:
         # a rounding error's worth is no reason to sleep (nor to sleep again and again)
         return excess / self.rate_per_s if excess > self.capacity * 1e-9 else 0.0
 
+    @property
+    def busy(self) -> bool:
+        """Whether an acquire is waiting its turn (a new one would queue behind it)."""
+        return self._turn.locked()
+
     async def acquire(self, amount: float = 1) -> None:
         """Wait until ``amount`` fits, then charge it; return at once, charging nothing,
         once the pacer is retired (the caller then turns to whatever replaced it)."""

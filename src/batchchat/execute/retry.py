@@ -21,9 +21,18 @@ failure are told apart:
     wait_retry_after(otherwise=wait_random_exponential(initial, max) if congested
                                else wait_random(0, QUICK_RETRY_S))
 
+* **In a pool, with another endpoint to go to** (``elsewhere``), a failed row does not wait
+  for the endpoint that failed it: that endpoint's own admission holds it (a 429's
+  retry-after) or its health takes it out (5xx, a rejected key), and the row goes back at
+  once, a little jitter apart, to whichever endpoint has room::
+
+    stop_after_attempt(max_attempts)              (rate limits: patience alone)
+    wait_random(0, QUICK_RETRY_S)
+
 Whether an error is worth another attempt is decided by its type alone
-(:func:`batchchat.errors.is_retryable`). The executor does not run a tenacity loop per
-request -- a request waiting for its retry must not hold a worker -- it asks
+(:func:`batchchat.errors.is_retryable`; in a pool, :func:`batchchat.errors.may_fail_over`).
+The executor does not run a tenacity loop per request -- a request waiting for its retry
+must not hold a worker -- it asks
 :meth:`RetryPolicy.next_wait` after each failure and schedules the retry itself.
 """
 
@@ -33,11 +42,11 @@ import random
 
 from tenacity import Future as Outcome
 from tenacity import RetryCallState, Retrying
-from tenacity.retry import retry_if_exception
+from tenacity.retry import retry_always, retry_if_exception
 from tenacity.stop import stop_after_attempt, stop_base
 from tenacity.wait import wait_base, wait_random, wait_random_exponential
 
-from batchchat.errors import RateLimitError, is_retryable
+from batchchat.errors import RateLimitError, is_retryable, may_fail_over
 from batchchat.spec import RetrySpec
 
 #: a server-advised wait is stretched by up to this share (and no more than
@@ -125,6 +134,15 @@ class RetryPolicy:
             stop=server_wait | stop_when_limited_longer_than(spec.rate_limit_patience_s),
             wait=wait_retry_after(otherwise=wait_random(0, quick), cap=spec.max_wait_s),
         )
+        #: in a pool, to another endpoint: soon (``may_fail_over`` decided it may go)
+        self.failing_over = Retrying(
+            retry=retry_always,
+            stop=stop_after_attempt(spec.max_attempts),
+            wait=wait_random(0, quick),
+        )
+        self.limited_failing_over = self.failing_over.copy(
+            stop=stop_when_limited_longer_than(spec.rate_limit_patience_s)
+        )
 
     def next_wait(
         self,
@@ -133,14 +151,22 @@ class RetryPolicy:
         *,
         congested: bool = False,
         limited_for_s: float = 0.0,
+        elsewhere: bool = False,
+        endpoint_proven: bool = True,
     ) -> float | None:
         """Seconds to wait before trying again after ``error``; None: give up.
 
         ``attempt``: the attempts that count (rate-limited ones do not); ``congested``:
         whether the run sees the server under load now; ``limited_for_s``: how long the
-        row has been refused by rate limits.
+        row has been refused by rate limits. In a pool: ``elsewhere``, whether another
+        endpoint may take the row; ``endpoint_proven``, whether the endpoint that failed it
+        had answered before (see :func:`batchchat.errors.may_fail_over`).
         """
-        if isinstance(error, RateLimitError):
+        limited = isinstance(error, RateLimitError) and is_retryable(error)
+        if elsewhere and may_fail_over(error, endpoint_proven=endpoint_proven):
+            retrying = self.limited_failing_over if limited else self.failing_over
+            idle = limited_for_s if limited else 0.0
+        elif isinstance(error, RateLimitError):
             retrying, idle = self.rate_limited, limited_for_s
         else:
             retrying, idle = (self.backing_off if congested else self.quick), 0.0

@@ -17,10 +17,13 @@ from datetime import UTC, datetime
 
 import orjson
 
-from batchchat.errors import RateLimitError, RequestError
+from batchchat.errors import RateLimitError, RequestError, is_fatal
 from batchchat.execute.admission import Admission
 from batchchat.execute.budget import Budget
 from batchchat.execute.failfast import FailFast
+from batchchat.execute.job import Job
+from batchchat.execute.lane import Lane, Pricer
+from batchchat.execute.pool import Pool, PoolSettings
 from batchchat.execute.reask import Asked, Reasker
 from batchchat.execute.retry import RetryPolicy
 from batchchat.execute.share import LimitShare
@@ -29,38 +32,7 @@ from batchchat.execute.transport import HTTPRequest, Transport
 from batchchat.models import ChatRequest, ChatResponse, ChatResult, ExecutionStats, StopReason
 from batchchat.spec import LimitsSpec, RetrySpec
 
-Pricer = Callable[[ChatResult], float | None]
-
-
-class Job:
-    """One request on its way: the encoded HTTP request and what its attempts did."""
-
-    __slots__ = (
-        "asked",
-        "attempts",
-        "counted",
-        "first_sent",
-        "http",
-        "limited_since",
-        "request",
-        "status",
-    )
-
-    def __init__(self, request: ChatRequest, http: HTTPRequest, asked: Asked | None = None) -> None:
-        self.request = request
-        self.http = http
-        #: the row's earlier asks and answers, when its job re-asks (None: first ask)
-        self.asked = asked
-        #: attempts sent
-        self.attempts = 0
-        #: attempts that count against retry.max_attempts (rate-limited ones do not)
-        self.counted = 0
-        #: clock time of the first send
-        self.first_sent = 0.0
-        #: HTTP status of the last attempt (0: no response)
-        self.status = 0
-        #: clock time of the first 429 of the current run of them (inf: none)
-        self.limited_since = math.inf
+__all__ = ["Execution", "Settings"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +42,8 @@ class Settings:
     limits: LimitsSpec
     retry: RetrySpec
     keep_raw: bool
-    transport: Transport
+    #: the single endpoint (unused with a pool)
+    transport: Transport | None
     url: str
     headers: Mapping[str, str]
     on_result: Callable[[ChatResult], None]
@@ -82,6 +55,8 @@ class Settings:
     cost_of: Pricer | None = None
     #: the job's check of answers and its re-asks (None: every answer is final)
     reask: Reasker | None = None
+    #: a pool of endpoints instead of the single one
+    pool: PoolSettings | None = None
     #: the limits' buckets and holds, when other executors send for the same job
     share: LimitShare | None = None
 
@@ -99,21 +74,42 @@ class Execution:
         max_pending: int,
     ) -> None:
         self.settings = settings
-        self.transport = settings.transport
-        self.headers = {"content-type": "application/json", **settings.headers}
         self.stats = stats
         self.recorder = StatsRecorder(stats, clock)
         self.budget = settings.budget
         self.sleep = sleep
         self.clock = clock
         retry = settings.retry
-        self.admission = Admission(
-            settings.limits,
-            max_pause_s=retry.max_wait_s,
-            clock=clock,
-            sleep=sleep,
-            share=settings.share,
-        )
+        #: a pool of endpoints routes each attempt; without one, every attempt takes ``lane``
+        self.pool: Pool | None = None
+        if settings.pool is not None:
+            self.pool = Pool(
+                settings.pool,
+                settings.limits,
+                max_pause_s=retry.max_wait_s,
+                clock=clock,
+                sleep=sleep,
+                redact=settings.redact,
+            )
+            stats.endpoints = self.pool.endpoint_stats()
+            self.lane = self.pool.lanes[0]  # only what enqueue encodes: a route replaces it
+        else:
+            assert settings.transport is not None  # without a pool the transport is required
+            admission = Admission(
+                settings.limits,
+                max_pause_s=retry.max_wait_s,
+                clock=clock,
+                sleep=sleep,
+                share=settings.share,
+            )
+            self.lane = Lane(
+                url=settings.url,
+                headers=settings.headers,
+                transport=settings.transport,
+                admission=admission,
+                display=settings.endpoint,
+                cost_of=settings.cost_of,
+            )
         self.policy = RetryPolicy(retry)
         self.failfast = FailFast(settings.endpoint, clock)
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
@@ -143,17 +139,19 @@ class Execution:
 
     # -- jobs in and out --------------------------------------------------------------------
 
-    def enqueue(self, request: ChatRequest, asked: Asked | None = None) -> None:
+    def enqueue(self, request: ChatRequest, asked: Asked | None = None) -> Job:
         """Queue ``request``: a new row's (taking a pending slot), or a re-ask of a row
         that holds one already (``asked``)."""
         body = orjson.dumps(request.body)
-        http = HTTPRequest(self.settings.url, body, self.headers, bool(request.body.get("stream")))
+        lane = self.lane
+        http = HTTPRequest(lane.url, body, lane.headers, bool(request.body.get("stream")))
         job = Job(request, http, asked)
         if asked is None:
             self.pending += 1
         else:
             self.reasking.add(job)
         self.queue.put_nowait(job)
+        return job
 
     def settle_reasks(self) -> None:
         """The run is over: each re-ask still queued, waiting or cut off in flight ends
@@ -163,9 +161,16 @@ class Execution:
 
     def drop(self, job: Job) -> None:
         """Forget a job without a result (the run stopped): a re-run sends it again. A row
-        that holds a paid answer (a re-ask was due) ends with that answer instead."""
+        that holds a paid answer (a re-ask was due) ends with that answer instead.
+
+        In a pool whose run goes on, a job is dropped only when no endpoint is left that may
+        take it (the others refused it, or are out for good): its last error is its result.
+        """
         if job.asked is not None and job.asked.answers:
             self.finish(job, None, None)
+            return
+        if self.stopping is None and job.last_error is not None:
+            self.finish(job, None, job.last_error)
             return
         self._release_slot()
 
@@ -177,7 +182,9 @@ class Execution:
             self.finish(job, response, None)
             return
         asked = job.asked = job.asked or Asked(job.request, job.first_sent)
-        cost = reask.price(asked.original, response)
+        lane = job.lane
+        price = lane.price if lane is not None and lane.price is not None else reask.price
+        cost = price(asked.original, response)
         asked.answers.append(response)
         asked.costs.append(cost)
         asked.answer_status = job.status
@@ -189,7 +196,8 @@ class Execution:
         asked.earlier_attempts += job.attempts
         self.stats.reasks += 1
         self.reasking.discard(job)  # the row goes on as the follow-up's job
-        self.enqueue(follow_up, asked)
+        follow = self.enqueue(follow_up, asked)
+        follow.answered_by = job.lane.name if job.lane is not None else None
 
     def retry_later(self, job: Job, wait_s: float) -> None:
         if wait_s <= 0:
@@ -226,21 +234,28 @@ class Execution:
             started_at=self._wall(first_sent),
             finished_at=self._wall(now),
         )
-        cost_of = self.settings.cost_of
+        lane = job.lane or self.lane  # in a pool, the lane of the last attempt
         if asked is not None:
             result.reasks = asked.reasks + (1 if unanswered else 0)
             result.ask_costs_usd = list(asked.costs)
             known = [cost for cost in asked.costs if cost is not None]
             result.cost_usd = math.fsum(known) if known else None
-        elif cost_of is not None:
-            result.cost_usd = cost_of(result)
+        elif lane.cost_of is not None:
+            result.cost_usd = lane.cost_of(result)
+        if self.pool is not None:
+            # a row that keeps an earlier answer names the endpoint that gave it
+            replied = job.answered_by if unanswered or job.lane is None else job.lane.name
+            result.endpoint = replied
+            self.pool.finished(replied, ok=result.response is not None)
         self.recorder.result(result, now)
         try:
             self.settings.on_result(result)
         except Exception as failure:  # the results cannot be written (a full disk)
             self.stop_on_error(failure)
         self._release_slot()
-        self.failfast.finished(error)
+        # in a pool, a rejected key or no quota is one endpoint's: its health takes it out
+        if self.pool is None or error is None or not is_fatal(error):
+            self.failfast.finished(error)
         self._stop_if_hopeless()
 
     def _release_slot(self) -> None:
@@ -260,12 +275,15 @@ class Execution:
         now = self.recorder.attempt_sent(retry=job.attempts > 1)
         if job.attempts == 1:
             job.first_sent = now
+        job.last_sent = now
         return now
 
     def answered(self, job: Job, status: int) -> None:
         """Count the end of one attempt (status 0: no response)."""
         job.status = status
         self.recorder.attempt_ended(status)
+        if self.pool is not None and job.lane is not None:
+            self.pool.answered(job.lane, status)
         if status:
             self.failfast.answered()
         if self.idle is not None and self.stats.in_flight == 0:
@@ -278,18 +296,36 @@ class Execution:
         else:
             job.counted += 1
             job.limited_since = math.inf
-        self.failfast.attempt_failed(error)
+        if self.pool is None:
+            self.failfast.attempt_failed(error)
+        else:  # each endpoint's own health judges its connections (a pool goes on without one)
+            job.last_error = error
+            self.pool.failed(job, error, sent_at=job.last_sent)
         self._stop_if_hopeless()
+
+    def succeeded(self, job: Job) -> None:
+        """An attempt of ``job`` brought its answer."""
+        if self.pool is not None and job.lane is not None:
+            self.pool.succeeded(job.lane)
 
     def next_wait(self, job: Job, error: RequestError) -> float | None:
         """Seconds before ``job`` is tried again after ``error``; None: it failed for good."""
         limited_for = self.clock() - job.limited_since if math.isfinite(job.limited_since) else 0.0
+        lane = job.lane or self.lane
+        pool = self.pool
         return self.policy.next_wait(
             error,
             job.counted,
-            congested=self.admission.congested,
+            congested=lane.admission.congested,
             limited_for_s=limited_for,
+            elsewhere=pool is not None and pool.elsewhere(job),
+            endpoint_proven=pool is None or pool.proven(job.lane),
         )
+
+    @property
+    def allowed(self) -> int:
+        """Attempts allowed in flight now (the adaptive limits, over every lane)."""
+        return self.lane.admission.concurrency.allowed if self.pool is None else self.pool.allowed
 
     # -- stopping ---------------------------------------------------------------------------
 
@@ -298,10 +334,13 @@ class Execution:
             self.stopping = reason
             self.stats.stop_reason = reason
             self.ended.set()
+            if self.pool is not None:
+                self.pool.close()
 
     def _stop_if_hopeless(self) -> None:
-        """Every other request would fail like the ones so far: send nothing more."""
-        verdict = self.failfast.verdict
+        """Every other request would fail like the ones so far (or no endpoint of the pool
+        is left): send nothing more."""
+        verdict = self.failfast.verdict or (self.pool.verdict if self.pool is not None else None)
         if verdict is not None and self.stopping is None:
             self.stats.fatal_error = self.settings.redact(verdict)
             self.begin_stop(StopReason.FATAL)

@@ -64,7 +64,8 @@ class CompiledRequest:
     variables: Mapping[str, str]
     #: names the spec adds to templates (``labels`` in a labeling job)
     builtins: Mapping[str, Any]
-    #: the endpoint identity that goes into each request hash (never the key)
+    #: the endpoint identity that goes into each request hash (never the key): the
+    #: base_url, or ``pool`` for a pool of endpoints
     base_url: str
     #: the input columns each result keeps
     keep_columns: tuple[str, ...]
@@ -134,7 +135,7 @@ def compile_request(spec: JobSpec) -> CompiledRequest:
         samples=spec.samples,
         variables=dict(spec.vars),
         builtins=spec_builtins(spec),
-        base_url=spec.endpoint.base_url,
+        base_url=spec.endpoint_identity,
         keep_columns=tuple(spec.output.keep_columns),
         problems=(*problems, *seed_problem),
         warnings=tuple(warnings),

@@ -23,6 +23,7 @@ from batchchat.labels.columns import output_label_set, read_label_report
 from batchchat.models import ExecutionStats
 from batchchat.pricing import PriceTable
 from batchchat.report.asks import cache_summary, parse_statuses, reask_summary
+from batchchat.report.endpoints import endpoint_reports
 from batchchat.report.html import render_html
 from batchchat.report.model import RunReport
 from batchchat.report.stats import (
@@ -89,6 +90,10 @@ def build_report(
     label_set, report.samples = output_label_set(out_dir)  # from the job's job.yaml
     if label_set is not None and OutputLayout(out_dir).results.is_dir():
         report.labels = read_label_report(out_dir, label_set, samples=report.samples)
+    report.endpoints = endpoint_reports(rows, runs)
+    report.warnings += [
+        f"endpoint {e.name} was out of the pool: {e.removed}" for e in report.endpoints if e.removed
+    ]
     report.input_issues = load_input_issues(out_dir)
     if report.input_issues:
         first = report.input_issues[0]
@@ -136,6 +141,7 @@ _COLUMNS: dict[str, pl.DataType] = {
     "cached_tokens": pl.Int64(),
     "reasoning_tokens": pl.Int64(),
     "cost_usd": pl.Float64(),
+    "endpoint": pl.String(),
     "reasks": pl.Int64(),
     "ask_costs_usd": pl.List(pl.Float64()),
     "cached": pl.Boolean(),

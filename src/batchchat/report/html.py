@@ -17,6 +17,8 @@ from typing import Any
 from batchchat.report import svg
 from batchchat.report.model import RunReport
 from batchchat.report.text import (
+    ENDPOINT_HEADER,
+    endpoint_rows,
     fmt_duration,
     fmt_int,
     fmt_ms,
@@ -66,6 +68,10 @@ footer { color: var(--muted); font-size: 12px; margin-top: 24px; }
 """
 
 
+#: the numeric columns of the endpoints table
+_NUMS = (1, 2, 3, 4, 5, 6, 7)
+
+
 def render_html(report: RunReport) -> str:
     """The whole page as one string (UTF-8, no external resources)."""
     title = f"batchchat report · {report.job or report.output_dir}"
@@ -85,6 +91,7 @@ def render_html(report: RunReport) -> str:
                 if report.labels
                 else []
             ),
+            *([_card("Endpoints", _endpoints_table(report), wide=True)] * bool(report.endpoints)),
             _card("Errors", _errors_table(report), wide=True),
             _card("Summary", _table(("Metric", "Value"), summary_rows(report), (1,)), wide=True),
             "</div>",
@@ -153,6 +160,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequen
         for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _endpoints_table(report: RunReport) -> str:
+    return _table(ENDPOINT_HEADER, endpoint_rows(report), _NUMS)
 
 
 def _errors_table(report: RunReport) -> str:

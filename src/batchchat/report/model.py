@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from batchchat.report.endpoints import EndpointReport
 from batchchat.report.text import render_markdown
 
 SCHEMA_VERSION = 1
@@ -133,6 +134,8 @@ class RunReport:
     labels: dict[str, Any] | None = None
     #: input lines the last run skipped as malformed (``input.on_bad_line: skip``)
     input_issues: list[dict[str, Any]] = field(default_factory=list)
+    #: per endpoint of a pool (empty for a job with one endpoint)
+    endpoints: list[EndpointReport] = field(default_factory=list)
     #: rows served from the response cache and what they saved (None: none was)
     cache: dict[str, Any] | None = None
     #: rows asked again, re-asks, their cost and how the rows ended (None: none was)
@@ -142,7 +145,7 @@ class RunReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The stable, JSON-ready form (``report.json``)."""
-        return {
+        data = {
             "schema_version": SCHEMA_VERSION,
             "job": self.job,
             "output_dir": self.output_dir,
@@ -190,6 +193,9 @@ class RunReport:
             "reasks": self.reasks,
             "parse_status": dict(self.parse_status),
         }
+        if self.endpoints:  # a pool job's: by name, in the spec's order
+            data["endpoints"] = {e.name: _without(asdict(e), "name") for e in self.endpoints}
+        return data
 
     def __repr__(self) -> str:
         cost = f"{self.cost_usd:.6f}" + ("" if self.cost_complete else " (incomplete)")

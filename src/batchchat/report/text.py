@@ -97,6 +97,36 @@ def summary_rows(report: RunReport) -> list[tuple[str, str]]:
     ]
 
 
+ENDPOINT_HEADER = (
+    "Endpoint", "Requests", "429s", "Failed", "Rows ok", "Rows failed", "p50 / p90", "Cost", "State"
+)  # fmt: skip
+
+
+def endpoint_rows(report: RunReport, *, short: bool = False) -> list[tuple[str, ...]]:
+    """A pool's endpoints, one row each (:data:`ENDPOINT_HEADER`), in every rendering
+    (``short``: the state without the reason, which the warnings say)."""
+    rows: list[tuple[str, ...]] = []
+    for e in report.endpoints:
+        state = "out: " + one_line(e.removed, 80) if e.removed and not short else "in"
+        state = "out" if e.removed and short else state
+        if e.cooldowns:
+            state += f", cooled {e.cooldowns}×" if short else f", cooled down {e.cooldowns}×"
+        rows.append(
+            (
+                e.name,
+                fmt_int(e.requests_sent),
+                fmt_int(e.rate_limited),
+                fmt_int(e.failed_attempts),
+                fmt_int(e.rows_ok),
+                fmt_int(e.rows_error),
+                f"{fmt_ms(e.p50_ms)} / {fmt_ms(e.p90_ms)}",
+                fmt_usd(e.cost_usd) if e.rows_ok else "–",
+                state,
+            )
+        )
+    return rows
+
+
 def _asks_rows(report: RunReport) -> list[tuple[str, str]]:
     """Cache hits and re-asks, when there were any."""
     found = []
@@ -137,6 +167,9 @@ def render_markdown(report: RunReport) -> str:
     if report.warnings:
         parts.append("## Warnings\n\n" + "\n".join(f"- {_md(w)}" for w in report.warnings))
     parts.append("## Tokens\n\n" + _md_table(("Kind", "Tokens"), _token_rows(report), "l r"))
+    if report.endpoints:
+        table = _md_table(ENDPOINT_HEADER, endpoint_rows(report), "l r r r r r r r l")
+        parts.append("## Endpoints\n\n" + table)
     if report.models:
         parts.append("## Cost by model\n\n" + _md_models(report))
     if report.finish_reasons:
@@ -182,6 +215,17 @@ def _md_distribution(section: dict[str, Any], counted: str, unmatched: str) -> s
     counts.append((unmatched, section["unmatched"]))
     rows = [(label, fmt_int(n), fmt_share(n, answered)) for label, n in counts]
     return _md_table(("Label", counted, "Share"), rows, "l r r")
+
+
+def _endpoints_table(report: RunReport) -> Table:
+    """The terminal's endpoints table: the figures that fit a line, the state in short."""
+    shown = (0, 1, 2, 3, 4, 6, 7, 8)  # not "Rows failed": the errors table says it
+    table = Table(title="Endpoints", title_justify="left", box=None, pad_edge=False)
+    for i in shown:
+        table.add_column(ENDPOINT_HEADER[i], justify="left" if i in (0, 8) else "right")
+    for row in endpoint_rows(report, short=True):
+        table.add_row(*(row[i] for i in shown))
+    return table
 
 
 def _md_title(report: RunReport) -> str:
@@ -286,6 +330,8 @@ def render_table(report: RunReport) -> RenderableType:
         style = "red" if label == "Errors" and report.rows_error else None
         table.add_row(label, Text(value, style=style or ""))
     parts: list[RenderableType] = [table]
+    if report.endpoints:
+        parts.append(_endpoints_table(report))
     if report.labels:
         parts.append(_terminal_labels(report.labels))
     if report.errors:

@@ -1,8 +1,8 @@
 """The result columns, group by group: their Arrow fields and how one result fills them.
 
-Columns come in groups that travel together — identity, outcome, response, choices
-(``n > 1``), usage, asks (re-asks and the response cache), structured output
-(``output.parse``), raw (``output.keep_raw``) —
+Columns come in groups that travel together — identity, outcome, endpoint (a pool's),
+response, choices (``n > 1``), usage, asks (re-asks and the response cache), structured
+output (``output.parse``), raw (``output.keep_raw``) —
 each a :class:`ColumnGroup`. :mod:`batchchat.results.schema` picks a job's groups.
 """
 
@@ -130,6 +130,15 @@ def _describe_error(error: BaseException | None, redact: Redactor) -> tuple[str,
     if len(message) > _MAX_MESSAGE_CHARS:
         message = message[: _MAX_MESSAGE_CHARS - 1] + "…"
     return error_type_name(error), message
+
+
+def endpoint() -> ColumnGroup:
+    """Which endpoint of a pool answered (or last failed) the row: its short stable name."""
+
+    def extract(result: ChatResult) -> tuple[Any, ...]:
+        return (result.endpoint,)
+
+    return ColumnGroup("endpoint", (pa.field("endpoint", _STR),), extract)
 
 
 _RESPONSE_FIELDS = (

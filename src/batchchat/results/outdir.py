@@ -26,6 +26,7 @@ from batchchat.results.ledger import ResumeIndex, build_index, compact_parts
 from batchchat.results.lock import DirLock, LockInfo
 from batchchat.spec import JobSpec
 from batchchat.spec.endpoint import without_password
+from batchchat.spec.pool import mapping_changes, model_mappings
 
 #: 2: the fingerprint counts input.id_column, and templates by their tokens
 _FORMAT = 2
@@ -156,6 +157,8 @@ def _prepare(
         )
     elif manifest is not None and not _same_requests(manifest, spec):
         raise ResumeError(_changed_spec_message(layout, manifest, spec))
+    elif manifest is not None and (remapped := _remapped_models(manifest, spec)):
+        raise ResumeError(_changes_message(layout, remapped))
     elif (
         manifest is not None
         and has_parts
@@ -177,10 +180,20 @@ def _same_requests(manifest: dict[str, Any], spec: JobSpec) -> bool:
     return bool(manifest.get("fingerprint") == spec.request_fingerprint())
 
 
+def _remapped_models(manifest: dict[str, Any], spec: JobSpec) -> list[str]:
+    """The models a pool member that was there before now maps to another name: that member
+    would be sent other requests (members added or removed change nothing)."""
+    return mapping_changes(manifest.get("endpoint_models") or {}, model_mappings(spec.endpoints))
+
+
 def _changed_spec_message(layout: OutputLayout, manifest: dict[str, Any], spec: JobSpec) -> str:
     changes = describe_changes(manifest.get("request") or {}, _identity(spec))
     if not changes:
         changes = ["(the change is in a value not shown here, such as a redacted URL)"]
+    return _changes_message(layout, changes)
+
+
+def _changes_message(layout: OutputLayout, changes: list[str]) -> str:
     shown = changes[:_MAX_CHANGES_SHOWN]
     if len(changes) > len(shown):
         shown.append(f"... and {len(changes) - len(shown)} more")
@@ -272,6 +285,7 @@ def _write_manifest(
         "job": spec.name,
         "fingerprint": spec.request_fingerprint(),
         "request": _identity(spec),
+        **_endpoint_models(old, spec),
         "batchchat_version": __version__,
         "dry_run": dry_run,
         "created_at": me.started_at if old is None else old.get("created_at", me.started_at),
@@ -283,10 +297,20 @@ def _write_manifest(
     write_atomically(layout.manifest, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
 
 
+def _endpoint_models(old: dict[str, Any] | None, spec: JobSpec) -> dict[str, Any]:
+    """Every pool member's model mapping so far, by name: a member left out for a run and
+    put back later must still map as it did when it answered."""
+    before = {} if old is None else dict(old.get("endpoint_models") or {})
+    if not spec.endpoints and not before:
+        return {}
+    return {"endpoint_models": {**before, **model_mappings(spec.endpoints)}}
+
+
 def _identity(spec: JobSpec) -> dict[str, Any]:
     """The request-affecting settings as JSON data, with any password in the URL hidden."""
     identity = orjson.loads(orjson.dumps(spec.request_identity(), option=orjson.OPT_NON_STR_KEYS))
-    identity["base_url"] = without_password(str(identity.get("base_url", "")))
+    if "base_url" in identity:  # a pool has none: its members may change between runs
+        identity["base_url"] = without_password(str(identity["base_url"]))
     return dict(identity)
 
 

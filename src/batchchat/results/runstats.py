@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from batchchat.models import ExecutionStats, StopReason, TimelineBucket
+from batchchat.models import EndpointStats, ExecutionStats, StopReason, TimelineBucket
 from batchchat.planning.reader import InputIssue
 from batchchat.results.layout import OutputLayout, write_atomically
 
@@ -55,6 +55,8 @@ def stats_to_dict(stats: ExecutionStats) -> dict[str, Any]:
             value = {str(code): count for code, count in value.items()}
         elif field.name == "timeline":
             value = [dataclasses.asdict(bucket) for bucket in value]
+        elif field.name == "endpoints":
+            value = {name: _endpoint_to_dict(counts) for name, counts in value.items()}
         data[field.name] = value
     return data
 
@@ -76,7 +78,26 @@ def stats_from_dict(data: dict[str, Any]) -> ExecutionStats:
         TimelineBucket(**{k: v for k, v in bucket.items() if k in bucket_fields})
         for bucket in data.get("timeline") or []
     ]
+    values["endpoints"] = {
+        str(name): _endpoint_from_dict(counts)
+        for name, counts in (data.get("endpoints") or {}).items()
+    }
     return ExecutionStats(**values)
+
+
+def _endpoint_to_dict(counts: EndpointStats) -> dict[str, Any]:
+    data = dataclasses.asdict(counts)
+    data["status_counts"] = {str(code): n for code, n in counts.status_counts.items()}
+    return data
+
+
+def _endpoint_from_dict(data: dict[str, Any]) -> EndpointStats:
+    known = {field.name for field in dataclasses.fields(EndpointStats)}
+    values = {key: value for key, value in data.items() if key in known}
+    values["status_counts"] = {
+        int(code): int(n) for code, n in (data.get("status_counts") or {}).items()
+    }
+    return EndpointStats(**values)
 
 
 def save_input_issues(out_dir: Path, run_id: str, issues: Sequence[InputIssue]) -> None:

@@ -40,6 +40,8 @@ class ResultColumns:
     raw: bool
     #: groups another stage adds (labels)
     extra: tuple[ColumnGroup, ...] = ()
+    #: whether the ``endpoint`` column exists (a pool of endpoints)
+    endpoint: bool = False
 
     def groups(
         self, run_id: str | None = None, redact: Redactor = redact_shapes
@@ -49,8 +51,10 @@ class ResultColumns:
         groups = [
             columns.identity(self.keep),
             columns.outcome(run_id, redact),
-            columns.response(),
         ]
+        if self.endpoint:
+            groups.append(columns.endpoint())
+        groups.append(columns.response())
         if self.choices:
             groups.append(columns.choices())
         groups.append(columns.usage())
@@ -92,7 +96,12 @@ def result_columns(
     if spec.output.parse == "json":
         structured = StructuredOutput(response_json_schema(spec.request))
     columns = ResultColumns(
-        keep, wants_choices(spec), structured, spec.output.keep_raw, tuple(extra_groups)
+        keep,
+        wants_choices(spec),
+        structured,
+        spec.output.keep_raw,
+        tuple(extra_groups),
+        endpoint=spec.endpoints is not None,
     )
     _check_unique(columns.groups(), keep)
     return columns

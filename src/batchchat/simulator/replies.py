@@ -7,6 +7,7 @@ such shapes in the wild. No body ever contains the API key a client sent.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from batchchat.simulator.validate import InvalidRequest
@@ -66,6 +67,18 @@ def unauthorized_body() -> dict[str, Any]:
         "Incorrect API key provided. Send the simulator's key as 'Authorization: Bearer <key>'."
     )
     return error_body(message, "invalid_request_error", None, "invalid_api_key")
+
+
+def key_refusal(style: str, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+    """How a wrong key is refused: OpenAI's 401, or a LiteLLM proxy's without its database
+    -- it cannot look a key up, so a wrong one gets 400 ``no_db_connection`` (code "400");
+    only a request without any key gets its 401."""
+    if style != "litellm":
+        return 401, unauthorized_body()
+    if "Authorization" in headers:
+        return 400, error_body("No connected db.", "no_db_connection", None, "400")
+    message = "Authentication Error, No api key passed in."
+    return 401, error_body(message, "auth_error", "None", "401")
 
 
 def not_found_body(method: str, path: str) -> dict[str, Any]:

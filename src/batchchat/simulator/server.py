@@ -200,7 +200,7 @@ class SimulatorServer:
 
     async def _list_models(self, request: web.Request) -> web.Response:
         if not self._is_authorized(request):
-            return self._unauthorized()
+            return self._unauthorized(request)
         created = 1_700_000_000
         data = [
             {"id": model, "object": "model", "created": created, "owned_by": "batchchat-simulator"}
@@ -228,7 +228,7 @@ class SimulatorServer:
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         if not self._is_authorized(request):
-            return self._unauthorized()
+            return self._unauthorized(request)
         try:
             sim = validate_request(orjson.loads(await request.read()))
         except orjson.JSONDecodeError:
@@ -358,9 +358,9 @@ class SimulatorServer:
         scheme, _, token = given.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), expected)
 
-    def _unauthorized(self) -> web.Response:
-        headers = self._limiter.error_headers(self._limit_clock())
-        return _json(401, replies.unauthorized_body(), headers)
+    def _unauthorized(self, request: web.Request) -> web.Response:
+        status, body = replies.key_refusal(self.config.auth_error, request.headers)
+        return _json(status, body, self._limiter.error_headers(self._limit_clock()))
 
     def _invalid(self, body: dict[str, Any]) -> web.Response:
         return _json(400, body, self._limiter.error_headers(self._limit_clock()))

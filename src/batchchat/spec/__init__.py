@@ -7,6 +7,7 @@ from batchchat.spec.cache import CacheSpec
 from batchchat.spec.endpoint import EndpointSpec, FaultSpec, LatencySpec, SimulatorSpec
 from batchchat.spec.load import load_spec
 from batchchat.spec.model import JobSpec
+from batchchat.spec.pool import EndpointLimitsSpec, PoolEndpointSpec, RoutingSpec
 from batchchat.spec.sections import (
     BudgetSpec,
     InputSpec,
@@ -22,6 +23,7 @@ __all__ = [
     "SIMULATOR",
     "BudgetSpec",
     "CacheSpec",
+    "EndpointLimitsSpec",
     "EndpointSpec",
     "FaultSpec",
     "InputSpec",
@@ -29,9 +31,11 @@ __all__ = [
     "LatencySpec",
     "LimitsSpec",
     "OutputSpec",
+    "PoolEndpointSpec",
     "PriceSpec",
     "ReaskSpec",
     "RetrySpec",
+    "RoutingSpec",
     "SeedSpec",
     "SimulatorSpec",
     "load_spec",

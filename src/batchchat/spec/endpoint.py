@@ -104,6 +104,8 @@ class SimulatorSpec(Strict):
     context_tokens: int | None = Field(default=None, gt=0)
     #: how the context-overflow 400 is worded: like OpenAI or like llama.cpp's server
     error_style: Literal["openai", "llamacpp"] = "openai"
+    #: how a wrong key is refused: OpenAI's 401, or a LiteLLM proxy's 400 "No connected db."
+    auth_error: Literal["openai", "litellm"] = "openai"
 
 
 #: header names whose values are credentials

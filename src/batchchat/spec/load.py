@@ -187,6 +187,8 @@ def _line_of(loc: _Path, lines: dict[_Path, int]) -> int | None:
 def _known_keys(parent: _Path) -> list[str]:
     model: type[BaseModel] = JobSpec
     for part in parent:
+        if isinstance(part, int):
+            continue  # an item of a list of sections (endpoints[0]): the item's own keys
         annotation = model.model_fields.get(str(part))
         if annotation is None:
             return []

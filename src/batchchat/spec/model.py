@@ -24,6 +24,14 @@ from batchchat.spec.endpoint import (
     EndpointSpec,
     without_password,
 )
+from batchchat.spec.pool import (
+    PoolEndpointSpec,
+    RoutingSpec,
+    check_currencies,
+    check_members,
+    endpoint_identity,
+    redact_members,
+)
 from batchchat.spec.sections import (
     BudgetSpec,
     InputSpec,
@@ -56,6 +64,13 @@ class JobSpec(Strict):
     #: where requests go
     #: default: the built-in simulator
     endpoint: EndpointSpec = EndpointSpec()
+    #: a pool of endpoints instead of ``endpoint``: several endpoints for one job, each with
+    #: its own name, key, limits, prices and model mapping (see [Endpoint pools](../pools.md))
+    #: default: none (one ``endpoint``)
+    endpoints: list[PoolEndpointSpec] | None = None
+    #: how a pool spreads rows over its endpoints and treats a failing one (only with
+    #: ``endpoints``)
+    routing: RoutingSpec = RoutingSpec()
     #: the Chat Completions body, templated per row: ``model`` and ``messages`` are required,
     #: every other field is passed through (see [The job file](../job.md#the-request))
     request: dict[str, Any]
@@ -116,6 +131,29 @@ class JobSpec(Strict):
             raise ValueError("request.messages must be a list of messages (or a template)")
         return request
 
+    @field_validator("endpoints")
+    @classmethod
+    def _names_are_unique(
+        cls, endpoints: list[PoolEndpointSpec] | None
+    ) -> list[PoolEndpointSpec] | None:
+        if endpoints is not None:
+            check_members(endpoints)
+        return endpoints
+
+    @model_validator(mode="after")
+    def _one_kind_of_endpoint(self) -> JobSpec:
+        # a dumped and reloaded pool spec carries the default endpoint: only a real one clashes
+        if self.endpoints is not None and self.endpoint != EndpointSpec():
+            raise ValueError(
+                "endpoint and endpoints: give one endpoint (endpoint:) or a pool (endpoints:), "
+                "not both"
+            )
+        if self.endpoints is None and self.routing != RoutingSpec():
+            raise ValueError("routing: applies to a pool of endpoints (endpoints:)")
+        if self.endpoints is not None:
+            check_currencies(self.endpoints, self.currency_rates)
+        return self
+
     @model_validator(mode="after")
     def _currencies_are_convertible(self) -> JobSpec:
         for model, price in self.pricing.items():
@@ -156,7 +194,8 @@ class JobSpec(Strict):
             "request": self.request,
             "seed": self.seed if not isinstance(self.seed, SeedSpec) else self.seed.model_dump(),
             "samples": self.samples,
-            "base_url": self.endpoint.base_url,
+            # a pool's members may change between runs: what each row asks does not
+            **_endpoint_key(self.endpoint, self.endpoints),
             "vars": self.vars,
             # results are filed under row ids: other ids would be other rows, paid again
             "id_column": self.input.id_column,
@@ -189,7 +228,25 @@ class JobSpec(Strict):
         for name in self.endpoint.literal_secret_headers():
             endpoint["headers"][name] = "***"
         endpoint["base_url"] = without_password(self.endpoint.base_url)
+        if self.endpoints is None:
+            data.pop("routing", None)
+        else:
+            del data["endpoint"]  # the default one, unused: a pool's job.yaml shows its members
+            redact_members(data["endpoints"], self.endpoints)
         return data
+
+    @property
+    def endpoint_identity(self) -> str:
+        """The endpoint's part of each request hash: its base_url, or ``pool``."""
+        return endpoint_identity(self.endpoint, self.endpoints)
+
+
+def _endpoint_key(
+    endpoint: EndpointSpec, endpoints: list[PoolEndpointSpec] | None
+) -> dict[str, str]:
+    if endpoints is None:
+        return {"base_url": endpoint.base_url}
+    return {"endpoints": endpoint_identity(endpoint, endpoints)}
 
 
 def _digest(data: Any) -> str:
