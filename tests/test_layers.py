@@ -28,13 +28,18 @@ LAYERS: tuple[frozenset[str], ...] = (
     # answers back through execute's parser, and the results only see a row marked cached
     frozenset({"cache"}),
     frozenset({"results"}),
+    # the second executor: it writes through results' sink and keeps its state in the
+    # output directory results lays out; the report and status read that state
+    frozenset({"batchapi"}),
     frozenset({"labels"}),
     # the check of an answer (JSON, schema, label) is built from results' structured
     # output and labels' matching; the executor receives it as a plain function
     frozenset({"answers"}),
     frozenset({"report"}),
     frozenset({"job"}),
-    frozenset({"runner"}),
+    # batchops: batch mode's commands beside run (cancel, import), wired as runs are
+    # hooks: what the runner hands both executors (prices, budget, cache, re-asker)
+    frozenset({"runner", "hooks", "batchops"}),
     frozenset({"cluster"}),
     frozenset({"api"}),
     frozenset({"cli", "__main__", "__init__"}),

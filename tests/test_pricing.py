@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from batchchat.models import ChatRequest, Usage
-from batchchat.pricing import ModelPrice, PriceTable, builtin_table
+from batchchat.pricing import ModelPrice, PriceTable, builtin_table, tier_of
 from batchchat.spec import JobSpec, load_spec
 
 # USD per 1M tokens, deliberately round so the expected figures below are easy to check
@@ -288,6 +288,61 @@ def test_bounds_of_an_unpriced_model_are_none() -> None:
     assert table.worst_case_usd(request("mystery")) is None
 
 
+# -- batch and flex prices ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "tier", "expected"),
+    [
+        # gpt-4o-mini: 0.15 in, 0.075 cached, 0.60 out; the Batch API and flex halve them all
+        ("gpt-4o-mini", "standard", (1000 * 0.15 + 1000 * 0.075 + 100 * 0.60) / 1e6),
+        ("gpt-4o-mini", "batch", (1000 * 0.075 + 1000 * 0.0375 + 100 * 0.30) / 1e6),
+        ("gpt-4o-mini", "flex", (1000 * 0.075 + 1000 * 0.0375 + 100 * 0.30) / 1e6),
+        ("qwen-plus", "batch", 0.5 * 0.14 * (1000 * 0.8 + 1000 * 0.16 + 100 * 2.0) / 1e6),
+        ("deepseek-chat", "batch", None),  # no Batch API: no batch price
+        ("qwen-plus", "flex", None),
+    ],
+)
+def test_batch_and_flex_prices_are_shares_of_the_list_prices(
+    model: str, tier: Any, expected: float | None
+) -> None:
+    used = Usage(prompt_tokens=2000, completion_tokens=100, cached_tokens=1000)
+    cost = shipped_prices().cost_usd(model, used, tier)
+    assert cost == (None if expected is None else pytest.approx(expected, rel=1e-9))
+
+
+def test_a_spec_price_costs_half_in_a_batch_unless_it_says_otherwise() -> None:
+    table = PriceTable.from_spec(
+        spec_with(
+            pricing={
+                "mine": {"input": 1.0, "output": 2.0},
+                "theirs": {"input": 1.0, "output": 2.0, "batch": 0.25},
+            }
+        )
+    )
+    used = Usage(prompt_tokens=1_000_000, completion_tokens=0)
+    assert table.cost_usd("mine", used, "batch") == pytest.approx(0.5)
+    assert table.cost_usd("theirs", used, "batch") == pytest.approx(0.25)
+    assert table.cost_usd("theirs", used) == pytest.approx(1.0)
+
+
+def test_request_bounds_at_batch_prices_are_half_the_online_ones() -> None:
+    table = shipped_prices()
+    request = ChatRequest("1", 0, "1#0", {"model": "gpt-4o"}, "h", 1000, 100)
+    online, batch = table.request_cost_bounds(request), table.request_cost_bounds(request, "batch")
+    assert online is not None and batch is not None
+    assert batch == pytest.approx((online[0] / 2, online[1] / 2))
+
+
+@pytest.mark.parametrize(
+    ("body", "batch", "tier"),
+    [({}, False, "standard"), ({"service_tier": "flex"}, False, "flex"), ({}, True, "batch"),
+     ({"service_tier": "flex"}, True, "batch"), ({"service_tier": "priority"}, False, "standard")],
+)  # fmt: skip
+def test_how_a_request_is_billed(body: dict[str, Any], batch: bool, tier: str) -> None:
+    assert tier_of(body, batch=batch) == tier
+
+
 # -- pools: each member its own prices ---------------------------------------------------------
 
 
@@ -348,3 +403,17 @@ def test_a_pools_bounds_span_its_members_cheapest_to_dearest() -> None:
     assert pool.worst_case_usd(request("gpt-4o-mini", prompt=1000, max_out=1000)) == high
     assert pool.request_cost_bounds(request("nobody-prices-this")) is None
     assert pool.lookup("gpt-4o") is not None  # the job's table, for the report
+
+
+def test_a_pool_member_prices_a_flex_request_at_flex_rates() -> None:
+    _, azure, openai = _pool_prices().members
+    flex = _result("gpt-4o-mini")
+    flex.request.body["service_tier"] = "flex"
+    standard = openai.cost_of(_result("gpt-4o-mini"))
+    assert standard is not None
+    assert openai.cost_of(flex) == pytest.approx(standard / 2)  # OpenAI's flex: half
+    assert azure.cost_of(flex) == pytest.approx((2000 + 8000) / 1e6 / 2)  # own price: half too
+    bounds = openai.request_cost_bounds(request("gpt-4o-mini"), "flex")
+    online = openai.request_cost_bounds(request("gpt-4o-mini"))
+    assert bounds is not None and online is not None
+    assert bounds == pytest.approx((online[0] / 2, online[1] / 2))

@@ -309,7 +309,11 @@ def spec_page() -> str:
 
 #: command → the guide pages that explain it (links from the CLI reference)
 SEE_ALSO = {
-    "run": [("Getting started", "../getting-started.md"), ("Sending requests", "../execution.md")],
+    "run": [
+        ("Getting started", "../getting-started.md"),
+        ("Sending requests", "../execution.md"),
+        ("Batch API mode", "../batch.md"),
+    ],
     "validate": [("Checking a job", "../job.md#checking-a-job-before-you-run-it")],
     "plan": [
         ("Checking a job", "../job.md#checking-a-job-before-you-run-it"),
@@ -319,6 +323,8 @@ SEE_ALSO = {
     "report": [("Cost and the report", "../report.md#batchchat-report")],
     "export": [("Output", "../output.md#batchchat-export")],
     "status": [("Output", "../output.md#batchchat-status"), ("Scheduling", "../scheduling.md")],
+    "cancel": [("Batch API mode", "../batch.md#status-and-cancel")],
+    "import": [("Batch API mode", "../batch.md#results-made-elsewhere-import")],
     "cache": [("The response cache", "../cache.md#the-response-cache")],
 }
 

@@ -19,6 +19,8 @@ __all__ = [
     "PlanEstimate",
     "RunReport",
     "__version__",
+    "cancel",
+    "import_results",
     "load_spec",
     "plan",
     "read_results",
@@ -28,7 +30,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from batchchat.api import plan, read_results, run, validate
+    from batchchat.api import cancel, import_results, plan, read_results, run, validate
     from batchchat.planning.estimate import PlanEstimate
     from batchchat.report.build import RunReport
     from batchchat.results.ledger import scan_results
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
 # The engine (aiohttp, pyarrow, polars) loads on first use, so `import batchchat` stays cheap.
 _LAZY = {
     "run": "batchchat.api",
+    "cancel": "batchchat.api",
+    "import_results": "batchchat.api",
     "validate": "batchchat.api",
     "plan": "batchchat.api",
     "read_results": "batchchat.api",

@@ -1,4 +1,5 @@
-"""The Python API: ``run``, ``validate``, ``plan``, ``read_results`` — for notebooks and Airflow.
+"""The Python API: ``run``, ``validate``, ``plan``, ``read_results``, and batch mode's ``cancel``
+and ``import_results`` — for notebooks and Airflow.
 
 ``run`` is the one sync convenience wrapper over the async engine; it also works
 inside a running event loop (Jupyter), where it runs the job on a worker thread.
@@ -12,7 +13,7 @@ import concurrent.futures
 import os
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import polars as pl
 
@@ -21,11 +22,14 @@ from batchchat.errors import SpecError
 from batchchat.job import compile_job, job_problems
 from batchchat.labels.columns import add_label_summaries
 from batchchat.planning.estimate import PlanEstimate, estimate
+from batchchat.pricing import tier_of
 from batchchat.report.build import RunReport
 from batchchat.results.layout import write_atomically
 from batchchat.results.ledger import read_results as read_deduplicated
 from batchchat.runner import RunOptions, RunOutcome, run_job
 from batchchat.spec import JobSpec, load_spec
+
+T = TypeVar("T")
 
 #: keyword overrides of ``run`` → the spec key each one sets
 OVERRIDES = {
@@ -65,6 +69,7 @@ def run(
     retry_failed: bool = True,
     force: bool = False,
     dry_run: bool = False,
+    wait: bool = True,
     engine: Literal["local", "ray"] = "local",
     ray_address: str | None = None,
     workers: int | None = None,
@@ -84,6 +89,9 @@ def run(
         force: start over in place; the old results are moved to ``superseded/``.
         dry_run: send everything to the built-in simulator instead, into
             ``<output>-dry-run`` unless ``output`` is given.
+        wait: batch mode: wait until every batch has ended. ``False``: submit the batches,
+            collect what has ended and return; ``stop_reason`` is ``"pending"`` while batches
+            run (run it again later, as ``batchchat run --no-wait`` does).
         engine: ``"ray"`` runs the job on Ray Data (``pip install 'batchchat[ray]'``),
             with one rate limit for all its workers and the same output.
         ray_address: the Ray cluster to join (default: ``RAY_ADDRESS``, else a Ray
@@ -108,10 +116,61 @@ def run(
     resolved = resolve_spec(spec, overrides, variables)
     if dry_run and "output" not in overrides:
         resolved = rehearsal_spec(resolved)
-    outcome = run_outcome(
-        resolved, RunOptions(retry_failed=retry_failed, force=force, dry_run=dry_run), cluster
-    )
-    return outcome.report
+    options = RunOptions(retry_failed=retry_failed, force=force, dry_run=dry_run, wait=wait)
+    return run_outcome(resolved, options, cluster).report
+
+
+def cancel(out_dir: str | os.PathLike[str], *, wait: bool = True) -> RunReport:
+    """Cancel the batches of the job in ``out_dir`` (batch mode); what they answered is kept.
+
+    Args:
+        out_dir: the output directory of a job that ran in batch mode; its ``job.yaml``
+            names the endpoint and the key variable.
+        wait: wait for the batches to end and collect what they answered. ``False``: ask
+            for the cancellations and return; a later run (or ``cancel``) collects them.
+
+    Returns:
+        The report of the output directory afterwards.
+
+    Raises:
+        BatchchatError: no batches there (``InputError``), or a Batch API call failed.
+    """
+    from batchchat.batchops import cancel_job
+
+    return _in_a_loop(cancel_job(Path(out_dir), wait=wait)).outcome.report
+
+
+def import_results(
+    spec: JobSpec | str | os.PathLike[str] | Mapping[str, Any],
+    files: list[str | os.PathLike[str]],
+    *,
+    batch_id: str | None = None,
+    variables: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> RunReport:
+    """Import result files of the job's requests made elsewhere into its output directory.
+
+    Args:
+        spec: a job file's path, a ``JobSpec`` or a mapping.
+        files: Batch API output and error files (OpenAI, Azure, DashScope), or
+            ``vllm run-batch -o`` output, made from the lines ``plan(..., batch_file=...)``
+            writes; each line is joined to its row by ``custom_id``.
+        batch_id: recorded on every imported row (default ``import:<file name>``).
+        variables: ``vars`` values, as ``--var`` gives them.
+        **overrides: ``limit``, ``output``, ``concurrency``, ``rpm``, ``tpm``.
+
+    Returns:
+        The report of the output directory afterwards.
+
+    Raises:
+        BatchchatError: a file names a ``custom_id`` the job does not have (``InputError``,
+            before anything is written), or a spec or input problem.
+    """
+    from batchchat.batchops import import_results as import_files
+
+    resolved = resolve_spec(spec, overrides, variables)
+    paths = [Path(file) for file in files]
+    return import_files(resolved, paths, batch_id=batch_id).outcome.report
 
 
 def ray_options(engine: str, address: str | None, workers: int | None) -> RayOptions | None:
@@ -191,12 +250,13 @@ def plan(
         200
     """
     job = compile_job(resolve_spec(spec, overrides, variables), require_key=False)
+    tier = tier_of(job.spec.request, batch=job.spec.mode == "batch")
     if batch_file is None:
-        return estimate(job.plan, job.prices)
+        return estimate(job.plan, job.prices, tier=tier)
     found: list[PlanEstimate] = []
     write_atomically(
         Path(batch_file),
-        lambda handle: found.append(estimate(job.plan, job.prices, batch_file=handle)),
+        lambda handle: found.append(estimate(job.plan, job.prices, batch_file=handle, tier=tier)),
     )
     return found[0]
 
@@ -229,9 +289,14 @@ def run_outcome(
     spec: JobSpec, options: RunOptions, cluster: RayOptions | None = None
 ) -> RunOutcome:
     """Run a job synchronously, from plain code or from inside a running loop."""
+    return _in_a_loop(start_run(spec, options, cluster))
+
+
+def _in_a_loop(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to its end, from plain code or from inside a running loop (Jupyter)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(start_run(spec, options, cluster))
+        return asyncio.run(work)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, start_run(spec, options, cluster)).result()
+        return pool.submit(asyncio.run, work).result()

@@ -20,13 +20,18 @@
     │   │   └── ClientError       other 4xx: 400, 401, 403, 404, 413, 422 (never retried)
     │   │       ├── AuthenticationError   401 / 403
     │   │       └── ContextLengthError    the prompt does not fit the model
-    │   └── ResponseFormatError   a 200 whose body is truncated, unparsable or incomplete,
-    │       │                     or an error event inside a 200 stream
-    │       ├── StreamError       an error event inside a 200 stream
-    │       └── EmptyResponseError  no choice, or a choice without a message
+    │   ├── ResponseFormatError   a 200 whose body is truncated, unparsable or incomplete,
+    │   │   │                     or an error event inside a 200 stream
+    │   │   ├── StreamError       an error event inside a 200 stream
+    │   │   └── EmptyResponseError  no choice, or a choice without a message
+    │   └── BatchLineError        a Batch API line that came back without an answer: it
+    │       │                     expired, was cancelled, or is missing from the output
+    │       └── BatchLineInvalid  the Batch API refused the line when it validated the file
     ├── RetriesExhausted          a request failed for good (holds the last error)
     ├── ResumeError               the output directory holds a run of a different spec
     ├── LockedError               another process is writing the output directory
+    ├── BatchAPIError             a Batch API call failed in a way that stops a batch run
+    │   └── BatchUnsupportedError the endpoint runs no Batch API jobs (no /v1/files, /v1/batches)
     ├── CacheError                the response cache cannot be opened, read or written
     ├── SinkError                 results could not be written
     │   └── DiskFullError         the disk is full: the run stops sending at once
@@ -205,6 +210,32 @@ class LockedError(BatchchatError):
     """Another live process holds the output directory's lock."""
 
 
+class BatchLineError(RequestError):
+    """A line of a Batch API batch came back without an answer: ``code`` says why
+    (``batch_expired``, ``batch_cancelled``, ``batch_failed``, ``missing``, ...)."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class BatchLineInvalid(BatchLineError):
+    """The Batch API refused a line (or its whole file) when it validated the batch."""
+
+
+class BatchAPIError(BatchchatError):
+    """A Batch API call (upload, create, poll, download, cancel) failed in a way that stops
+    the batch run; the batches already created stay known, and a re-run picks them up."""
+
+    exit_code = ExitCode.FAILED
+
+
+class BatchUnsupportedError(BatchAPIError):
+    """The endpoint has no Batch API (``/v1/files``, ``/v1/batches``): nothing was sent."""
+
+    exit_code = ExitCode.INVALID
+
+
 class CacheError(BatchchatError):
     """The response cache cannot be used (a damaged or foreign file, a disk that is full).
 
@@ -236,11 +267,13 @@ _RETRYABLE: tuple[type[RequestError], ...] = (
     ServerError,
     ConflictError,
     ResponseFormatError,
+    BatchLineError,
 )
 _NEVER_RETRYABLE: tuple[type[RequestError], ...] = (
     QuotaExceededError,
     RequestTooLargeError,
     ClientError,
+    BatchLineInvalid,
 )
 
 

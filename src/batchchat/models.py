@@ -29,6 +29,9 @@ class StopReason(StrEnum):
     FATAL = "fatal"
     #: the run broke: a malformed input line met mid-run, a disk that is full
     ERROR = "error"
+    #: batch mode (``--no-wait``): batches are still running at the Batch API; the next run
+    #: of the job collects them
+    PENDING = "pending"
 
 
 class ExitCode(IntEnum):
@@ -45,6 +48,9 @@ class ExitCode(IntEnum):
     PARTIAL = 4
     #: ``status``: a run is writing the directory now
     RUNNING = 5
+    #: batch mode: batches were submitted and are not finished; run the job again later to
+    #: collect them (``EX_TEMPFAIL`` of sysexits.h: "try again later"); ``status``: pending
+    PENDING = 75
     #: SIGINT/SIGTERM (128 + SIGINT, the shell's convention)
     INTERRUPTED = 130
 
@@ -55,6 +61,8 @@ def run_exit_code(stop_reason: StopReason, *, rows_failed: int) -> ExitCode:
         return ExitCode.INTERRUPTED
     if stop_reason is StopReason.BUDGET:
         return ExitCode.BUDGET
+    if stop_reason is StopReason.PENDING:
+        return ExitCode.PENDING
     if stop_reason is StopReason.FATAL or rows_failed:
         return ExitCode.FAILED
     return ExitCode.OK
@@ -183,6 +191,8 @@ class ChatResult:
     #: cost in USD of this result's usage (set by the pricing step; None = unpriced); with
     #: re-asks, of every answer the row was given (``ask_costs_usd`` has each)
     cost_usd: float | None = None
+    #: the Batch API batch that answered it (batch mode); None for online requests
+    batch_id: str | None = None
     #: the pool member that answered (or last failed) it; None with a single endpoint
     endpoint: str | None = None
     #: times the row was asked again because its answer failed the job's check

@@ -17,7 +17,7 @@ import importlib.resources
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -26,6 +26,9 @@ from batchchat.models import ChatRequest, ChatResponse, ChatResult, Usage
 from batchchat.spec import JobSpec, PoolEndpointSpec, PriceSpec
 
 PER_TOKENS = 1_000_000
+#: how a request is billed: at list prices, through the Batch API, or as flex processing
+Tier = Literal["standard", "batch", "flex"]
+STANDARD: Tier = "standard"
 #: parts of a model name after an entry's name that only name a snapshot of it
 _SNAPSHOT_PART = re.compile(r"\d{2,}|latest|preview|exp")
 
@@ -46,6 +49,18 @@ class ModelPrice:
     thinking_output: float | None = None
     #: where the price comes from: "spec" or the built-in provider's name
     source: str = "spec"
+    #: the share of these prices a Batch API line costs (None: no batch price known)
+    batch: float | None = None
+    #: the share of these prices a flex request costs (None: no flex price known)
+    flex: float | None = None
+
+    def at_tier(self, tier: Tier) -> ModelPrice | None:
+        """This price as billed at ``tier`` (None when the tier has no known price); cached
+        and reasoning rates get the same discount, as OpenAI's batch prices do."""
+        if tier == STANDARD:
+            return self
+        share = self.batch if tier == "batch" else self.flex
+        return None if share is None else self.converted(share)
 
     def cost_usd(self, usage: Usage) -> float | None:
         """Cost of one response's usage; None when the server did not report the counts."""
@@ -92,6 +107,9 @@ class PriceTable:
     def __init__(self, prices: Mapping[str, ModelPrice]) -> None:
         #: lower-cased entry name → price in USD
         self._prices = {name.lower(): price for name, price in prices.items()}
+        #: (model name as asked, tier) → what lookup found: a run asks for a few names
+        #: a million times
+        self._found: dict[tuple[str, Tier], ModelPrice | None] = {}
 
     @classmethod
     def from_spec(cls, spec: JobSpec) -> PriceTable:
@@ -117,8 +135,8 @@ class PriceTable:
     def __contains__(self, model: object) -> bool:
         return isinstance(model, str) and model.lower() in self._prices
 
-    def lookup(self, model: str | None) -> ModelPrice | None:
-        """The price of a model name, or None when no entry matches.
+    def lookup(self, model: str | None, tier: Tier = STANDARD) -> ModelPrice | None:
+        """The price of a model name at ``tier``, or None when no entry matches.
 
         1. the exact (lower-cased) name;
         2. an entry followed by ``-`` and only snapshot parts (digit groups, ``latest``,
@@ -127,11 +145,15 @@ class PriceTable:
         """
         if not model:
             return None
+        if (model, tier) in self._found:
+            return self._found[(model, tier)]
         name = model.strip().lower()
         found = self._match(name)
         if found is None and "/" in name:
             found = self._match(name.rsplit("/", 1)[1])
-        return found
+        price = None if found is None else found.at_tier(tier)
+        self._found[(model, tier)] = price
+        return price
 
     def _match(self, name: str) -> ModelPrice | None:
         exact = self._prices.get(name)
@@ -146,12 +168,14 @@ class PriceTable:
                     return price
         return None
 
-    def cost_usd(self, model: str | None, usage: Usage) -> float | None:
+    def cost_usd(self, model: str | None, usage: Usage, tier: Tier = STANDARD) -> float | None:
         """Cost of one response; None when the model has no price or the usage is unknown."""
-        price = self.lookup(model)
+        price = self.lookup(model, tier)
         return None if price is None else price.cost_usd(usage)
 
-    def request_cost_bounds(self, request: ChatRequest) -> tuple[float, float] | None:
+    def request_cost_bounds(
+        self, request: ChatRequest, tier: Tier = STANDARD
+    ) -> tuple[float, float] | None:
         """(low, high) USD of a request before it is sent; None when its model has no price.
 
         low: the estimated prompt all served from the provider's prompt cache (at the cached
@@ -159,12 +183,12 @@ class PriceTable:
         high: the estimated prompt at the full input price plus every allowed output token
         at the dearest output rate.
         """
-        price = self.lookup(_model_of(request))
+        price = self.lookup(_model_of(request), tier)
         return None if price is None else _bounds(price, request)
 
-    def worst_case_usd(self, request: ChatRequest) -> float | None:
+    def worst_case_usd(self, request: ChatRequest, tier: Tier = STANDARD) -> float | None:
         """The most a request can cost (the high bound): what the budget reserves in flight."""
-        bounds = self.request_cost_bounds(request)
+        bounds = self.request_cost_bounds(request, tier)
         return None if bounds is None else bounds[1]
 
     def models(self) -> list[str]:
@@ -191,13 +215,16 @@ class MemberPrices:
         own = {name: _from_price_spec(name, p, rates) for name, p in member.pricing.items()}
         return cls(member, PriceTable._for(spec, member.base_url, member.pricing), PriceTable(own))
 
-    def price(self, sent: str | None, answered: str | None = None) -> ModelPrice | None:
-        """The price of an answer to a request sent as ``sent`` (answered as ``answered``)."""
+    def price(
+        self, sent: str | None, answered: str | None = None, tier: Tier = STANDARD
+    ) -> ModelPrice | None:
+        """The price of an answer to a request sent as ``sent`` (answered as ``answered``),
+        billed at ``tier`` (flex processing is online, so a pool member may be asked for it)."""
         for name in (sent, answered):
-            own = self._own.lookup(name)
+            own = self._own.lookup(name, tier)
             if own is not None:
                 return own
-        return self._table.lookup(answered or sent) or self._table.lookup(sent)
+        return self._table.lookup(answered or sent, tier) or self._table.lookup(sent, tier)
 
     def cost_of(self, result: ChatResult) -> float | None:
         """Cost of one result this member answered (None: no price, or no usage)."""
@@ -207,11 +234,13 @@ class MemberPrices:
 
     def answer_cost(self, request: ChatRequest, response: ChatResponse) -> float | None:
         """Cost of one answer it gave to ``request`` (None: no price, or no usage)."""
-        price = self.price(self._sent(request), response.model)
+        price = self.price(self._sent(request), response.model, tier_of(request.body))
         return None if price is None else price.cost_usd(response.usage)
 
-    def request_cost_bounds(self, request: ChatRequest) -> tuple[float, float] | None:
-        price = self.price(self._sent(request))
+    def request_cost_bounds(
+        self, request: ChatRequest, tier: Tier = STANDARD
+    ) -> tuple[float, float] | None:
+        price = self.price(self._sent(request), tier=tier)
         return None if price is None else _bounds(price, request)
 
     def _sent(self, request: ChatRequest) -> str | None:
@@ -228,8 +257,11 @@ class PoolPriceTable(PriceTable):
         self._prices = job._prices
         self.members = members
 
-    def request_cost_bounds(self, request: ChatRequest) -> tuple[float, float] | None:
-        bounds = [b for m in self.members if (b := m.request_cost_bounds(request)) is not None]
+    def request_cost_bounds(
+        self, request: ChatRequest, tier: Tier = STANDARD
+    ) -> tuple[float, float] | None:
+        found = (m.request_cost_bounds(request, tier) for m in self.members)
+        bounds = [b for b in found if b is not None]
         if not bounds:
             return None
         return min(low for low, _ in bounds), max(high for _, high in bounds)
@@ -262,8 +294,9 @@ def _builtin_prices(
             continue
         usd_per_unit = _rate(rates, block.get("currency", "USD"), f"provider {provider}")
         target = regional if hosts else general
+        shares = {tier: block[tier] for tier in ("batch", "flex") if tier in block}
         for name, fields in block["models"].items():
-            price = ModelPrice(model=str(name), source=str(provider), **fields)
+            price = ModelPrice(model=str(name), source=str(provider), **{**shares, **fields})
             target[str(name).lower()] = price.converted(usd_per_unit)
     return {**general, **regional}
 
@@ -277,6 +310,8 @@ def _from_price_spec(name: str, price: PriceSpec, rates: Mapping[str, float]) ->
         cached_input=price.cached_input,
         reasoning=price.reasoning,
         source="spec",
+        batch=price.batch,
+        flex=price.flex,
     ).converted(usd_per_unit)
 
 
@@ -296,6 +331,13 @@ def _host_of(base_url: str | None) -> str | None:
 
 def _host_matches(host: str | None, hosts: Iterable[str]) -> bool:
     return host is not None and any(host == h or host.endswith("." + h) for h in hosts)
+
+
+def tier_of(body: dict[str, Any], *, batch: bool = False) -> Tier:
+    """How a request with this body is billed: batch mode, flex processing, or list prices."""
+    if batch:
+        return "batch"
+    return "flex" if body.get("service_tier") == "flex" else STANDARD
 
 
 def _bounds(price: ModelPrice, request: ChatRequest) -> tuple[float, float]:

@@ -15,26 +15,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
+from batchchat.batchapi.cancel import check_online
+from batchchat.batchapi.session import BatchJob, check_batch_api, pending_keys, run_batches
+from batchchat.batchapi.state import read_state
 from batchchat.cache.serve import RunCache
 from batchchat.errors import SinkError
-from batchchat.execute.budget import Budget
-from batchchat.execute.endpoint import open_target, secret_values
+from batchchat.execute.endpoint import Target, open_target
 from batchchat.execute.executor import execute
-from batchchat.execute.pool import PoolSettings, open_pool
-from batchchat.execute.reask import Reasker
-from batchchat.execute.transport import AiohttpTransport
+from batchchat.hooks import (
+    OnResult,
+    OnResults,
+    budget_of,
+    open_cache,
+    open_endpoints,
+    reasker_of,
+    secrets_of,
+    writing_then_caching,
+)
 from batchchat.job import CompiledJob, compile_job
 from batchchat.models import (
     ChatRequest,
-    ChatResponse,
     ChatResult,
     ExecutionStats,
     ExitCode,
@@ -45,14 +52,15 @@ from batchchat.models import (
 )
 from batchchat.planning.planner import RowFailure
 from batchchat.planning.reader import InputIssue, count_rows
-from batchchat.pricing import PoolPriceTable, PriceTable
+from batchchat.pricing import tier_of
 from batchchat.report.build import RunReport, build_report, write_reports
 from batchchat.results.encoder import ResultEncoder
+from batchchat.results.ledger import ResumeIndex
 from batchchat.results.outdir import OutputDir, open_output
 from batchchat.results.runstats import save_input_issues, save_stats
 from batchchat.results.sink import BATCH_S, ParquetSink
 from batchchat.secrets import Redactor
-from batchchat.spec import BudgetSpec, JobSpec
+from batchchat.spec import JobSpec
 
 #: how often the progress display and the counters' file are brought up to date
 _PROGRESS_S = 1.0
@@ -68,6 +76,9 @@ class RunOptions:
     #: rehearse against the built-in simulator instead of the spec's endpoint
     dry_run: bool = False
     drain_timeout_s: float = 30.0
+    #: batch mode: wait until every batch has ended (False: submit, collect what has ended,
+    #: and return; ``--no-wait``)
+    wait: bool = True
     #: called about once a second with the live stats (progress bars, log lines)
     on_progress: Callable[[ExecutionStats], None] | None = None
     #: told what is allowed but worth a look, once the job is compiled
@@ -103,29 +114,40 @@ async def run_job(
     for warning in job.warnings:
         if options.on_warning is not None:
             options.on_warning(warning)
+    stop = stop or asyncio.Event()
+    if spec.mode == "online":  # the endpoint (or the pool) is opened once rows are planned
+        with _open_output(job, options) as out:
+            return await _run_in(out, job, None, options, stop)
+    async with open_target(spec.endpoint, force_simulator=options.dry_run) as target:
+        batch = _batch_job(job, target, options)
+        # before anything is written: can this endpoint run batches?
+        await check_batch_api(batch, wait=options.wait, force=options.force)
+        with _open_output(job, options) as out:
+            return await _run_in(out, job, batch, options, stop)
+
+
+def _open_output(job: CompiledJob, options: RunOptions) -> OutputDir:
     upstream = None if job.upstream is None else job.upstream.record
-    with open_output(
-        spec.output_dir,
+    return open_output(
+        job.spec.output_dir,
         job.spec,
         force=options.force,
         run_id=options.run_id,
         dry_run=options.dry_run,
         upstream=upstream,
-    ) as out:
-        return await _run_in(out, job, options, stop or asyncio.Event())
+    )
 
 
 async def _run_in(
-    out: OutputDir, job: CompiledJob, options: RunOptions, stop: asyncio.Event
+    out: OutputDir,
+    job: CompiledJob,
+    batch: BatchJob | None,
+    options: RunOptions,
+    stop: asyncio.Event,
 ) -> RunOutcome:
     spec = job.spec
-    redact = Redactor(_secrets(spec))
-    sink = ParquetSink(
-        out.results_dir,
-        ResultEncoder(job.columns, run_id=options.run_id, redact=redact),
-        part_rows=spec.output.part_rows,
-        part_seconds=spec.output.part_seconds,
-    )
+    redact = Redactor(secrets_of(spec))
+    sink = open_sink(out, job, options.run_id, redact)
     stats = ExecutionStats(run_id=options.run_id, started_at=datetime.now(UTC))
     stats.planned = count_rows(job.plan.source) * spec.samples
     issues: list[InputIssue] = []
@@ -134,15 +156,71 @@ async def _run_in(
         stats.results_error += 1
         sink.write(unsendable_result(failure))
 
-    requests = _skipping(job, out, options.retry_failed, stats, issues.append, on_failure)
-    cache = _open_cache(job, stats, options)
-    on_result: Callable[[ChatResult], None] = sink.write
+    index = out.completed()
+    if batch is None:
+        check_online(out.layout, read_state(out.layout))
+    pending = pending_keys(out.layout) if batch is not None else None
+    requests = _skipping(
+        job, index, options.retry_failed, stats, issues.append, on_failure, pending=pending
+    )
+    # cached rows are answered here, before either executor: a hit is never sent, nor put
+    # in a Batch API input file
+    warn = options.on_warning or (lambda message: None)
+    cache = open_cache(job, stats, dry_run=options.dry_run, warn=warn)
+    on_result: OnResult = sink.write
+    on_results: OnResults = sink.write_many
     if cache is not None:
         requests = cache.serve(requests, on_hit=sink.write)
-        on_result = _writing_then_caching(sink, cache)
+        on_result, on_results = writing_then_caching(sink, cache)
+    housekeeping = asyncio.create_task(_housekeep(out.path, sink, stats, options, cache))
+    try:
+        if batch is None:
+            await _execute_online(job, requests, on_result, stats, redact, options, stop)
+        else:
+            await run_batches(
+                batch,
+                out.layout,
+                requests,
+                on_result=on_result,
+                on_results=on_results,
+                flush=sink.flush,
+                stats=stats,
+                done=index,
+                wait=options.wait,
+                stop=stop,
+            )
+    except BaseException:
+        # a malformed input line, a disk that is full: the run did not complete, and
+        # `status` must not say it did (what finished is saved all the same)
+        stats.stop_reason = StopReason.ERROR
+        stats.finished_at = datetime.now(UTC)
+        raise
+    finally:
+        housekeeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await housekeeping
+        if cache is not None:
+            cache.close()
+        # the planner holds the resume index (every finished key): let it go before
+        # compaction and the report, which read every result again
+        del requests, index
+        close_results(sink, out.path, stats, issues)
+    return finish_run(out, job, stats, issues)
 
-    async with _endpoints(job, options) as (route, transports):
-        housekeeping = asyncio.create_task(_housekeep(out.path, sink, stats, options, cache))
+
+async def _execute_online(
+    job: CompiledJob,
+    requests: Iterator[ChatRequest],
+    on_result: OnResult,
+    stats: ExecutionStats,
+    redact: Redactor,
+    options: RunOptions,
+    stop: asyncio.Event,
+) -> None:
+    spec = job.spec
+    warn = options.on_warning
+    async with open_endpoints(job, dry_run=options.dry_run, on_warning=warn) as opened:
+        route, transports = opened
         try:
             await execute(
                 requests,
@@ -151,75 +229,38 @@ async def _run_in(
                 keep_raw=spec.output.keep_raw,
                 on_result=on_result,
                 stats=stats,
-                budget=_budget(spec.budget, job.prices, stats),
+                budget=budget_of(spec.budget, job.prices, stats),
                 redact=redact,
                 stop=stop,
                 drain_timeout_s=options.drain_timeout_s,
                 reask=reasker_of(job),
                 **route,
             )
-        except BaseException:
-            # a malformed input line, a disk that is full: the run did not complete, and
-            # `status` must not say it did (what finished is saved all the same)
-            stats.stop_reason = StopReason.ERROR
-            stats.finished_at = datetime.now(UTC)
-            raise
         finally:
-            housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await housekeeping
             for transport in transports:
                 await transport.aclose()
-            if cache is not None:
-                cache.close()
             stats.resent = sum(transport.stale_retries for transport in transports)
-            # the planner holds the resume index (every finished key): let it go before
-            # compaction and the report, which read every result again
-            del requests
-            _close(sink, out.path, stats, issues)
-    return finish_run(out, job, stats, issues)
 
 
-@contextlib.asynccontextmanager
-async def _endpoints(
-    job: CompiledJob, options: RunOptions
-) -> AsyncIterator[tuple[dict[str, Any], list[AiohttpTransport]]]:
-    """Where the requests go, as :func:`execute` takes it -- the one endpoint, or the pool
-    -- opened (simulators started), with the transports to close at the end."""
-    spec = job.spec
-    if spec.endpoints is None:
-        async with open_target(spec.endpoint, force_simulator=options.dry_run) as target:
-            transport = AiohttpTransport(spec.endpoint, max_connections=spec.limits.max_concurrency)
-            route = {
-                "transport": transport,
-                "url": target.url,
-                "headers": target.headers,
-                "endpoint": target.display,
-                "cost_of": cost_function(job.prices),
-            }
-            yield route, [transport]
-        return
-    members = job.prices.members if isinstance(job.prices, PoolPriceTable) else []
-    costs = {prices.member.name: prices.answer_cost for prices in members}
-    async with open_pool(
-        spec.endpoints,
-        limits=spec.limits,
-        prices=lambda member: costs.get(member.name),
-        force_simulator=options.dry_run,
-    ) as opened:
-        pool = PoolSettings(opened, spec.routing, on_warning=options.on_warning)
-        transports = [m.transport for m in opened if isinstance(m.transport, AiohttpTransport)]
-        yield {"pool": pool, "endpoint": "the pool"}, transports
+def _batch_job(job: CompiledJob, target: Target, options: RunOptions) -> BatchJob:
+    schema = job.plan.source.schema
+    keep = {name: schema[name] for name in job.spec.output.keep_columns}
+    in_process = job.spec.endpoint.is_simulator or options.dry_run
+    return BatchJob(job.spec, job.prices, keep, target, in_process)
 
 
-def _secrets(spec: JobSpec) -> frozenset[str]:
-    """Every secret a run sends, to be masked wherever it could show."""
-    if spec.endpoints is None:
-        return secret_values(spec.endpoint)
-    return frozenset().union(*(secret_values(member) for member in spec.endpoints))
+def open_sink(out: OutputDir, job: CompiledJob, run_id: str, redact: Redactor) -> ParquetSink:
+    """The sink of one run into ``out`` (a killed run's journals are folded first)."""
+    output = job.spec.output
+    return ParquetSink(
+        out.results_dir,
+        ResultEncoder(job.columns, run_id=run_id, redact=redact),
+        part_rows=output.part_rows,
+        part_seconds=output.part_seconds,
+    )
 
 
-def _close(
+def close_results(
     sink: ParquetSink, out_path: Path, stats: ExecutionStats, issues: list[InputIssue]
 ) -> None:
     """Write what is left, and the run's counters (as unfinished unless it failed: only
@@ -243,9 +284,10 @@ def finish_run(
     partial, so a kill while compacting never leaves a directory that claims done."""
     out.compact()
     stats.finished_at = datetime.now(UTC)
+    online = tier_of(job.spec.request)
     # a pool's rows were priced by the member that answered each: those costs stand
     prices = None if job.spec.endpoints is not None else job.prices
-    report = build_report(out.path, prices=prices, latest=stats)
+    report = build_report(out.path, prices=prices, latest=stats, online_tier=online)
     write_reports(out.path, report)
     save_stats(out.path, stats)
     return RunOutcome(report, stats, out.path, issues)
@@ -253,19 +295,21 @@ def finish_run(
 
 def _skipping(
     job: CompiledJob,
-    out: OutputDir,
+    index: ResumeIndex,
     retry_failed: bool,
     stats: ExecutionStats,
     on_issue: Callable[[InputIssue], None],
     on_failure: Callable[[RowFailure], None],
+    *,
+    pending: ResumeIndex | None = None,
 ) -> Iterator[ChatRequest]:
-    """Planned requests minus the ones an earlier run finished, counting what it skips."""
-    index = out.completed()
+    """Planned requests minus the ones an earlier run finished, counting what it skips,
+    and minus the ``pending`` ones (lines in the Batch API's hands)."""
 
     def skip(row_ids: pl.Series, sample: int) -> pl.Series:
         done = index.done(row_ids, sample, retry_failed=retry_failed)
         stats.skipped += int(done.sum())
-        return done
+        return done if pending is None else done | pending.done(row_ids, sample)
 
     return job.plan.requests(skip=skip, on_issue=on_issue, on_failure=on_failure, check_ids=False)
 
@@ -298,73 +342,6 @@ def unsendable_result(failure: RowFailure) -> ChatResult:
         started_at=now,
         finished_at=now,
     )
-
-
-def _budget(spec: BudgetSpec | None, prices: PriceTable, stats: ExecutionStats) -> Budget | None:
-    if spec is None:
-        return None
-    return Budget(
-        spec.max_cost_usd,
-        worst_case=prices.worst_case_usd,
-        spent=lambda: stats.cost_usd,
-    )
-
-
-def _open_cache(job: CompiledJob, stats: ExecutionStats, options: RunOptions) -> RunCache | None:
-    """The response cache of the job (None: it has none, or this is a rehearsal, whose
-    simulated answers must neither be stored for nor served to the real endpoint)."""
-    directory, spec = job.spec.cache_dir, job.spec.cache
-    if directory is None or spec is None:
-        return None
-    warn = options.on_warning or (lambda message: None)
-    if options.dry_run:
-        warn("cache: not used by a --dry-run (simulated answers are not the endpoint's)")
-        return None
-    reask = job.spec.output.reask
-    return RunCache(
-        spec,
-        directory,
-        stats,
-        price=cost_function(job.prices),
-        check=job.check,
-        reasks=0 if reask is None else reask.count,
-        keep_raw=job.spec.output.keep_raw,
-        on_warning=warn,
-    )
-
-
-def _writing_then_caching(sink: ParquetSink, cache: RunCache) -> Callable[[ChatResult], None]:
-    def on_result(result: ChatResult) -> None:
-        sink.write(result)  # the output directory first: the cache is only a saving
-        cache.offer(result)
-
-    return on_result
-
-
-def reasker_of(job: CompiledJob) -> Reasker | None:
-    """The job's re-asks of answers that fail its check (None: it has none)."""
-    reask = job.spec.output.reask
-    if reask is None or reask.count == 0 or job.check is None:
-        return None
-    prices = job.prices
-
-    def price(request: ChatRequest, response: ChatResponse) -> float | None:
-        return prices.cost_usd(response.model or request.body.get("model"), response.usage)
-
-    return Reasker(reask, job.check, price)
-
-
-def cost_function(prices: PriceTable) -> Callable[[ChatResult], float | None]:
-    """What a result cost, by ``prices`` (None: unpriced, or no answer)."""
-
-    def cost_of(result: ChatResult) -> float | None:
-        response = result.response
-        if response is None:
-            return None
-        model = response.model or result.request.body.get("model")
-        return prices.cost_usd(model, response.usage)
-
-    return cost_of
 
 
 async def _housekeep(

@@ -221,6 +221,7 @@ def _written(results: Path) -> int:
     ("change", "said"),
     [
         ({"cache": True}, "cache: the response cache"),
+        ({"mode": "batch"}, "mode: batch: the Batch API"),
         (
             {"endpoints": [{"name": "a", "base_url": "simulator"}], "endpoint": None},
             "endpoints: a pool of endpoints",

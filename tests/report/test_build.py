@@ -371,7 +371,7 @@ def test_report_json_keys_are_stable(tmp_path: Path) -> None:
         "schema_version", "job", "output_dir", "batchchat_version", "spec_hash", "run_ids",
         "stop_reason", "started_at", "finished_at", "wall_time_s", "rows", "requests", "tokens",
         "cost", "finish_reasons", "errors", "latency_ms", "throughput", "timeline", "warnings",
-        "labels", "input_issues", "cache", "reasks", "parse_status",
+        "labels", "input_issues", "batches", "cache", "reasks", "parse_status",
     }  # fmt: skip
     assert data["labels"] is None  # not a labeling job
     assert data["rows"] == {"total": 9, "ok": 6, "error": 3, "skipped": 0, "samples_per_row": 1}

@@ -44,6 +44,7 @@ CONTRACT: dict[str, Any] = {
     "started_at": pl.Datetime("us", "UTC"),
     "finished_at": pl.Datetime("us", "UTC"),
     "run_id": pl.String,
+    "batch_id": pl.String,
     "response_id": pl.String,
     "model": pl.String,
     "system_fingerprint": pl.String,
@@ -109,7 +110,7 @@ def test_every_column_has_its_contract_type(tmp_path: Path) -> None:
         tmp_path, make_spec(), [make_result("1"), make_result("2", error=client_error())]
     )
     assert dict(frame.schema) == CONTRACT
-    assert list(frame.columns) == list(CONTRACT)  # identity, outcome, response, usage, asks
+    assert list(frame.columns) == list(CONTRACT)  # identity, outcome, batch, response, usage, asks
 
 
 def test_ok_row_values(tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ COMMANDS = {
     "report": "report:report",
     "export": "export:export",
     "status": "status:status",
+    "cancel": "cancel:cancel",
+    "import": "importing:import_command",
     "cache": "cache:cache",
 }
 

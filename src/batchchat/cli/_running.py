@@ -24,6 +24,7 @@ async def execute_run(
     retry_failed: bool,
     force: bool,
     dry_run: bool,
+    wait: bool = True,
     cluster: RayOptions | None = None,
 ) -> int:
     """Run the job with signal handling and a progress display; return the exit code."""
@@ -35,6 +36,7 @@ async def execute_run(
         retry_failed=retry_failed,
         force=force,
         dry_run=dry_run,
+        wait=wait,
         on_progress=display.update,
         on_warning=display.warn,
     )
@@ -53,6 +55,19 @@ async def execute_run(
         _remove_signal_handlers()
     _summarize(outcome, mode, display)
     return outcome.exit_code
+
+
+def _say_batches_pending(console: Console, outcome: RunOutcome) -> None:
+    """Batch mode: what is still at the Batch API, and what to run next."""
+    batches = outcome.report.batches
+    if not batches or not batches["lines_pending"]:
+        return
+    out = outcome.output_dir
+    console.print(
+        f"[yellow]{batches['lines_pending']:,} lines are still at the Batch API[/]: run the "
+        f"job again to collect them (`batchchat status {out}` shows the batches; "
+        f"`batchchat cancel {out}` cancels them)."
+    )
 
 
 def _install_signal_handlers(stop: asyncio.Event, task: asyncio.Task[int], *, quiet: bool) -> None:
@@ -117,4 +132,5 @@ def _summarize(outcome: RunOutcome, mode: str, display: ProgressDisplay) -> None
         console.print(f"[red]Stopped early:[/] {outcome.fatal_error}")
     if outcome.stats.stop_reason == StopReason.BUDGET:
         console.print(f"[red]Stopped by the budget:[/] {_budget_stop(outcome.stats)}")
+    _say_batches_pending(console, outcome)
     console.print(f"Results: {outcome.output_dir}/results/  report: {outcome.output_dir}/report.md")

@@ -23,6 +23,7 @@ from batchchat.cli._docs import docs_epilog
 from batchchat.cli._pool import pool_rows
 from batchchat.models import ChatRequest
 from batchchat.planning.estimate import PlanEstimate, estimate
+from batchchat.pricing import tier_of
 from batchchat.results.layout import write_atomically
 from batchchat.spec import JobSpec, load_spec
 
@@ -64,8 +65,12 @@ def plan(
             _print_request(console, request)
             shown += 1
 
+    tier = tier_of(spec.request, batch=spec.mode == "batch")
+
     def count(handle: BinaryIO | None = None) -> PlanEstimate:
-        return estimate(compiled.plan, compiled.prices, on_request=show_first, batch_file=handle)
+        return estimate(
+            compiled.plan, compiled.prices, on_request=show_first, batch_file=handle, tier=tier
+        )
 
     if out is None:
         totals = count()
@@ -113,6 +118,14 @@ def _totals_rows(
     yield "prompt tokens", f"~{totals.prompt_tokens:,} (offline estimate)"
     yield "output tokens", f"≤ {totals.max_output_tokens:,} (the requests' limits)"
     yield "cost", _describe_cost(totals)
+    if spec.mode == "batch":
+        settings = spec.batch
+        batches = -(-totals.requests // settings.lines_per_batch)
+        yield (
+            "batch mode",
+            f"~{batches:,} batch(es) of ≤ {settings.lines_per_batch:,} lines, answered within "
+            f"{settings.completion_window}",
+        )
     if totals.issues:
         first = totals.issues[0]
         where = f"{first.path}:{first.line}" if first.line else first.path
@@ -134,6 +147,11 @@ def _describe_cost(totals: PlanEstimate) -> str:
     parts = []
     if totals.cost_high_usd > 0 or not totals.unpriced_models:
         parts.append(f"{_usd(totals.cost_low_usd)} – {_usd(totals.cost_high_usd)}")
+    if totals.tier != "standard" and totals.cost_high_usd > 0 < totals.online_cost_high_usd:
+        online = f"{_usd(totals.online_cost_low_usd)} – {_usd(totals.online_cost_high_usd)}"
+        saving = totals.online_cost_high_usd - totals.cost_high_usd
+        where = "Batch API" if totals.tier == "batch" else "flex"
+        parts[-1] += f" at {where} prices (online: {online}; up to {_usd(saving)} saved)"
     if totals.unpriced_models:
         names = ", ".join(sorted(totals.unpriced_models))
         parts.append(f"unpriced model(s): {names} (add them under pricing:)")

@@ -80,6 +80,11 @@ from batchchat.errors import BatchchatError
     help="Start over in place; the old results are moved to superseded/, never deleted.",
 )
 @click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Batch mode: submit, collect what has ended, and exit (75 while batches run).",
+)
+@click.option(
     "--engine",
     type=click.Choice(["local", "ray"]),
     default="local",
@@ -114,6 +119,7 @@ def run(
     dry_run: bool,
     retry_failed: bool,
     force: bool,
+    no_wait: bool,
     engine: str,
     ray_address: str | None,
     workers: int | None,
@@ -124,8 +130,10 @@ def run(
 
     \b
     Exit codes: 0 all rows ok · 1 finished with failed rows · 2 spec, input or
-    usage error (nothing sent) · 3 stopped by the budget · 130 interrupted.
-    Re-running the same job resumes: finished rows are skipped.
+    usage error (nothing sent) · 3 stopped by the budget · 75 batch mode: batches
+    still running, run again later · 130 interrupted.
+    Re-running the same job resumes: finished rows are skipped; in batch mode it
+    collects what the batches answered and resubmits what failed.
     """
     from batchchat.api import ray_options, rehearsal_spec, resolve_spec
     from batchchat.cli._running import execute_run
@@ -155,6 +163,7 @@ def run(
                 retry_failed=retry_failed,
                 force=force,
                 dry_run=dry_run,
+                wait=not no_wait,
                 cluster=cluster,
             )
         )

@@ -59,6 +59,14 @@ _LATENCY_FLAGS = {
     "latency_distribution": "distribution",
     "jitter_ms": "jitter_ms",
 }
+#: flags that set a BatchSimSpec field (the Batch API's pace and faults)
+_BATCH_FLAGS = {
+    "batch_api": "api",
+    "batch_time_scale": "time_scale",
+    "batch_fail_lines": "fail_lines",
+    "batch_expire_lines": "expire_lines",
+    "batch_token_limit": "enqueued_token_limit",
+}
 _PROBABILITY = click.FloatRange(0, 1)
 
 
@@ -180,6 +188,24 @@ def _fault_option(flag: str, text: str) -> Callable[[Any], Any]:
 )
 @click.option("--fault-seed", type=int, help="Seed of the fault draws (same seed, same faults).")
 @click.option(
+    "--batch-api",
+    type=click.Choice(["openai", "llamacpp", "vllm", "new-api", "litellm"]),
+    help="Serve the Batch API (openai), or answer /v1/files and /v1/batches as a server "
+    "without one does.",
+)
+@click.option(
+    "--batch-time-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Simulated Batch API seconds per real second (86400: a day in a second).",
+)
+@_fault_option("--batch-fail-lines", "a batch line failing (429, in the error file)")
+@_fault_option("--batch-expire-lines", "a batch line expiring (its batch ends expired)")
+@click.option(
+    "--batch-token-limit",
+    type=click.IntRange(min=1),
+    help="Enqueued prompt tokens per model; a batch past it fails token_limit_exceeded.",
+)
+@click.option(
     "--keep-alive-s",
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds between ': keep-alive' lines in slow streams.",
@@ -233,6 +259,9 @@ def build_spec(base: SimulatorSpec, options: dict[str, Any]) -> SimulatorSpec:
     for flag, field in (*_FAULT_FLAGS.items(), *_FAULT_KNOBS.items()):
         if flag in given:
             data["faults"][field] = given[flag]
+    for flag, field in _BATCH_FLAGS.items():
+        if flag in given:
+            data["batch"][field] = given[flag]
     if "api_key_env" in given:
         data["api_key"] = _read_key(given["api_key_env"])
     return SimulatorSpec.model_validate(data)
@@ -244,6 +273,7 @@ def spec_keys() -> dict[str, str]:
     keys |= {flag: flag for flag in _TOP_FLAGS}
     faults = {**_FAULT_FLAGS, **_FAULT_KNOBS}
     keys |= {flag: f"faults.{field}" for flag, field in faults.items()}
+    keys |= {flag: f"batch.{field}" for flag, field in _BATCH_FLAGS.items()}
     keys["api_key_env"] = "api_key"
     return keys
 

@@ -168,6 +168,11 @@ def refuse_unsupported(job: CompiledJob) -> None:
             "workers may be on others; run the job without --engine ray to use it, or "
             "leave cache: out"
         )
+    if job.spec.mode == "batch":
+        problems.append(
+            "  mode: batch: the Batch API runs the job on the provider's side, and Ray's "
+            "workers would have nothing to send; run it without --engine ray"
+        )
     if job.spec.endpoints is not None:
         problems.append(
             "  endpoints: a pool of endpoints is routed by one process (each member's "

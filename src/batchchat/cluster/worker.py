@@ -35,6 +35,7 @@ from batchchat.errors import BatchchatError
 from batchchat.execute.endpoint import Target
 from batchchat.execute.executor import execute
 from batchchat.execute.transport import AiohttpTransport
+from batchchat.hooks import cost_of, reasker_of
 from batchchat.job import CompiledJob, recompile_job
 from batchchat.models import ChatRequest, ChatResult, ExecutionStats, StopReason
 from batchchat.planning.planner import RowFailure, RowPlanner
@@ -43,7 +44,7 @@ from batchchat.results.encoder import ResultEncoder
 from batchchat.results.ledger import ResumeIndex
 from batchchat.results.runstats import stats_to_dict
 from batchchat.results.sink import BATCH_S
-from batchchat.runner import cost_function, reasker_of, unsendable_result
+from batchchat.runner import unsendable_result
 from batchchat.secrets import Redactor
 from batchchat.spec import JobSpec
 
@@ -219,7 +220,7 @@ class WorkerEngine:
                 on_result=self._on_result,
                 stats=self.stats,
                 budget=self.budget,
-                cost_of=cost_function(self._job.prices),
+                cost_of=cost_of(self._job.prices),
                 endpoint=setup.target.display,
                 redact=Redactor(setup.secrets),
                 stop=self._stop,

@@ -32,13 +32,14 @@ from batchchat.spec import EndpointSpec
 
 @dataclass(frozen=True, slots=True)
 class HTTPRequest:
-    """A POST of a JSON body to ``url``."""
+    """A POST of a JSON body to ``url`` (the Batch API also GETs, DELETEs and uploads)."""
 
     url: str
     body: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
     #: True when the body asks for ``stream: true`` (SSE response expected)
     stream: bool = False
+    method: str = "POST"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +162,8 @@ class AiohttpTransport:
         try:
             async with asyncio.timeout(None) as first_byte:
                 attempt.first_byte = first_byte
-                response = await session.post(
+                response = await session.request(
+                    request.method,
                     request.url,
                     data=request.body,
                     headers=request.headers,

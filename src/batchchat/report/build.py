@@ -15,13 +15,15 @@ from __future__ import annotations
 import importlib.metadata
 import math
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from batchchat.errors import ResumeError
+from batchchat.batchapi.state import read_state, summarize
+from batchchat.errors import BatchchatError, ResumeError
 from batchchat.labels.columns import output_label_set, read_label_report
 from batchchat.models import ExecutionStats
-from batchchat.pricing import PriceTable
+from batchchat.pricing import STANDARD, PriceTable, Tier
 from batchchat.report.asks import cache_summary, parse_statuses, reask_summary
 from batchchat.report.endpoints import endpoint_reports
 from batchchat.report.html import render_html
@@ -33,6 +35,7 @@ from batchchat.report.stats import (
     finish_reasons,
     latency_summary,
     model_costs,
+    online_cost,
     sum_tokens,
     timeline,
 )
@@ -41,6 +44,7 @@ from batchchat.results.layout import OutputLayout, write_atomically
 from batchchat.results.ledger import has_repeated_keys, scan_results
 from batchchat.results.outdir import read_manifest
 from batchchat.results.runstats import load_input_issues, load_stats
+from batchchat.spec import load_spec
 
 __all__ = ["RunReport", "build_report", "write_reports"]
 
@@ -49,13 +53,18 @@ __all__ = ["RunReport", "build_report", "write_reports"]
 
 
 def build_report(
-    out_dir: Path, *, prices: PriceTable | None = None, latest: ExecutionStats | None = None
+    out_dir: Path,
+    *,
+    prices: PriceTable | None = None,
+    latest: ExecutionStats | None = None,
+    online_tier: Tier = STANDARD,
 ) -> RunReport:
     """The report of an output directory (finished, partial or interrupted).
 
     Without ``prices`` the cost is the ``cost_usd`` stored with each result; with them,
-    every row is priced again from its token counts. ``latest``: the counters of the run
-    that is finishing, newer than its saved file.
+    every row is priced again from its token counts (rows a batch answered at batch prices,
+    the others at ``online_tier``). ``latest``: the counters of the run that is finishing,
+    newer than its saved file.
     """
     out_dir = Path(out_dir)
     job, spec_hash = _read_manifest(out_dir)
@@ -71,12 +80,16 @@ def build_report(
     )
     count_rows(report, rows)
     count_requests(report, runs)
-    models, warnings = model_costs(rows, prices)
+    models, warnings = model_costs(rows, prices, online_tier)
     report.models = models
     report.tokens = sum_tokens(m.tokens for m in models)
     report.cost_usd = math.fsum(m.cost_usd or 0.0 for m in models)
     report.cost_complete = not any(m.unpriced_rows for m in models)
     report.warnings = warnings
+    reference = prices or _job_prices(out_dir)
+    if reference is not None:
+        report.cost_online_usd = online_cost(rows, reference, online_tier)
+    report.batches = batch_summary(OutputLayout(out_dir))
     report.finish_reasons = finish_reasons(rows)
     report.errors = error_groups(rows)
     report.latency = latency_summary(rows)
@@ -133,6 +146,7 @@ _COLUMNS: dict[str, pl.DataType] = {
     "latency_ms": pl.Float64(),
     "started_at": pl.Datetime("us", "UTC"),
     "finished_at": pl.Datetime("us", "UTC"),
+    "batch_id": pl.String(),
     "model": pl.String(),
     "finish_reason": pl.String(),
     "prompt_tokens": pl.Int64(),
@@ -148,6 +162,23 @@ _COLUMNS: dict[str, pl.DataType] = {
     "cost_saved_usd": pl.Float64(),
     "parse_status": pl.String(),
 }
+
+
+def _job_prices(out_dir: Path) -> PriceTable | None:
+    """The price table of the job that wrote ``out_dir`` (its job.yaml), if it can be read."""
+    try:
+        return PriceTable.from_spec(load_spec(OutputLayout(out_dir).job_yaml))
+    except (BatchchatError, ValueError):
+        return None
+
+
+def batch_summary(layout: OutputLayout) -> dict[str, Any] | None:
+    """Batch mode's counts (batches by status, lines, resubmissions), if it ran here."""
+    try:
+        state = read_state(layout)
+    except BatchchatError:
+        return None
+    return None if state is None else summarize(state)
 
 
 def _read_manifest(out_dir: Path) -> tuple[str | None, str | None]:

@@ -122,6 +122,11 @@ class RunReport:
     cost_usd: float = 0.0
     #: False when some rows' cost is unknown (see ``warnings``)
     cost_complete: bool = True
+    #: what the same rows would have cost at online (standard) prices, when some were
+    #: billed at batch or flex prices (None otherwise, or without prices)
+    cost_online_usd: float | None = None
+    #: batch mode: batches by status, lines, resubmissions (None: no batch ran here)
+    batches: dict[str, Any] | None = None
     models: list[ModelCost] = field(default_factory=list)
     finish_reasons: dict[str, int] = field(default_factory=dict)
     errors: list[ErrorGroup] = field(default_factory=list)
@@ -174,7 +179,9 @@ class RunReport:
                 "total_usd": round(self.cost_usd, 10),
                 "complete": self.cost_complete,
                 "by_model": {m.model: _model_dict(m) for m in self.models},
+                **self._online_cost(),
             },
+            "batches": self.batches,
             "finish_reasons": dict(self.finish_reasons),
             "errors": {
                 "total": self.rows_error,
@@ -196,6 +203,12 @@ class RunReport:
         if self.endpoints:  # a pool job's: by name, in the spec's order
             data["endpoints"] = {e.name: _without(asdict(e), "name") for e in self.endpoints}
         return data
+
+    def _online_cost(self) -> dict[str, float]:
+        if self.cost_online_usd is None:
+            return {}
+        online = round(self.cost_online_usd, 10)
+        return {"online_usd": online, "saving_usd": round(online - self.cost_usd, 10)}
 
     def __repr__(self) -> str:
         cost = f"{self.cost_usd:.6f}" + ("" if self.cost_complete else " (incomplete)")

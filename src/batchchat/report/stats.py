@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from batchchat.models import ExecutionStats, Usage
-from batchchat.pricing import PriceTable
+from batchchat.pricing import STANDARD, PriceTable, Tier
 from batchchat.report.asks import CACHED, EARLIER_ASKS_USD
 from batchchat.report.model import (
     EXAMPLE_ROW_IDS,
@@ -94,7 +94,9 @@ _TOKEN_SUMS = {
 }
 
 
-def model_costs(rows: pl.LazyFrame, prices: PriceTable | None) -> tuple[list[ModelCost], list[str]]:
+def model_costs(
+    rows: pl.LazyFrame, prices: PriceTable | None, online_tier: Tier = STANDARD
+) -> tuple[list[ModelCost], list[str]]:
     billable = rows.filter(_BILLABLE).with_columns(pl.col("model").fill_null(UNKNOWN_MODEL))
     groups = billable.group_by("model").agg(
         rows=pl.len(),
@@ -104,7 +106,7 @@ def model_costs(rows: pl.LazyFrame, prices: PriceTable | None) -> tuple[list[Mod
         earlier_asks=EARLIER_ASKS_USD.sum(),
         **_TOKEN_SUMS,
     )
-    summed, repriced = _with_repricing(groups, billable, prices)
+    summed, repriced = _with_repricing(groups, billable, prices, online_tier)
     models: list[ModelCost] = []
     usage_missing: dict[str, int] = {}
     for group in summed.iter_rows(named=True):
@@ -135,17 +137,33 @@ def model_costs(rows: pl.LazyFrame, prices: PriceTable | None) -> tuple[list[Mod
 
 
 def _with_repricing(
-    groups: pl.LazyFrame, billable: pl.LazyFrame, prices: PriceTable | None
+    groups: pl.LazyFrame, billable: pl.LazyFrame, prices: PriceTable | None, online_tier: Tier
 ) -> tuple[pl.DataFrame, dict[str, tuple[float, int]]]:
     """The per-model sums and, with ``prices``, the repricing: one streaming pass for both."""
     if prices is None:
         return groups.collect(engine="streaming"), {}
-    summed, sums = pl.collect_all([groups, _reprice_sums(billable)], engine="streaming")
-    return summed, _reprice(sums, prices)
+    sums = _reprice_sums(billable, online_tier)
+    summed, summed_tokens = pl.collect_all([groups, sums], engine="streaming")
+    return summed, _reprice(summed_tokens, prices)
 
 
-def _reprice_sums(billable: pl.LazyFrame) -> pl.LazyFrame:
-    """Token sums per (model, has-reasoning) group, with the token counts clamped."""
+def online_cost(rows: pl.LazyFrame, prices: PriceTable, online_tier: Tier) -> float | None:
+    """What the rows would have cost at standard (online) prices, when some were billed
+    otherwise (answered by a batch, or sent as flex); None when all were standard."""
+    billable = rows.filter(_BILLABLE)
+    if online_tier == STANDARD:
+        batched = billable.select(pl.col("batch_id").is_not_null().any()).collect()
+        if not batched.item():
+            return None
+    sums = _reprice_sums(billable, online_tier).collect(engine="streaming")
+    repriced = _reprice(sums.with_columns(tier=pl.lit(STANDARD)), prices)
+    return math.fsum(cost for cost, _ in repriced.values())
+
+
+def _reprice_sums(billable: pl.LazyFrame, online_tier: Tier = STANDARD) -> pl.LazyFrame:
+    """Token sums per (model, has-reasoning, price tier) group, the token counts clamped;
+    a row answered by a batch is billed at batch prices, the others at ``online_tier``."""
+    tier = pl.when(pl.col("batch_id").is_not_null()).then(pl.lit("batch"))
     prompt = pl.col("prompt_tokens")
     completion = pl.col("completion_tokens")
     return (
@@ -156,7 +174,11 @@ def _reprice_sums(billable: pl.LazyFrame) -> pl.LazyFrame:
                 pl.col("reasoning_tokens").fill_null(0).clip(0), completion
             ),
         )
-        .group_by("model", (pl.col("reasoning") > 0).alias("thinking"))
+        .group_by(
+            "model",
+            (pl.col("reasoning") > 0).alias("thinking"),
+            tier.otherwise(pl.lit(online_tier)).alias("tier"),
+        )
         .agg(
             n=pl.len(),
             prompt=prompt.sum(),
@@ -175,7 +197,8 @@ def _reprice(sums: pl.DataFrame, prices: PriceTable) -> dict[str, tuple[float, i
     """
     result: dict[str, tuple[float, int]] = {}
     for group in sums.iter_rows(named=True):
-        price = prices.lookup(None if group["model"] == UNKNOWN_MODEL else group["model"])
+        model = None if group["model"] == UNKNOWN_MODEL else group["model"]
+        price = prices.lookup(model, group["tier"])
         if price is None:
             continue
         usage = Usage(
@@ -196,6 +219,11 @@ def _cost_warnings(model: ModelCost, usage_missing: int) -> list[str]:
     if not model.priced:
         hint = "add it under pricing: in the job spec"
         return [f"model {name} has no price: cost unknown for {unpriced} rows ({hint})"]
+    if unpriced > usage_missing:  # rows billed at a tier the model has no price for
+        hint = f"set pricing.{name}.batch (or .flex) in the job spec"
+        return [
+            f"model {name} has no batch or flex price: cost unknown for {unpriced} rows ({hint})"
+        ]
     return [f"model {name}: the server reported no usage for {usage_missing} rows: cost unknown"]
 
 

@@ -85,6 +85,8 @@ def summary_rows(report: RunReport) -> list[tuple[str, str]]:
         ("429 responses", fmt_int(report.rate_limited)),
         ("Tokens (prompt / completion)", _token_line(report)),
         ("Cost", fmt_usd(report.cost_usd) + ("" if report.cost_complete else " (incomplete)")),
+        *_online_cost_row(report),
+        *_batches_row(report),
         *_asks_rows(report),
         ("Latency p50 / p90 / p99", latency_line(report)),
         (
@@ -95,6 +97,28 @@ def summary_rows(report: RunReport) -> list[tuple[str, str]]:
         ("Wall time", fmt_duration(report.wall_time_s)),
         ("Stopped", report.stop_reason or "–"),
     ]
+
+
+def _online_cost_row(report: RunReport) -> list[tuple[str, str]]:
+    online = report.cost_online_usd
+    if online is None:
+        return []
+    saving = online - report.cost_usd
+    share = f" ({100 * saving / online:.0f}%)" if online > 0 else ""
+    return [("At online prices", f"{fmt_usd(online)}, saved {fmt_usd(saving)}{share}")]
+
+
+def _batches_row(report: RunReport) -> list[tuple[str, str]]:
+    batches = report.batches
+    if not batches:
+        return []
+    statuses = ", ".join(f"{n} {status}" for status, n in sorted(batches["by_status"].items()))
+    text = (
+        f"{batches['batches']} ({statuses}); {fmt_int(batches['lines_resubmitted'])} lines resent"
+    )
+    if batches["lines_pending"]:
+        text += f"; {fmt_int(batches['lines_pending'])} lines pending"
+    return [("Batches", text)]
 
 
 ENDPOINT_HEADER = (

@@ -1,6 +1,6 @@
 """The result columns, group by group: their Arrow fields and how one result fills them.
 
-Columns come in groups that travel together — identity, outcome, endpoint (a pool's),
+Columns come in groups that travel together — identity, outcome, endpoint (a pool's), batch,
 response, choices (``n > 1``), usage, asks (re-asks and the response cache), structured
 output (``output.parse``), raw (``output.keep_raw``) —
 each a :class:`ColumnGroup`. :mod:`batchchat.results.schema` picks a job's groups.
@@ -121,6 +121,16 @@ def outcome(run_id: str | None, redact: Redactor = redact_shapes) -> ColumnGroup
         )
 
     return ColumnGroup("outcome", fields, extract)
+
+
+def batch() -> ColumnGroup:
+    """The Batch API batch that answered a row (null for rows answered online): in every
+    job, so that a job may switch between online and batch mode and keep its results."""
+
+    def extract(result: ChatResult) -> tuple[Any, ...]:
+        return (result.batch_id,)
+
+    return ColumnGroup("batch", (pa.field("batch_id", _STR),), extract)
 
 
 def _describe_error(error: BaseException | None, redact: Redactor) -> tuple[str, str]:

@@ -10,6 +10,11 @@ Layout::
       results/.journal-NNNNN.arrows  results on their way into part NNNNN
       results/.reserve       space set aside for when the disk fills
       runs/<run_id>.json     counters of each run
+      batches/state.json     batch mode: every shard of the job and its batch, saved before
+                             each Batch API call (see batchchat.batchapi.state)
+      batches/<shard>.input.jsonl    a shard's Batch API input lines, as uploaded
+      batches/<shard>.lines.parquet  which row each of its lines is (ids, hash, kept columns)
+      batches/<shard>.<kind>.jsonl   an output or error file, while it is read
       report.json, report.md, report.html   the run report
       upstream.parquet       which upstream answers the rows were made from (chained input)
       superseded/<time>/     what --force moved aside; never deleted by batchchat
@@ -76,6 +81,27 @@ class OutputLayout:
     def superseded(self) -> Path:
         return self.root / "superseded"
 
+    @property
+    def batches(self) -> Path:
+        """Batch mode's state: the shards of the job and the batches made of them."""
+        return self.root / "batches"
+
+    @property
+    def batch_state(self) -> Path:
+        return self.batches / "state.json"
+
+    def batch_input(self, shard: str) -> Path:
+        """A shard's Batch API input lines, exactly as uploaded."""
+        return self.batches / f"{shard}.input.jsonl"
+
+    def batch_lines(self, shard: str) -> Path:
+        """Which row each line of a shard's input file is."""
+        return self.batches / f"{shard}.lines.parquet"
+
+    def batch_download(self, shard: str, kind: str) -> Path:
+        """A shard's ``output`` or ``error`` file, while it is read."""
+        return self.batches / f"{shard}.{kind}.jsonl"
+
     def report(self, suffix: str) -> Path:
         """``report.json``, ``report.md`` or ``report.html``."""
         return self.root / f"report.{suffix}"
@@ -91,13 +117,22 @@ class OutputLayout:
         return self.runs / f"{run_id}.input-issues.jsonl"
 
     def is_output_dir(self) -> bool:
-        """Whether batchchat ever wrote here (a manifest, results or run counters)."""
-        return any(path.exists() for path in (self.manifest, self.results, self.runs))
+        """Whether batchchat ever wrote here (a manifest, results, run counters or batches)."""
+        paths = (self.manifest, self.results, self.runs, self.batches)
+        return any(path.exists() for path in paths)
 
     def written(self) -> list[Path]:
         """What batchchat writes here (what --force moves aside), the manifest last."""
         reports = [self.report(suffix) for suffix in ("json", "md", "html")]
-        return [self.results, self.runs, self.job_yaml, *reports, self.upstream, self.manifest]
+        return [
+            self.results,
+            self.runs,
+            self.batches,
+            self.job_yaml,
+            *reports,
+            self.upstream,
+            self.manifest,
+        ]
 
     def problem(self) -> str | None:
         """Why this path cannot be an output directory (None when it can): batchchat writes
@@ -163,24 +198,60 @@ def write_atomically(
     ``content`` is the bytes, or a function that writes them to the open file; ``what``
     names the file for the error message ("run stats").
     """
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            if isinstance(content, bytes):
-                handle.write(content)
-            else:
-                content(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException as exc:
+    with AtomicFile(path, what=what) as handle:
+        if isinstance(content, bytes):
+            handle.write(content)
+        else:
+            content(handle)
+
+
+class AtomicFile:
+    """A file written piece by piece that appears at ``path`` whole, or not at all.
+
+    A context manager yielding the open temporary file: on a clean exit it is fsynced and
+    renamed over ``path`` (then the directory is fsynced); on an error it is removed. The
+    one atomic write of an output directory, also for files too big to hold in memory.
+    """
+
+    def __init__(self, path: Path, *, what: str = "") -> None:
+        self.path = path
+        self._tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
+        self._what = f"{what} {path}" if what else str(path)
+        self._handle: BinaryIO | None = None
+
+    def __enter__(self) -> BinaryIO:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self._tmp, "wb")
+        except OSError as exc:
+            raise write_error(self._what, exc) from None
+        return self._handle
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        handle, self._handle = self._handle, None
+        assert handle is not None
+        try:
+            if exc_type is None:
+                handle.flush()
+                os.fsync(handle.fileno())
+            handle.close()
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+                fsync_dir(self.path.parent)
+        except BaseException as error:
+            self._discard(handle)
+            if isinstance(error, OSError):
+                raise write_error(self._what, error) from None
+            raise
+        if exc_type is not None:
+            self._discard(handle)
+            if isinstance(exc, OSError):
+                raise write_error(self._what, exc) from None
+
+    def _discard(self, handle: BinaryIO) -> None:
         with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise write_error(f"{what} {path}" if what else str(path), exc) from None
-        raise
+            handle.close()
+            self._tmp.unlink(missing_ok=True)
 
 
 def write_error(what: str, exc: OSError) -> SinkError:

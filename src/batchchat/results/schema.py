@@ -48,12 +48,10 @@ class ResultColumns:
     ) -> list[ColumnGroup]:
         """Every column group, in column order (``run_id`` fills the ``run_id`` column;
         ``redact`` masks secrets in error messages and raw responses)."""
-        groups = [
-            columns.identity(self.keep),
-            columns.outcome(run_id, redact),
-        ]
+        groups = [columns.identity(self.keep), columns.outcome(run_id, redact)]
         if self.endpoint:
             groups.append(columns.endpoint())
+        groups.append(columns.batch())
         groups.append(columns.response())
         if self.choices:
             groups.append(columns.choices())

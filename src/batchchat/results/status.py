@@ -21,6 +21,8 @@ STATUS_EXIT_CODES = {
     "failed": ExitCode.FAILED,
     "partial": ExitCode.PARTIAL,
     "running": ExitCode.RUNNING,
+    # batch mode: batches are at the Batch API and no run is waiting for them
+    "pending": ExitCode.PENDING,
 }
 
 

@@ -9,6 +9,7 @@ which includes reasoning tokens) truncates it with ``finish_reason: "length"``.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from dataclasses import dataclass, field
@@ -80,6 +81,11 @@ def build_completion(
     return Completion(
         id, created, request.model, answers.fingerprint(request.model), choices, usage
     )
+
+
+def completion_id() -> str:
+    """A fresh ``chatcmpl-…`` id."""
+    return "chatcmpl-sim" + os.urandom(10).hex()
 
 
 def response_body(completion: Completion) -> dict[str, Any]:

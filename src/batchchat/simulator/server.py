@@ -10,11 +10,10 @@ are written by :mod:`send`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hmac
-import os
 import time
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any
 
 import orjson
@@ -22,14 +21,16 @@ from aiohttp import web
 
 from batchchat.planning.tokens import REPLY_PRIMING_TOKENS
 from batchchat.simulator import context, replies, send, stream
+from batchchat.simulator.batchapi import BatchAPI
 from batchchat.simulator.completion import (
     Completion,
     build_completion,
+    completion_id,
     force_first_tokens,
     response_body,
 )
 from batchchat.simulator.connections import Connections
-from batchchat.simulator.faults import ANSWERING_FAULTS, FaultPlan, LatencyModel
+from batchchat.simulator.faults import ANSWER_FAULTS, ANSWERING_FAULTS, FaultPlan, LatencyModel
 from batchchat.simulator.gateway import GatewayLimiter
 from batchchat.simulator.malformed import BODY_FAULTS, malform, malform_frames
 from batchchat.simulator.ratelimit import Admission, Limiter, RateLimiter
@@ -56,10 +57,9 @@ Sleep = Callable[[float], Awaitable[None]]
 class SimulatorServer:
     """A local OpenAI-compatible Chat Completions server, started in-process.
 
-    ``clock`` (monotonic seconds) drives the sliding rate-limit windows,
-    ``wall_clock`` (epoch seconds) the gateway style's calendar minutes, and
-    ``sleep`` every wait (latency, streaming pace, stalls, trickles), so tests
-    control time.
+    ``clock`` (monotonic seconds) drives the sliding rate-limit windows and the Batch API's
+    time, ``wall_clock`` (epoch seconds) the gateway style's calendar minutes, and ``sleep``
+    every wait (latency, streaming pace, stalls, trickles), so tests control time.
 
     >>> async with SimulatorServer(SimulatorSpec(rpm=60)) as sim:
     ...     sim.base_url  # 'http://127.0.0.1:41234/v1'
@@ -90,6 +90,10 @@ class SimulatorServer:
         self._stats = Stats()
         self._connections = Connections()
         self._models: set[str] = set(LISTED_MODELS)  # every model asked for, for /v1/models
+        line_fault = functools.partial(self._draw_fault, line=True)
+        self._batch_api = BatchAPI(
+            config.batch, clock, self._cache, self._record_answer, self._is_authorized, line_fault
+        )
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
 
@@ -127,12 +131,7 @@ class SimulatorServer:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     @property
@@ -144,7 +143,8 @@ class SimulatorServer:
     def stats(self) -> dict[str, Any]:
         """The counters of ``GET /stats``."""
         connections = self._connections
-        return self._stats.snapshot(connections.open, connections.max_open)
+        counters = self._stats.snapshot(connections.open, connections.max_open)
+        return {**counters, "batch": self._batch_api.stats()}
 
     async def wait_connections(self, at_most: int = 0) -> None:
         """Return once no more than ``at_most`` TCP connections are open (wrap in a timeout).
@@ -162,10 +162,9 @@ class SimulatorServer:
         self._cache.clear()
 
     def _app(self) -> web.Application:
-        app = web.Application(
-            client_max_size=64 * 1024 * 1024,  # prompts may carry images
-            middlewares=[self._close_retired],
-        )
+        # prompts may carry images; Batch API input files are up to max_bytes
+        most = max(64 * 1024 * 1024, self.config.batch.max_bytes + (1 << 20))
+        app = web.Application(client_max_size=most, middlewares=[self._close_retired])
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._list_models)
@@ -173,6 +172,7 @@ class SimulatorServer:
         app.router.add_get("/health", self._health)
         app.router.add_get("/stats", self._get_stats)
         app.router.add_post("/stats/reset", self._reset_stats)
+        app.router.add_routes(self._batch_api.routes())
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
 
@@ -259,7 +259,7 @@ class SimulatorServer:
             return send.drop(request)
         cached = self._cache.cached_tokens(sim.model, encoded, tokens)
         completion = build_completion(
-            sim, prompt_tokens, cached, id=_completion_id(), created=int(time.time()), fault=fault
+            sim, prompt_tokens, cached, id=completion_id(), created=int(time.time()), fault=fault
         )
         if fault == "forced_token":
             if force_first_tokens(completion):
@@ -274,10 +274,12 @@ class SimulatorServer:
             self._record_answer(key, completion.usage)
         return response
 
-    def _draw_fault(self, key: str, sim: SimRequest) -> str | None:
+    def _draw_fault(self, key: str, sim: SimRequest, *, line: bool = False) -> str | None:
         arrival = self._stats.arrivals[key]
         self._stats.arrivals[key] = arrival + 1
         fault = self._faults.pick_for(key, arrival, sim)
+        if line and fault not in ANSWER_FAULTS:  # a Batch API line has no connection to drop
+            return None
         if fault is not None and fault != "forced_token":  # that one counts once it applies
             self._stats.faults[fault] += 1
         return fault
@@ -391,7 +393,3 @@ def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> w
     return web.Response(
         status=status, body=orjson.dumps(payload), content_type=_JSON, headers=headers
     )
-
-
-def _completion_id() -> str:
-    return "chatcmpl-sim" + os.urandom(10).hex()

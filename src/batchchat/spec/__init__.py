@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from batchchat.spec.base import SIMULATOR
+from batchchat.spec.batch import BatchSpec
 from batchchat.spec.cache import CacheSpec
 from batchchat.spec.endpoint import EndpointSpec, FaultSpec, LatencySpec, SimulatorSpec
 from batchchat.spec.load import load_spec
@@ -21,6 +22,7 @@ from batchchat.spec.sections import (
 
 __all__ = [
     "SIMULATOR",
+    "BatchSpec",
     "BudgetSpec",
     "CacheSpec",
     "EndpointLimitsSpec",

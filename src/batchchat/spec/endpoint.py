@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, field_validator
 
 from batchchat.spec.base import SIMULATOR, Strict
+from batchchat.spec.batch import BatchSimSpec
 
 
 class LatencySpec(Strict):
@@ -104,6 +105,8 @@ class SimulatorSpec(Strict):
     context_tokens: int | None = Field(default=None, gt=0)
     #: how the context-overflow 400 is worded: like OpenAI or like llama.cpp's server
     error_style: Literal["openai", "llamacpp"] = "openai"
+    #: the Batch API (/v1/files, /v1/batches): its pace, faults, or its absence
+    batch: BatchSimSpec = BatchSimSpec()
     #: how a wrong key is refused: OpenAI's 401, or a LiteLLM proxy's 400 "No connected db."
     auth_error: Literal["openai", "litellm"] = "openai"
 

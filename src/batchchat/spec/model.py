@@ -10,15 +10,16 @@ import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from jinja2 import StrictUndefined, TemplateError, UndefinedError, nodes
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from batchchat.errors import SpecError
 from batchchat.spec.base import Strict
+from batchchat.spec.batch import BatchSpec, refuse_online_only, with_flex_patience
 from batchchat.spec.cache import CacheSpec, default_cache_dir
 from batchchat.spec.endpoint import (
     EndpointSpec,
@@ -105,6 +106,28 @@ class JobSpec(Strict):
     #: given to the Python API as a mapping
     #: default: the job file's directory (for a mapping: the working directory)
     base_dir: str = "."
+    #: online: requests sent one by one; batch: through the provider's Batch API
+    mode: Literal["online", "batch"] = "online"
+    #: batch mode's settings: lines and bytes per batch, waves, window, polling, resubmission
+    batch: BatchSpec = BatchSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flex_is_patient(cls, data: Any) -> Any:
+        return with_flex_patience(data)
+
+    @field_validator("mode")
+    @classmethod
+    def _batch_requests_do_not_stream(cls, mode: str, info: ValidationInfo) -> str:
+        request = info.data.get("request") or {}
+        if mode == "batch" and request.get("stream") is True:
+            raise ValueError(
+                "request.stream is true, but the Batch API does not stream answers: remove "
+                "stream (or run the job with mode: online)"
+            )
+        if mode == "batch":
+            refuse_online_only(info.data.get("output"), info.data.get("endpoints"))
+        return mode
 
     @field_validator("vars", mode="before")
     @classmethod

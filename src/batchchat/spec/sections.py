@@ -183,6 +183,10 @@ class PriceSpec(Strict):
     reasoning: float | None = Field(default=None, ge=0)
     #: a price in another currency needs a ``currency_rates`` entry
     currency: Literal["USD", "CNY"] = "USD"
+    #: the share of these prices a Batch API line costs (OpenAI, Azure, DashScope: half)
+    batch: float | None = Field(default=0.5, gt=0, le=1)
+    #: the share of these prices a ``service_tier: flex`` request costs (OpenAI: batch rates)
+    flex: float | None = Field(default=0.5, gt=0, le=1)
 
 
 class BudgetSpec(Strict):
