@@ -61,3 +61,15 @@ def tmpfs(path: Path, size_mb: int) -> Iterator[Callable[[int], None]]:
         yield resize
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+
+
+def ray_installed() -> None:
+    """Skip (or fail where demanded) when Ray Data, the ``ray`` extra, is not installed."""
+    try:
+        import ray.data  # noqa: F401
+    except ImportError:
+        missing(
+            "ray",
+            "Ray Data is not installed, and this test runs a job on Ray; install it with: "
+            "pip install -e '.[ray]'",
+        )

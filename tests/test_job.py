@@ -1,7 +1,9 @@
-"""A job compiled once: a chained input, its row ids and refusals; re-ask warnings."""
+"""Compiling a job: a chained input, its row ids and refusals; re-ask warnings; compiling
+again in another process (the Ray engine), for an input resolved and checked already."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +11,8 @@ import pytest
 
 import batchchat
 from batchchat.errors import InputError, SpecError
-from batchchat.job import compile_job, job_problems
+from batchchat.job import compile_job, job_problems, recompile_job
+from batchchat.models import Usage
 from batchchat.runner import run_job
 from batchchat.simulator import SimulatorServer
 from batchchat.spec import load_spec
@@ -110,3 +113,25 @@ def test_the_api_validates_a_chained_job(tmp_path: Path) -> None:
             "request": {"model": "m", "messages": []},
         }
     )
+
+
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
+
+
+@pytest.mark.parametrize("name", ["labeling.yaml", "extract_json.yaml", "samples_seeded.yaml"])
+def test_a_job_compiled_again_from_what_travels_plans_the_same(name: str) -> None:
+    job = compile_job(load_spec(JOBS / name), require_key=False)
+    spec, source = pickle.loads(pickle.dumps((job.spec, job.plan.source)))  # what a worker gets
+    again = recompile_job(spec, source)
+    assert again.columns.schema.equals(job.columns.schema)
+    assert list(again.plan.requests()) == list(job.plan.requests())
+    usage = Usage(prompt_tokens=1000, completion_tokens=100)
+    assert again.prices.cost_usd("gpt-4o-mini", usage) == job.prices.cost_usd("gpt-4o-mini", usage)
+
+
+def test_a_job_that_cannot_be_compiled_again_says_why() -> None:
+    job = compile_job(load_spec(JOBS / "labeling.yaml"), require_key=False)
+    output = job.spec.output.model_copy(update={"keep_columns": ["text", "status"]})
+    clashing = job.spec.model_copy(update={"output": output})
+    with pytest.raises(SpecError, match="cannot be compiled again"):
+        recompile_job(clashing, job.plan.source)

@@ -40,6 +40,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     # batchops: batch mode's commands beside run (cancel, import), wired as runs are
     # hooks: what the runner hands both executors (prices, budget, cache, re-asker)
     frozenset({"runner", "hooks", "batchops"}),
+    frozenset({"cluster"}),
     frozenset({"api"}),
     frozenset({"cli", "__main__", "__init__"}),
 )

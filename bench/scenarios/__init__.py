@@ -14,6 +14,7 @@ from scenarios import (
     overhead,
     pool,
     rate_limit,
+    ray_engine,
     resume,
     scale,
 )
@@ -30,4 +31,5 @@ ALL: list[ModuleType] = [
     resume,
     kills,
     pool,
+    ray_engine,
 ]

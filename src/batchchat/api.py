@@ -13,10 +13,11 @@ import concurrent.futures
 import os
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import polars as pl
 
+from batchchat.cluster import RayOptions, require_ray
 from batchchat.errors import SpecError
 from batchchat.job import compile_job, job_problems
 from batchchat.labels.columns import add_label_summaries
@@ -69,6 +70,9 @@ def run(
     force: bool = False,
     dry_run: bool = False,
     wait: bool = True,
+    engine: Literal["local", "ray"] = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
     **overrides: Any,
 ) -> RunReport:
     """Run a job to its end and return its report.
@@ -88,6 +92,11 @@ def run(
         wait: batch mode: wait until every batch has ended. ``False``: submit the batches,
             collect what has ended and return; ``stop_reason`` is ``"pending"`` while batches
             run (run it again later, as ``batchchat run --no-wait`` does).
+        engine: ``"ray"`` runs the job on Ray Data (``pip install 'batchchat[ray]'``),
+            with one rate limit for all its workers and the same output.
+        ray_address: the Ray cluster to join (default: ``RAY_ADDRESS``, else a Ray
+            started on this machine for the run); only with ``engine="ray"``.
+        workers: how many Ray workers send (default: one per CPU of the cluster).
         **overrides: ``limit``, ``output``, ``concurrency``, ``rpm``, ``tpm``: like the
             ``batchchat run`` flags of the same names.
 
@@ -103,11 +112,12 @@ def run(
         >>> report.rows_ok
         20
     """
+    cluster = ray_options(engine, ray_address, workers)
     resolved = resolve_spec(spec, overrides, variables)
     if dry_run and "output" not in overrides:
         resolved = rehearsal_spec(resolved)
     options = RunOptions(retry_failed=retry_failed, force=force, dry_run=dry_run, wait=wait)
-    return run_outcome(resolved, options).report
+    return run_outcome(resolved, options, cluster).report
 
 
 def cancel(out_dir: str | os.PathLike[str], *, wait: bool = True) -> RunReport:
@@ -161,6 +171,36 @@ def import_results(
     resolved = resolve_spec(spec, overrides, variables)
     paths = [Path(file) for file in files]
     return import_files(resolved, paths, batch_id=batch_id).outcome.report
+
+
+def ray_options(engine: str, address: str | None, workers: int | None) -> RayOptions | None:
+    """The Ray settings of a run on ``engine`` (None: it runs here, in this process)."""
+    if engine not in ("local", "ray"):
+        raise SpecError(f"engine: {engine!r} is not one of local, ray")
+    if engine == "local":
+        given = [name for name, value in (("ray_address", address), ("workers", workers)) if value]
+        if given:
+            raise SpecError(f"{', '.join(given)}: only for a run on Ray (engine 'ray')")
+        return None
+    if workers is not None and workers < 1:
+        raise SpecError(f"workers: {workers} is not a number of workers (1 or more)")
+    return RayOptions(address=address, workers=workers)
+
+
+def start_run(
+    spec: JobSpec,
+    options: RunOptions,
+    cluster: RayOptions | None = None,
+    *,
+    stop: asyncio.Event | None = None,
+) -> Coroutine[Any, Any, RunOutcome]:
+    """The run of ``spec``: here (``cluster`` None), or on Ray (imported only then)."""
+    if cluster is None:
+        return run_job(spec, options, stop=stop)
+    require_ray()
+    from batchchat.cluster.engine import run_on_ray
+
+    return run_on_ray(spec, options, cluster, stop=stop)
 
 
 def validate(
@@ -245,9 +285,11 @@ def read_results(out_dir: str | os.PathLike[str]) -> pl.DataFrame:
     return add_label_summaries(read_deduplicated(Path(out_dir)), Path(out_dir))
 
 
-def run_outcome(spec: JobSpec, options: RunOptions) -> RunOutcome:
+def run_outcome(
+    spec: JobSpec, options: RunOptions, cluster: RayOptions | None = None
+) -> RunOutcome:
     """Run a job synchronously, from plain code or from inside a running loop."""
-    return _in_a_loop(run_job(spec, options))
+    return _in_a_loop(start_run(spec, options, cluster))
 
 
 def _in_a_loop(work: Coroutine[Any, Any, T]) -> T:

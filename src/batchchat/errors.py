@@ -33,8 +33,9 @@
     ├── BatchAPIError             a Batch API call failed in a way that stops a batch run
     │   └── BatchUnsupportedError the endpoint runs no Batch API jobs (no /v1/files, /v1/batches)
     ├── CacheError                the response cache cannot be opened, read or written
-    └── SinkError                 results could not be written
-        └── DiskFullError         the disk is full: the run stops sending at once
+    ├── SinkError                 results could not be written
+    │   └── DiskFullError         the disk is full: the run stops sending at once
+    └── ClusterError              Ray failed a run on it (a worker or node lost)
 
 Whether a request error is worth retrying is decided here, by type, in
 :func:`is_retryable` (and, in a pool of endpoints, whether another endpoint may take it,
@@ -250,6 +251,13 @@ class SinkError(BatchchatError):
 
 class DiskFullError(SinkError):
     """The output directory's disk is full: nothing more is sent until there is room."""
+
+
+class ClusterError(BatchchatError):
+    """Ray could not carry a run to its end (a worker or a node was lost); what was written
+    is kept, and a re-run sends the rest."""
+
+    exit_code = ExitCode.FAILED
 
 
 #: Error types worth another attempt. Everything else that is a RequestError is final.

@@ -18,8 +18,10 @@ from batchchat.answers.check import JobCheck, answer_check, parse_status_group
 from batchchat.errors import BatchchatError, InputError, SpecError
 from batchchat.execute.endpoint import resolve_headers
 from batchchat.labels.columns import label_column_group
+from batchchat.planning.compile import compile_request
 from batchchat.planning.ids import check_unique_ids
 from batchchat.planning.planner import Plan, compile_plan
+from batchchat.planning.source import InputSource
 from batchchat.planning.validate import plan_problems, read_every_line
 from batchchat.pricing import PriceTable
 from batchchat.results.layout import OutputLayout
@@ -83,6 +85,20 @@ def compile_job(
         f"job '{spec.name}' is not ready to run ({count} problem{'s' if count > 1 else ''}):",
         problems.lines,
     )
+
+
+def recompile_job(spec: JobSpec, source: InputSource) -> CompiledJob:
+    """``spec`` compiled again for an input :func:`compile_job` resolved and checked already
+    (in another process: a compiled request holds templates, which do not travel). Nothing
+    is read from the input, and nothing checked twice."""
+    problems = _Problems()
+    plan = Plan(spec.name, source, compile_request(spec))
+    prices = problems.check(lambda: PriceTable.from_spec(spec))
+    check = _answer_check(spec)
+    columns = _result_columns(spec, plan, problems, check)
+    if prices is None or columns is None:
+        raise SpecError(f"job '{spec.name}' cannot be compiled again:", problems.lines)
+    return CompiledJob(spec, plan, prices, columns, check)
 
 
 def job_problems(spec: JobSpec) -> list[str]:

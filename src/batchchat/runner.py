@@ -154,7 +154,7 @@ async def _run_in(
 
     def on_failure(failure: RowFailure) -> None:
         stats.results_error += 1
-        sink.write(_unsendable(failure))
+        sink.write(unsendable_result(failure))
 
     index = out.completed()
     if batch is None:
@@ -323,7 +323,7 @@ def _skipping(
     return job.plan.requests(skip=skip, on_issue=on_issue, on_failure=on_failure, check_ids=False)
 
 
-def _unsendable(failure: RowFailure) -> ChatResult:
+def unsendable_result(failure: RowFailure) -> ChatResult:
     """The error row of a request its row could not be rendered into (nothing was sent).
 
     It is kept like any failed request: the report counts it, ``status`` shows it, and a

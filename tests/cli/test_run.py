@@ -405,3 +405,22 @@ def test_a_run_allocates_arrow_memory_from_the_system_unless_told_otherwise(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [used]
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--workers", "2"], "workers: only for a run on Ray (engine 'ray')"),
+        (["--ray-address", "auto"], "ray_address: only for a run on Ray (engine 'ray')"),
+        (["--engine", "spark"], "Invalid value for '--engine'"),
+        (["--engine", "ray", "--workers", "0"], "Invalid value for '--workers'"),
+    ],
+)
+def test_ray_flags_out_of_place_are_usage_errors_and_nothing_is_written(
+    tmp_path: Path, flags: list[str], said: str
+) -> None:
+    job = write_job(tmp_path)
+    result = CliRunner().invoke(main, ["run", str(job), *flags])
+    assert result.exit_code == 2
+    assert said in result.output
+    assert not (tmp_path / "out").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time as wall
+from collections.abc import Callable
 
 import pytest
 
@@ -19,6 +20,7 @@ from batchchat.errors import (
     ServerError,
 )
 from batchchat.execute.admission import FIRST_QUIET_PAUSE_S, LONGEST_QUIET_PAUSE_S, Admission
+from batchchat.execute.pacing import Pacer
 from batchchat.spec import LimitsSpec
 from tests._fake_time import FakeTime
 
@@ -362,6 +364,91 @@ async def test_not_adaptive_means_a_fixed_limit() -> None:
     admission.on_failure(ServerError("529", status=529), sent_at=0.0)
     assert admission.concurrency.limit == admission.concurrency.maximum
     await admission.admit(1)
+
+
+# -- limits shared with other executors ---------------------------------------------------------
+
+
+class _InProcessShare:
+    """A LimitShare for executors in one process: one pacer per limit, holds told to all."""
+
+    def __init__(self, time: FakeTime) -> None:
+        self.time = time
+        self.pacers: dict[tuple[str, float], Pacer] = {}
+        self.holders: list[Callable[[float], object]] = []
+        self.told: list[float] = []
+
+    def pacer(self, kind: str, per_minute: float) -> Pacer:
+        key = (kind, per_minute)
+        if key not in self.pacers:
+            self.pacers[key] = Pacer(per_minute, clock=self.time.clock, sleep=self.time.sleep)
+        return self.pacers[key]
+
+    def attach(self, hold_until: Callable[[float], object]) -> None:
+        self.holders.append(hold_until)
+
+    def held(self, until: float) -> None:
+        self.told.append(until)
+        for hold_until in self.holders:
+            hold_until(until)
+
+    def window_part(self, left: float) -> float:
+        return left // 2  # two executors
+
+
+def _sharing(time: FakeTime, share: _InProcessShare, **limits: object) -> Admission:
+    spec = LimitsSpec.model_validate(limits)
+    return Admission(spec, clock=time.clock, sleep=time.sleep, share=share)
+
+
+async def test_admissions_that_share_take_their_buckets_from_the_share() -> None:
+    time = FakeTime()
+    share = _InProcessShare(time)
+    first, second = _sharing(time, share, rpm=60, tpm=6000), _sharing(time, share, rpm=60)
+    assert first.rpm is second.rpm is share.pacers[("requests", 60)]
+    assert first.tpm is share.pacers[("tokens", 6000)]
+    start = time.now
+    # one request a second between them (the bucket starts full: the first waits too)
+    for admission in (first, second, first, second):
+        await admission.admit(10)
+        admission.release()
+    assert time.now - start == pytest.approx(4 / 59 * 60, rel=0.02)
+
+
+async def test_a_hold_one_admission_sets_holds_the_others_and_is_not_told_back() -> None:
+    time = FakeTime()
+    share = _InProcessShare(time)
+    limited, other = _sharing(time, share), _sharing(time, share)
+    limited.on_failure(_429(retry_after=3.0), sent_at=time.now)
+    assert share.told == [pytest.approx(time.now + 3.0)]  # told once: the echo is not told again
+    assert other.paused_until == limited.paused_until
+    start = time.now
+    await other.admit(1)
+    assert time.now - start == pytest.approx(3.0)
+
+
+async def test_a_lower_limit_a_429_announces_comes_from_the_share_too() -> None:
+    time = FakeTime()
+    share = _InProcessShare(time)
+    admission = _sharing(time, share, rpm=6000)
+    announced = _rl(limit_requests="1200", limit_tokens="90000", remaining_requests="0")
+    admission.on_failure(_429(retry_after=0.1, headers=announced), sent_at=time.now)
+    assert admission.rpm is share.pacers[("requests", 1200)]
+    assert admission.tpm is share.pacers[("tokens", 90000)]
+
+
+async def test_admissions_that_share_take_a_part_of_what_a_gateways_window_has_left() -> None:
+    time = FakeTime()
+    share = _InProcessShare(time)
+    first, second = _sharing(time, share, max_concurrency=8), _sharing(time, share)
+    for admission in (first, second):
+        send = await admission.admit(1)
+        # each hears the same count of the server's one window: 41 more after this answer
+        admission.on_response(
+            _rl(limit_requests="60", remaining_requests="42"), sent_at=0, send=send, charged=1
+        )
+        admission.release()
+    assert first.window.left == second.window.left == 20  # together no more than it takes
 
 
 # -- readiness, for a pool's router ----------------------------------------------------------------

@@ -346,3 +346,32 @@ def test_reading_the_schema_does_not_import_pandas(tmp_path: Path, suffix: str) 
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "False False"
+
+
+# -- rows per file (where each file's rows begin) ----------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "csv", "jsonl"])
+def test_file_row_counts_say_where_each_files_rows_begin(tmp_path: Path, suffix: str) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for number, (start, stop) in enumerate([(0, 10), (10, 13), (13, 25)]):
+        part = FRAME.slice(start, stop - start)
+        path = folder / f"{number}.{suffix}"
+        {"parquet": part.write_parquet, "csv": part.write_csv, "jsonl": part.write_ndjson}[suffix](
+            path
+        )
+    spec = make_spec(folder)
+    assert reader.file_row_counts(input_source(spec)) == [10, 3, 12]
+    # files past the limit are not read at all
+    assert reader.file_row_counts(input_source(make_spec(folder, limit=11))) == [10, 3]
+
+
+def test_file_row_counts_leave_out_the_lines_a_run_skips(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"id": "a", "n": 1}\n[1, 2]\n\n{oops\n{"id": "c", "n": 3}\n')
+    issues: list[InputIssue] = []
+    source = input_source(make_spec(path, on_bad_line="skip"))
+    assert reader.file_row_counts(source, on_issue=issues.append) == [2]
+    assert [issue.line for issue in issues] == [2, 4]
+    assert sum(frame.height for frame in reader.iter_batches(source)) == 2

@@ -128,6 +128,29 @@ async def test_in_an_event_loop_answers_are_on_disk_once_the_loop_has_handled_th
     assert part_sizes(tmp_path) == [3]
 
 
+def test_tables_encoded_elsewhere_are_journaled_at_once_in_order(tmp_path: Path) -> None:
+    sink = make_sink(tmp_path, part_rows=10)
+    elsewhere = ResultEncoder(result_columns(make_spec(), {}))  # another process's encoder
+    for row_id in ("b", "c", "d"):
+        elsewhere.add(make_result(row_id))
+    sink.write(make_result("a"))
+    sink.write_table(elsewhere.take_table())
+    assert journaled(tmp_path) == ["a", "b", "c", "d"]  # "a" went first, without a tick
+    assert part_sizes(tmp_path) == [] and len(sink) == 4
+    sink.close()
+    assert part_sizes(tmp_path) == [4]
+    assert pl.read_parquet(tmp_path / "*.parquet")["row_id"].to_list() == ["a", "b", "c", "d"]
+
+
+def test_a_table_of_other_columns_is_refused(tmp_path: Path) -> None:
+    sink = make_sink(tmp_path)
+    with pytest.raises(SinkError, match="columns differ"):
+        sink.write_table(pa.table({"row_id": ["a"]}))
+    sink.close()
+    with pytest.raises(SinkError, match="closed"):
+        sink.write_table(pa.table({"row_id": ["a"]}))
+
+
 def test_a_part_is_written_when_the_journal_began_part_seconds_ago(tmp_path: Path) -> None:
     clock = FakeClock()
     sink = make_sink(tmp_path, part_rows=1000, part_seconds=5.0, clock=clock)

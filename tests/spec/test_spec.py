@@ -447,6 +447,13 @@ def test_overrides_and_vars_apply_before_validation(tmp_path: Path) -> None:
         load_spec(path, overrides={"input.limit": 0})
 
 
+def test_overrides_leave_the_callers_mapping_as_it_was() -> None:
+    given = {"input": {"path": "x.jsonl"}, "request": {"model": "m", "messages": []}}
+    assert load_spec(given, overrides={"input.limit": 7}).input.limit == 7
+    assert given == {"input": {"path": "x.jsonl"}, "request": {"model": "m", "messages": []}}
+    assert load_spec(given).input.limit is None  # a second run of the same mapping: no limit
+
+
 def test_vars_written_as_numbers_or_booleans_are_their_text(tmp_path: Path) -> None:
     spec = load(tmp_path, "vars: {year: 2024, ratio: 0.5, full: true, name: x}")
     assert spec.vars == {"year": "2024", "ratio": "0.5", "full": "true", "name": "x"}

@@ -9,14 +9,23 @@ import sys
 import click
 from rich.console import Console
 
+from batchchat.api import start_run
 from batchchat.cli.progress import ProgressDisplay
+from batchchat.cluster import RayOptions
 from batchchat.models import ExecutionStats, ExitCode, StopReason, new_run_id
-from batchchat.runner import RunOptions, RunOutcome, run_job
+from batchchat.runner import RunOptions, RunOutcome
 from batchchat.spec import JobSpec
 
 
 async def execute_run(
-    spec: JobSpec, *, mode: str, retry_failed: bool, force: bool, dry_run: bool, wait: bool = True
+    spec: JobSpec,
+    *,
+    mode: str,
+    retry_failed: bool,
+    force: bool,
+    dry_run: bool,
+    wait: bool = True,
+    cluster: RayOptions | None = None,
 ) -> int:
     """Run the job with signal handling and a progress display; return the exit code."""
     stop = asyncio.Event()
@@ -37,7 +46,7 @@ async def execute_run(
     try:
         with display:
             display.event("started", output=str(spec.output_dir), dry_run=dry_run)
-            outcome = await run_job(spec, options, stop=stop)
+            outcome = await start_run(spec, options, cluster, stop=stop)
             display.update(outcome.stats, final=True)
     except asyncio.CancelledError:
         click.echo("batchchat: stopped at once; finished results are saved.", err=True)

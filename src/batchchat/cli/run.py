@@ -85,6 +85,26 @@ from batchchat.errors import BatchchatError
     is_flag=True,
     help="Batch mode: submit, collect what has ended, and exit (75 while batches run).",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where to run: here, or on Ray Data (pip install 'batchchat[ray]'): the same "
+    "job and output, one rate limit for every worker.",
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDR",
+    help="With --engine ray: the cluster to join (default: $RAY_ADDRESS, else a Ray "
+    "started on this machine for the run).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With --engine ray: how many workers send (default: one per CPU of the cluster).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no summary, only errors.")
 @click.option("--log-json", is_flag=True, help="One JSON event per line on stdout, nothing else.")
 @reports_errors
@@ -101,6 +121,9 @@ def run(
     retry_failed: bool,
     force: bool,
     no_wait: bool,
+    engine: str,
+    ray_address: str | None,
+    workers: int | None,
     quiet: bool,
     log_json: bool,
 ) -> None:
@@ -117,7 +140,7 @@ def run(
     # system one, at no CPU cost we could measure; read when pyarrow first allocates, so
     # set before the API loads it (a user's own choice stands)
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-    from batchchat.api import rehearsal_spec, resolve_spec
+    from batchchat.api import ray_options, rehearsal_spec, resolve_spec
     from batchchat.cli._running import execute_run
 
     overrides = {
@@ -129,6 +152,7 @@ def run(
     }
     with _said_in_json(log_json):
         given = {k: v for k, v in overrides.items() if v is not None}
+        cluster = ray_options(engine, ray_address, workers)
         spec = resolve_spec(job, given, parse_vars(variables))
         if dry_run and new_output is None and output is None:
             spec = rehearsal_spec(spec)
@@ -145,6 +169,7 @@ def run(
                 force=force,
                 dry_run=dry_run,
                 wait=not no_wait,
+                cluster=cluster,
             )
         )
     raise SystemExit(code)

@@ -18,6 +18,7 @@ never in a polling loop:
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -39,6 +40,7 @@ from batchchat.execute.headers import (
     wait_for_room_s,
 )
 from batchchat.execute.pacing import Pacer, slower
+from batchchat.execute.share import LimitShare, Quota
 from batchchat.spec import LimitsSpec
 
 #: the first pause after a 429 that gives no advice; it doubles while 429s go on
@@ -59,11 +61,14 @@ class Admission:
         max_pause_s: float = math.inf,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        share: LimitShare | None = None,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
-        self.rpm = self._pacer(spec.rpm) if spec.rpm else None
-        self.tpm = self._pacer(spec.tpm) if spec.tpm else None
+        #: the buckets and holds of other executors of the same job (None: this one alone)
+        self._share = share
+        self.rpm = self._pacer("requests", spec.rpm) if spec.rpm else None
+        self.tpm = self._pacer("tokens", spec.tpm) if spec.tpm else None
         self.concurrency = ConcurrencyGate(spec.max_concurrency, adaptive=spec.adaptive)
         self.window = WindowAllowance()
         #: which recent attempts failed: congestion is a share of them, not one
@@ -86,8 +91,12 @@ class Admission:
         #: when the first attempt since the last hold went: a per-minute window that
         #: counted it has room again a minute later, however it is aligned
         self._window_began: float | None = None
+        if share is not None:
+            share.attach(self._extend_hold)
 
-    def _pacer(self, per_minute: float) -> Pacer:
+    def _pacer(self, kind: Quota, per_minute: float) -> Pacer:
+        if self._share is not None:
+            return self._share.pacer(kind, per_minute)
         return Pacer(per_minute, clock=self._clock, sleep=self._sleep)
 
     # -- admission ------------------------------------------------------------------------
@@ -153,13 +162,20 @@ class Admission:
 
     def hold_until(self, when: float) -> None:
         """No attempt of the run may start before clock time ``when``."""
+        if self._extend_hold(when) and self._share is not None:
+            self._share.held(self.paused_until)
+
+    def _extend_hold(self, when: float) -> bool:
+        """Hold until ``when`` unless a hold already lasts longer; True when extended."""
         when = min(when, self._clock() + self._max_pause_s)
-        if when > self.paused_until:
-            if self.paused_until <= self._clock():
-                self._pause_began = self._clock()
-                self._answered_since_pause = False
-                self._window_began = None  # the next send begins the next window
-            self.paused_until = when
+        if when <= self.paused_until:
+            return False
+        if self.paused_until <= self._clock():
+            self._pause_began = self._clock()
+            self._answered_since_pause = False
+            self._window_began = None  # the next send begins the next window
+        self.paused_until = when
+        return True
 
     @property
     def congested(self) -> bool:
@@ -186,7 +202,8 @@ class Admission:
             # no reset to wait for: send no more than the window has left, then probe. The
             # attempts sent after this one reached the server later, so its count misses
             # them; and a gateway may refuse while announcing one left: not counted on.
-            self.window.update(requests.remaining - 1 - (self.sends - send))
+            left = requests.remaining - 1 - (self.sends - send)
+            self.window.update(left if self._share is None else self._share.window_part(left))
 
     def _yield_to_the_server(self, rpm: float | None, tpm: float | None) -> None:
         """A server counting a tighter limit than the spec's: its own window governs.
@@ -284,5 +301,6 @@ class Admission:
         Only a 429 is taken as proof that the announced numbers are this minute's limit:
         a 200's are taken for what is left in the window (see :meth:`on_response`).
         """
-        self.rpm = slower(self.rpm, read_quota(headers, "requests").limit, self._pacer)
-        self.tpm = slower(self.tpm, read_quota(headers, "tokens").limit, self._pacer)
+        requests, tokens = read_quota(headers, "requests"), read_quota(headers, "tokens")
+        self.rpm = slower(self.rpm, requests.limit, functools.partial(self._pacer, "requests"))
+        self.tpm = slower(self.tpm, tokens.limit, functools.partial(self._pacer, "tokens"))

@@ -7,7 +7,9 @@ kept by the executor), never counted a second time here.
 An attempt that would take ``spent + reserved + worst case`` past ``max_cost_usd`` waits
 for attempts in flight to end (they usually cost less than their worst case); when it
 would not fit even with nothing in flight, the run stops sending and finishes what is
-in flight. Unpriced requests (worst case None) count as free.
+in flight. Unpriced requests (worst case None) count as free. A budget shared by several
+executors (the Ray engine's workers) holds a part of the whole, and :meth:`Budget.widen`
+asks for more before the executor waits or stops.
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ class Budget:
             return None
         self.reserved_usd += worst
         return worst
+
+    async def widen(self, request: ChatRequest) -> bool:
+        """Make room for ``request`` beyond ``max_cost_usd``; True when there is more.
+
+        A run's own budget is the whole of it: there is nothing more to have."""
+        del request
+        return False
 
     def fits_alone(self, request: ChatRequest) -> bool:
         """Whether the request would fit with nothing in flight (else the budget is spent)."""

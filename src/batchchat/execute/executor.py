@@ -32,6 +32,7 @@ from batchchat.execute.lane import Pricer
 from batchchat.execute.parse import parse_response
 from batchchat.execute.pool import PoolSettings
 from batchchat.execute.reask import Reasker
+from batchchat.execute.share import LimitShare
 from batchchat.execute.state import Execution, Settings
 from batchchat.execute.transport import HTTPResponse, Transport
 from batchchat.models import ChatRequest, ChatResponse, ChatResult, ExecutionStats, StopReason
@@ -123,6 +124,8 @@ async def _reserve_budget(run: Execution, job: Job) -> float | None:
         reserved = budget.reserve(job.request)
         if reserved is not None:
             return reserved
+        if await budget.widen(job.request):  # a shared budget lent this executor more
+            continue
         if run.stats.in_flight == 0 or not budget.fits_alone(job.request):
             run.begin_stop(StopReason.BUDGET)
             return None
@@ -229,6 +232,7 @@ async def execute(
     max_pending: int | None = None,
     pool: PoolSettings | None = None,
     reask: Reasker | None = None,
+    share: LimitShare | None = None,
 ) -> ExecutionStats:
     """Send every request, retrying per ``retry`` within ``limits``; one
     :class:`ChatResult` per finished request goes to ``on_result``.
@@ -251,6 +255,8 @@ async def execute(
     ``url`` and ``headers``, each attempt goes to the endpoint the pool's router picks, each
     within its own limits (``limits`` is the job's, under each member's own); a result
     names its endpoint, and ``cost_of`` is each member's own.
+    ``share``: the RPM/TPM buckets and the rate-limit hold are kept with other executors of
+    the same job (see :mod:`batchchat.execute.share`; not with a pool).
     """
     if pool is None and transport is None:
         raise TypeError("execute() needs a transport and url, or a pool")
@@ -268,6 +274,7 @@ async def execute(
         cost_of=cost_of,
         pool=pool,
         reask=reask,
+        share=share,
     )
     workers = limits.max_concurrency if pool is None else pool.workers(limits)
     run = Execution(

@@ -27,6 +27,7 @@ from batchchat.execute.lane import Lane, Pricer
 from batchchat.execute.pool import Pool, PoolSettings
 from batchchat.execute.reask import Asked, Reasker
 from batchchat.execute.retry import RetryPolicy
+from batchchat.execute.share import LimitShare
 from batchchat.execute.stats import StatsRecorder
 from batchchat.execute.transport import HTTPRequest, Transport
 from batchchat.models import ChatRequest, ChatResponse, ChatResult, ExecutionStats, StopReason
@@ -57,6 +58,8 @@ class Settings:
     reask: Reasker | None = None
     #: a pool of endpoints instead of the single one
     pool: PoolSettings | None = None
+    #: the limits' buckets and holds, when other executors send for the same job
+    share: LimitShare | None = None
 
 
 class Execution:
@@ -94,7 +97,11 @@ class Execution:
         else:
             assert settings.transport is not None  # without a pool the transport is required
             admission = Admission(
-                settings.limits, max_pause_s=retry.max_wait_s, clock=clock, sleep=sleep
+                settings.limits,
+                max_pause_s=retry.max_wait_s,
+                clock=clock,
+                sleep=sleep,
+                share=settings.share,
             )
             self.lane = Lane(
                 url=settings.url,

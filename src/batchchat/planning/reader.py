@@ -81,23 +81,45 @@ def count_rows(source: InputSource) -> int:
         total = int(source.rows.select(pl.len()).collect().item())
         return total if limit is None else min(total, limit)
     for path in source.files:
-        if source.format == "parquet":
-            total += parquet_file(path).metadata.num_rows
-        elif source.format == "csv":
-            frames = _csv_frames(path, source, _ignore, [source.columns[0]])
-            total += sum(frame.height for frame in frames)
-        else:
-            with open_binary(path) as handle:
-                total += sum(1 for line in handle if line.strip())
+        total += _count_file(path, source, _ignore, exact=False)
         if limit is not None and total >= limit:
             return limit
     return total
 
 
+def file_row_counts(source: InputSource, *, on_issue: OnIssue | None = None) -> list[int]:
+    """How many rows the run reads from each file, exactly, in file order: the position of
+    a file's first row is the sum of the counts before it. Files past ``input.limit`` are
+    left out (not read); the skipped bad lines go to ``on_issue``."""
+    counts: list[int] = []
+    total, limit = 0, source.spec.limit
+    for path in source.files:
+        if limit is not None and total >= limit:
+            break
+        counts.append(_count_file(path, source, on_issue or _ignore, exact=True))
+        total += counts[-1]
+    return counts
+
+
+def _count_file(path: Path, source: InputSource, on_issue: OnIssue, *, exact: bool) -> int:
+    """The rows of one file. JSONL counts its non-blank lines, unless ``exact`` and bad
+    lines are skipped: then it is parsed as a run parses it, to leave out the same lines."""
+    if source.format == "parquet":
+        return int(parquet_file(path).metadata.num_rows)
+    if source.format == "csv":
+        frames = _csv_frames(path, source, on_issue, [source.columns[0]])
+        return sum(frame.height for frame in frames)
+    if exact and source.spec.on_bad_line == "skip":
+        return sum(frame.height for frame in _jsonl_frames(path, source, source.schema, on_issue))
+    with open_binary(path) as handle:
+        return sum(1 for line in handle if line.strip())
+
+
 def file_frames(
     source: InputSource, path: Path, columns: list[str] | None = None
 ) -> Iterator[pl.DataFrame]:
-    """The rows of one file of the input (bad lines skipped silently), for the id check."""
+    """The rows of one file of the input in ``input.batch_size`` frames (bad lines skipped
+    silently), for the id check and for a reader of one file at a time (the Ray engine)."""
     return _file_frames(source, _ignore, columns, (path,))
 
 

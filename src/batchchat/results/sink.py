@@ -111,6 +111,21 @@ class ParquetSink:
             self._append()
         self._say_if_full()
 
+    def write_table(self, table: pa.Table) -> None:
+        """Take results another process encoded (with this sink's schema): they go to the
+        journal at once, after what :meth:`write` took before them."""
+        if self._closed:
+            raise SinkError(f"the sink of {self.results_dir} is closed")
+        if not table.schema.equals(self.schema, check_metadata=False):
+            changes = "; ".join(schema_changes(table.schema, self.schema))
+            raise SinkError(f"results whose columns differ from the job's are refused: {changes}")
+        self._append()
+        if self._journal is None:
+            self._journal_began = self._clock()
+        self._unwritten.append(table)
+        self._write_unwritten()
+        self._say_if_full()
+
     def write_many(self, results: list[ChatResult]) -> None:
         """Take many results at once (a Batch API file's) and append them in one go: one
         table instead of one per :data:`BATCH_ROWS`, same journal, same durability."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import re
@@ -42,7 +43,8 @@ def load_spec(
     """
     lines: dict[_Path, int] = {}
     if isinstance(source, Mapping):
-        data, where = dict(source), "<spec>"
+        # a deep copy: the overrides set nested keys, and the caller's mapping is theirs
+        data, where = copy.deepcopy(dict(source)), "<spec>"
         data.setdefault("name", "job")
     else:
         path = Path(source)
