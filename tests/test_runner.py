@@ -27,6 +27,7 @@ from batchchat.results.status import read_status
 from batchchat.runner import RunOptions, run_job
 from batchchat.simulator import SimulatorServer
 from batchchat.spec import JobSpec, load_spec
+from tests._specs import merge_sections
 from tests._system import tmpfs
 from tests.conftest import SimulatorFactory
 
@@ -61,8 +62,7 @@ def job(tmp_path: Path, base_url: str, rows: int = 20, **extra: Any) -> JobSpec:
         "output": {"path": str(tmp_path / "out"), "keep_columns": ["text"]},
         "retry": {"max_attempts": 4, "max_wait_s": 0.05, "initial_wait_s": 0.01},
     }
-    for key, value in extra.items():
-        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
+    merge_sections(spec, extra)
     return load_spec(spec)
 
 

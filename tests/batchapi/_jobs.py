@@ -10,6 +10,7 @@ import orjson
 import polars as pl
 
 from batchchat.spec import JobSpec, load_spec
+from tests._specs import merge_sections
 
 
 def write_rows(path: Path, count: int) -> Path:
@@ -45,8 +46,7 @@ def batch_spec(
     }
     if simulator is not None:
         spec["endpoint"]["simulator"] = simulator
-    for key, value in extra.items():
-        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
+    merge_sections(spec, extra)
     return load_spec(spec)
 
 

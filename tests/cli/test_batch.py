@@ -18,6 +18,7 @@ import batchchat
 from batchchat.cli import main
 from batchchat.cli.simulate import build_spec
 from batchchat.spec import SimulatorSpec
+from tests._specs import merge_sections
 from tests.batchapi._jobs import write_rows
 from tests.conftest import SimulatorFactory
 
@@ -39,8 +40,7 @@ def write_job(tmp_path: Path, base_url: str = "simulator", rows: int = 20, **ext
         "batch": {"poll_interval_s": 0.05, "max_poll_interval_s": 0.2, "lines_per_batch": 10},
         "output": {"path": "out"},
     }
-    for key, value in extra.items():
-        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
+    merge_sections(spec, extra)
     if base_url != "simulator":
         del spec["endpoint"]["simulator"]
     path = tmp_path / "job.yaml"

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 import batchchat
 from batchchat.cli import main
 from batchchat.simulator import SimulatorServer
+from tests._specs import merge_sections
 from tests.conftest import SimulatorFactory
 from tests.test_runner import write_rows
 
@@ -41,8 +42,7 @@ def write_job(tmp_path: Path, base_url: str = "simulator", rows: int = 30, **ext
         "output": {"path": "out", "keep_columns": ["text"], "part_rows": 25},
         "retry": {"max_attempts": 3, "max_wait_s": 0.05, "initial_wait_s": 0.01},
     }
-    for key, value in extra.items():
-        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
+    merge_sections(spec, extra)
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path

@@ -23,6 +23,7 @@ from batchchat.runner import RunOptions, run_job
 from batchchat.simulator import SimulatorServer
 from batchchat.spec import JobSpec, load_spec
 from batchchat.spec.cache import CACHE_FILE
+from tests._specs import merge_sections
 from tests.test_runner import write_rows
 
 #: columns that describe a run, not an answer: they differ between two runs by design
@@ -67,8 +68,7 @@ def cached_job(tmp_path: Path, base_url: str, out: str, rows: int = 40, **extra:
         "cache": {"path": str(tmp_path / "cache")},
         "limits": {"max_concurrency": 32},
     }
-    for key, value in extra.items():
-        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
+    merge_sections(spec, extra)
     return load_spec(spec)
 
 

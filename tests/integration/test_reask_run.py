@@ -16,6 +16,7 @@ import pytest
 import batchchat
 from batchchat.runner import run_job
 from batchchat.spec import JobSpec, load_spec
+from tests._specs import merge_sections
 from tests.conftest import SimulatorFactory
 from tests.test_runner import write_rows
 
@@ -53,8 +54,7 @@ def extraction_job(tmp_path: Path, base_url: str, rows: int = 120, **extra: Any)
         "pricing": {"gpt-4o-mini": {"input": 0.15, "output": 0.60}},
         "retry": {"max_attempts": 6, "max_wait_s": 0.05, "initial_wait_s": 0.01},
     }
-    for key, value in extra.items():
-        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
+    merge_sections(spec, extra)
     return load_spec(spec)
 
 

@@ -20,6 +20,7 @@ import pytest
 import batchchat
 from batchchat.runner import run_job
 from batchchat.spec import JobSpec, load_spec
+from tests._specs import merge_sections
 from tests.conftest import SimulatorFactory
 
 
@@ -42,8 +43,7 @@ def job(folder: Path, base_url: str, rows: int, **extra: Any) -> JobSpec:
         },
         "output": {"path": str(folder / "out")},
     }
-    for key, value in extra.items():
-        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
+    merge_sections(spec, extra)
     return load_spec(spec)
 
 
