@@ -136,6 +136,18 @@ class TokenLogprob:
     bytes: list[int] | None
     top_logprobs: list[TopLogprob]
 
+    def as_json(self) -> dict[str, Any]:
+        """The token as the API spells it (what the logprobs column and the cache keep)."""
+        return {
+            "token": self.token,
+            "logprob": self.logprob,
+            "bytes": self.bytes,
+            "top_logprobs": [
+                {"token": top.token, "logprob": top.logprob, "bytes": top.bytes}
+                for top in self.top_logprobs
+            ],
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Choice:

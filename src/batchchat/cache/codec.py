@@ -14,7 +14,7 @@ import orjson
 
 from batchchat.errors import RequestError
 from batchchat.execute.parse import build_response
-from batchchat.models import ChatResponse, Choice, TokenLogprob
+from batchchat.models import ChatResponse, Choice
 
 #: zlib's fastest level: JSON with logprobs shrinks ~4×, at a few µs per answer
 _LEVEL = 1
@@ -68,25 +68,12 @@ def _choice(choice: Choice) -> dict[str, Any]:
             }
             for call in choice.tool_calls
         ]
-    logprobs = None if choice.logprobs is None else {"content": _tokens(choice.logprobs)}
+    logprobs = (
+        None if choice.logprobs is None else {"content": [t.as_json() for t in choice.logprobs]}
+    )
     return {
         "index": choice.index,
         "message": message,
         "logprobs": logprobs,
         "finish_reason": choice.finish_reason,
     }
-
-
-def _tokens(tokens: list[TokenLogprob]) -> list[dict[str, Any]]:
-    return [
-        {
-            "token": t.token,
-            "logprob": t.logprob,
-            "bytes": t.bytes,
-            "top_logprobs": [
-                {"token": top.token, "logprob": top.logprob, "bytes": top.bytes}
-                for top in t.top_logprobs
-            ],
-        }
-        for t in tokens
-    ]

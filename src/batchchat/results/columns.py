@@ -217,18 +217,7 @@ def _tool_calls(calls: Sequence[ToolCall]) -> list[dict[str, Any]] | None:
 def _logprobs(tokens: Sequence[TokenLogprob] | None) -> list[dict[str, Any]] | None:
     if tokens is None:
         return None
-    return [
-        {
-            "token": t.token,
-            "logprob": t.logprob,
-            "bytes": t.bytes,
-            "top_logprobs": [
-                {"token": top.token, "logprob": top.logprob, "bytes": top.bytes}
-                for top in t.top_logprobs
-            ],
-        }
-        for t in tokens
-    ]
+    return [t.as_json() for t in tokens]
 
 
 def choices() -> ColumnGroup:
