@@ -132,6 +132,8 @@ class _Writer:
         self._pending: list[ChatResult] = []
         self.resend: set[str] = set()
         self.ok = self.failed = self.strays = 0
+        #: this round's failed lines go out again in another (the rounds are not used up)
+        self.resubmits = shard.round < run.settings.resubmit_rounds
         self.started = _when(shard.created_at, run.clock)
         self.finished = _when(shard.ended_at, run.clock)
 
@@ -185,8 +187,7 @@ class _Writer:
 
     def _resubmitted(self, request: ChatRequest) -> bool:
         """The line goes out again in the next round: its row is not done yet."""
-        resubmits = self.shard.round < self.run.settings.resubmit_rounds
-        return resubmits and request.custom_id in self.resend
+        return self.resubmits and request.custom_id in self.resend
 
 
 def _count(run: BatchRun, result: ChatResult, *, final: bool) -> None:
@@ -208,7 +209,7 @@ async def _finish(run: BatchRun, shard: Shard, writer: _Writer, resend: set[str]
     """Durable results, then the next round's shard and ``done`` in one state write."""
     writer.hand_over()
     child = None
-    if resend and shard.round < run.settings.resubmit_rounds:
+    if resend and writer.resubmits:
         child = _child(run, shard, resend, round=shard.round + 1)
     run.flush()
     shard.phase = "done"
