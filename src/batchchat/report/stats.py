@@ -139,11 +139,15 @@ def model_costs(
 def _with_repricing(
     groups: pl.LazyFrame, billable: pl.LazyFrame, prices: PriceTable | None, online_tier: Tier
 ) -> tuple[pl.DataFrame, dict[str, tuple[float, int]]]:
-    """The per-model sums and, with ``prices``, the repricing: one streaming pass for both."""
+    """The per-model sums and, with ``prices``, the repricing.
+
+    Two streaming passes, not one ``collect_all``: polars would hold the rows both read
+    (every billable row's columns, +77 MB for 1M rows) to scan them once.
+    """
+    summed = groups.collect(engine="streaming")
     if prices is None:
-        return groups.collect(engine="streaming"), {}
-    sums = _reprice_sums(billable, online_tier)
-    summed, summed_tokens = pl.collect_all([groups, sums], engine="streaming")
+        return summed, {}
+    summed_tokens = _reprice_sums(billable, online_tier).collect(engine="streaming")
     return summed, _reprice(summed_tokens, prices)
 
 
@@ -270,12 +274,14 @@ def error_groups(rows: pl.LazyFrame) -> list[ErrorGroup]:
 
 
 def latency_summary(rows: pl.LazyFrame) -> LatencySummary:
-    # quantiles need the values: one float column of the ok rows, not the rows
+    # quantiles need the values: one float column of the ok rows, not the rows, sorted
+    # once (a quantile of a sorted column reads it in place; unsorted, each copies it)
     values = (
         rows.filter(_OK & ~CACHED)
         .select(pl.col("latency_ms").drop_nulls().cast(pl.Float64))
         .collect(engine="streaming")
         .to_series()
+        .sort()
     )
     if values.is_empty():
         return LatencySummary()
@@ -294,12 +300,20 @@ def _quantile(values: pl.Series, q: float) -> float:
     return float(values.quantile(q, "nearest") or 0.0)
 
 
+#: values binned at a time: what the histogram holds besides the values themselves
+_BIN_CHUNK = 1 << 16
+
+
 def _histogram(values: pl.Series) -> list[HistogramBin]:
     low, high = float(values.min()), float(values.max())  # type: ignore[arg-type]
     width = _nice_step((high - low) / HISTOGRAM_BINS) if high > low else 1.0
     start = math.floor(low / width) * width
-    index = ((values - start) / width).floor().cast(pl.Int64)
-    counts = dict(index.value_counts().iter_rows())
+    counts: dict[int, int] = {}
+    for offset in range(0, len(values), _BIN_CHUNK):
+        chunk = values.slice(offset, _BIN_CHUNK)
+        index = ((chunk - start) / width).floor().cast(pl.Int64)
+        for bin_index, count in index.value_counts().iter_rows():
+            counts[bin_index] = counts.get(bin_index, 0) + count
     last = max(counts)
     return [
         HistogramBin(
