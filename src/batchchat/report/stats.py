@@ -29,6 +29,7 @@ from batchchat.report.model import (
     TimelinePoint,
     TokenCounts,
 )
+from batchchat.report.quantiles import HOLD, VALUE, nearest_rank, select_rank
 
 _OK = pl.col("status") == "ok"
 
@@ -274,46 +275,44 @@ def error_groups(rows: pl.LazyFrame) -> list[ErrorGroup]:
 
 
 def latency_summary(rows: pl.LazyFrame) -> LatencySummary:
-    # quantiles need the values: one float column of the ok rows, not the rows, sorted
-    # once (a quantile of a sorted column reads it in place; unsorted, each copies it)
-    values = (
-        rows.filter(_OK & ~CACHED)
-        .select(pl.col("latency_ms").drop_nulls().cast(pl.Float64))
-        .collect(engine="streaming")
-        .to_series()
-        .sort()
+    """Latency of the ok rows that were sent: exact quantiles, mean, max and a histogram,
+    in memory that does not grow with the rows (see :mod:`batchchat.report.quantiles`)."""
+    values = rows.filter(_OK & ~CACHED).select(
+        pl.col("latency_ms").drop_nulls().cast(pl.Float64).alias(VALUE)
     )
-    if values.is_empty():
+    found = values.select(
+        count=pl.len(), mean=pl.col(VALUE).mean(), low=pl.col(VALUE).min(), high=pl.col(VALUE).max()
+    ).collect(engine="streaming")
+    count = int(found["count"][0])
+    if not count:
         return LatencySummary()
+    low, high = float(found["low"][0]), float(found["high"][0])
+    if count <= HOLD:
+        # sorted once: a quantile of a sorted column reads it in place
+        ordered = values.collect(engine="streaming").to_series().sort()
+        p50, p90, p99 = (float(ordered[nearest_rank(q, count)]) for q in (0.5, 0.9, 0.99))
+    else:
+        p50, p90, p99 = (
+            select_rank(values, nearest_rank(q, count), low=low, high=high, count=count)
+            for q in (0.5, 0.9, 0.99)
+        )
     return LatencySummary(
-        count=values.len(),
-        p50=_quantile(values, 0.50),
-        p90=_quantile(values, 0.90),
-        p99=_quantile(values, 0.99),
-        mean=float(values.mean() or 0.0),  # type: ignore[arg-type]
-        max=float(values.max() or 0.0),  # type: ignore[arg-type]
-        histogram=_histogram(values),
+        count=count,
+        p50=p50,
+        p90=p90,
+        p99=p99,
+        mean=float(found["mean"][0]),
+        max=high,
+        histogram=_histogram(values, low, high),
     )
 
 
-def _quantile(values: pl.Series, q: float) -> float:
-    return float(values.quantile(q, "nearest") or 0.0)
-
-
-#: values binned at a time: what the histogram holds besides the values themselves
-_BIN_CHUNK = 1 << 16
-
-
-def _histogram(values: pl.Series) -> list[HistogramBin]:
-    low, high = float(values.min()), float(values.max())  # type: ignore[arg-type]
+def _histogram(values: pl.LazyFrame, low: float, high: float) -> list[HistogramBin]:
     width = _nice_step((high - low) / HISTOGRAM_BINS) if high > low else 1.0
     start = math.floor(low / width) * width
-    counts: dict[int, int] = {}
-    for offset in range(0, len(values), _BIN_CHUNK):
-        chunk = values.slice(offset, _BIN_CHUNK)
-        index = ((chunk - start) / width).floor().cast(pl.Int64)
-        for bin_index, count in index.value_counts().iter_rows():
-            counts[bin_index] = counts.get(bin_index, 0) + count
+    index = ((pl.col(VALUE) - start) / width).floor().cast(pl.Int64).alias("bin")
+    binned = values.group_by(index).agg(n=pl.len()).collect(engine="streaming")
+    counts = dict(binned.iter_rows())
     last = max(counts)
     return [
         HistogramBin(

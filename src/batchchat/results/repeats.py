@@ -4,11 +4,11 @@ A (row_id, sample) may have several rows across parts (an error, then the ok row
 later run that retried it). The row that counts is the ok one if there is one, else the
 latest; the others are its losers, which compaction drops and every reader leaves out.
 
-Finding them reads only the key columns, a row group at a time, and holds at most
-:data:`KEYS_PER_PASS` 64-bit key hashes at once, so the check costs the same few MB for a
-million rows as for ten million (which take more passes). Only the rows whose hash
-repeats are then compared by their keys themselves: a hash collision loses nothing, and
-what is held is bounded by how many keys repeat, not by the ledger.
+Finding them reads only the key columns, a row group at a time, and holds about
+:data:`KEYS_PER_PASS` 64-bit key hashes at once (2 MB) up to 4M rows, in more passes over
+the keys for more rows (a little more per pass past :data:`MAX_PASSES` passes). Only the
+rows whose hash repeats are then compared by their keys themselves: a hash collision loses
+nothing, and what is held is bounded by how many keys repeat, not by the ledger.
 """
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ from batchchat.results.layout import ROW_GROUP_ROWS
 Source = Path | pl.DataFrame
 
 #: key hashes held at once by the check (8 bytes each): a ledger with more rows is
-#: checked in several passes over its key columns
-KEYS_PER_PASS = 1 << 19
+#: checked in several passes over its key columns...
+KEYS_PER_PASS = 1 << 18
+#: ...but in at most this many (each reads every key again): past 4M rows a pass holds
+#: more (10M rows: ~625K hashes, 5 MB), so the time stays linear in the rows
+MAX_PASSES = 16
 #: a row's place in write order, while the winners are chosen
 ORDER = "__batchchat_order"
 #: added to an ok row's order so that any ok row outranks every error row
@@ -47,7 +50,12 @@ def winner(order: pl.Expr) -> pl.Expr:
 def losers(found: list[Source]) -> dict[int, pl.Series]:
     """Source index → positions (in that source) of its rows that are not their key's
     winner; only sources that hold such a row; empty when no key repeats."""
-    repeated = repeated_hashes(found)
+    return losers_among(found, repeated_hashes(found))
+
+
+def losers_among(found: list[Source], repeated: pl.Series) -> dict[int, pl.Series]:
+    """:func:`losers`, looking only at the rows whose key hash is in ``repeated``; rows whose
+    hash is there but whose key is not repeated (a collision) are kept."""
     if repeated.is_empty():
         return {}
     starts = [0]
@@ -55,7 +63,7 @@ def losers(found: list[Source]) -> dict[int, pl.Series]:
         starts.append(starts[-1] + rows_in(source))
     candidates = []
     for index, position, rows in _key_batches(found, [*KEY, "status"]):
-        hit = _hashes(rows).is_in(repeated.implode())
+        hit = key_hashes(rows).is_in(repeated.implode())
         if hit.any():
             order = pl.int_range(0, rows.height, dtype=pl.Int64) + position
             candidates.append(
@@ -81,20 +89,20 @@ def winner_masks(found: list[Source]) -> dict[int, pl.Series]:
     return masks
 
 
-def repeated_hashes(found: list[Source]) -> pl.Series:
+def repeated_hashes(found: list[Source], *, per_pass: int = KEYS_PER_PASS) -> pl.Series:
     """The (distinct) hashes of the (row_id, sample) that more than one row has.
 
     Each pass keeps the hashes of one residue class modulo the number of passes, sorts
-    them and looks for equal neighbours: exact for the hashes, at most
-    :data:`KEYS_PER_PASS` of them held at once.
+    them and looks for equal neighbours: exact for the hashes, about ``per_pass`` of them
+    held at once (more when that would take more than :data:`MAX_PASSES` passes).
     """
     total = sum(rows_in(source) for source in found)
-    passes = max(1, -(-total // KEYS_PER_PASS))
+    passes = min(max(1, -(-total // per_pass)), MAX_PASSES)
     repeated = [pl.Series("hash", [], dtype=pl.UInt64)]
     for residue in range(passes):
         kept = [
             hashes if passes == 1 else hashes.filter(hashes % passes == residue)
-            for hashes in (_hashes(rows) for _, _, rows in _key_batches(found, list(KEY)))
+            for hashes in (key_hashes(rows) for _, _, rows in _key_batches(found, list(KEY)))
         ]
         if not kept:
             break
@@ -135,7 +143,7 @@ def _key_batches(
             raise SinkError(f"cannot read the results in {source}: {exc}") from None
 
 
-def _hashes(rows: pl.DataFrame) -> pl.Series:
+def key_hashes(rows: pl.DataFrame) -> pl.Series:
     """A 64-bit hash of each row's (row_id, sample), the same for the same key within one
     process (never stored)."""
     return rows.select(pl.struct(KEY).hash()).to_series()
