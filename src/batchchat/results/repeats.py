@@ -62,8 +62,9 @@ def losers_among(found: list[Source], repeated: pl.Series) -> dict[int, pl.Serie
     for source in found:
         starts.append(starts[-1] + rows_in(source))
     candidates = []
+    repeated = repeated.sort()
     for index, position, rows in _key_batches(found, [*KEY, "status"]):
-        hit = key_hashes(rows).is_in(repeated.implode())
+        hit = _in_sorted(repeated, key_hashes(rows))
         if hit.any():
             order = pl.int_range(0, rows.height, dtype=pl.Int64) + position
             candidates.append(
@@ -71,8 +72,9 @@ def losers_among(found: list[Source], repeated: pl.Series) -> dict[int, pl.Serie
                 .with_columns((pl.col("position") + starts[index]).alias(ORDER))
                 .filter(hit)
             )
-    chosen = pl.concat(candidates)
-    lost = chosen.filter(~winner(pl.col(ORDER)))
+    if not candidates:
+        return {}  # the parts changed under a reader (a run folding a journal): none repeats
+    lost = pl.concat(candidates).filter(~winner(pl.col(ORDER)))
     return {
         int(cast(int, index)): group.get_column("position")
         for (index,), group in lost.partition_by("source", as_dict=True).items()
@@ -110,6 +112,14 @@ def repeated_hashes(found: list[Source], *, per_pass: int = KEYS_PER_PASS) -> pl
         del kept
         repeated.append(ordered.filter(ordered == ordered.shift(1)).unique())
     return pl.concat(repeated).rename("hash")
+
+
+def _in_sorted(ordered: pl.Series, values: pl.Series) -> pl.Series:
+    """For each of ``values``: is it in ``ordered`` (sorted)? A binary search each, so a
+    long ``ordered`` (many retried rows) is not made into a hash table for every batch."""
+    at = ordered.search_sorted(values, side="left")
+    found = ordered.gather(at.clip(upper_bound=len(ordered) - 1)) == values
+    return (at < len(ordered)) & found
 
 
 def rows_in(source: Source) -> int:
