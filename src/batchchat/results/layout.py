@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchchat.errors import DiskFullError, SinkError
+from batchchat.results.memory import release_freed_memory
 
 #: temporary files of unfinished writes: hidden, so no glob or dataset reader picks them up
 TMP_PREFIX = ".tmp-"
@@ -269,6 +270,7 @@ def write_error(what: str, exc: OSError) -> SinkError:
 def write_part(path: Path, table: pa.Table) -> None:
     """Write one Parquet part of the results atomically."""
     write_atomically(path, lambda handle: pq.write_table(table, handle, compression=COMPRESSION))
+    release_freed_memory()  # what the encoding used, given back rather than kept all run
 
 
 def write_part_from(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
@@ -284,6 +286,7 @@ def write_part_from(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBa
                 written += group.num_rows
 
     write_atomically(path, write)
+    release_freed_memory()
     return written
 
 
