@@ -37,6 +37,7 @@ from harness import (  # noqa: E402  (bench/ is not a package: its path is added
     Simulator,
     batchchat_cmd,
     can_pin,
+    compile_batchchat,
     pinned,
     write_input,
     write_job,
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             "--write-results records a complete run: leave out --only and --quick", file=sys.stderr
         )
         return 2
+    compile_batchchat()
     if args.profile:
         return profile(args)
     chosen = [

@@ -134,6 +134,24 @@ async def test_non_retryable_errors_are_rows_and_exit_1(
     assert outcome.report.rows_error == 5
 
 
+async def test_a_row_written_twice_is_caught_when_a_run_ends(
+    simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    # what a bug writing answers twice would leave: every key of a part once more, later
+    spec = job(tmp_path, simulator.base_url, rows=12)
+    await run_job(spec)
+    results = spec.output_dir / "results"
+    parts = sorted(results.glob("part-*.parquet"))
+    twice = pq.read_table(parts[0]).slice(0, 5)
+    pq.write_table(twice, results / "part-00099.parquet")
+    outcome = await run_job(spec)
+    assert outcome.stats.requests_sent == 0
+    on_disk = pl.read_parquet(results / "*.parquet")
+    assert on_disk.height == 12
+    assert on_disk["row_id"].n_unique() == 12
+    assert outcome.report.rows_total == 12
+
+
 async def test_failed_rows_are_retried_on_rerun_and_superseded(
     simulator_factory: SimulatorFactory, tmp_path: Path
 ) -> None:

@@ -296,7 +296,7 @@ def finish_run(
     online = tier_of(job.spec.request)
     # a pool's rows were priced by the member that answered each: those costs stand
     prices = None if job.spec.endpoints is not None else job.prices
-    report = build_report(out.path, prices=prices, latest=stats, online_tier=online)
+    report = build_report(out.path, prices=prices, latest=stats, online_tier=online, compacted=True)
     write_reports(out.path, report)
     save_stats(out.path, stats)
     return RunOutcome(report, stats, out.path, issues)

@@ -18,6 +18,7 @@ PLAIN = {
     pa.string(): st.text(),
     pa.int64(): st.integers(min_value=-(2**63), max_value=2**63 - 1),
     pa.float64(): st.floats(allow_nan=True, allow_infinity=True),
+    pa.bool_(): st.booleans(),
     UTC_US: st.datetimes(
         min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
     ),
@@ -56,6 +57,7 @@ def same(one: pa.Array, other: pa.Array) -> bool:
         (pa.int64(), [1, True]),  # a bool is not an integer here
         (pa.int64(), [2**63]),  # beyond 64 bits
         (pa.float64(), [1.5, 2]),  # an int in a float column: the general way decides
+        (pa.bool_(), [True, 1]),  # an int is not a bool here
         (pa.string(), ["a", b"b"]),
         (pa.string(), ["\ud800"]),  # a lone surrogate is not UTF-8
         (UTC_US, [datetime(2026, 1, 1)]),  # naive: which zone it means is not ours to guess

@@ -41,7 +41,7 @@ from batchchat.report.stats import (
 )
 from batchchat.report.text import render_markdown
 from batchchat.results.layout import OutputLayout, write_atomically
-from batchchat.results.ledger import has_repeated_keys, scan_results
+from batchchat.results.ledger import scan_results
 from batchchat.results.outdir import read_manifest
 from batchchat.results.runstats import load_input_issues, load_stats
 from batchchat.spec import load_spec
@@ -58,20 +58,22 @@ def build_report(
     prices: PriceTable | None = None,
     latest: ExecutionStats | None = None,
     online_tier: Tier = STANDARD,
+    compacted: bool = False,
 ) -> RunReport:
     """The report of an output directory (finished, partial or interrupted).
 
     Without ``prices`` the cost is the ``cost_usd`` stored with each result; with them,
     every row is priced again from its token counts (rows a batch answered at batch prices,
     the others at ``online_tier``). ``latest``: the counters of the run that is finishing,
-    newer than its saved file.
+    newer than its saved file. ``compacted``: the ledger was compacted just now (by the
+    caller, under the directory's lock), so no key repeats and that is not checked again.
     """
     out_dir = Path(out_dir)
     job, spec_hash = _read_manifest(out_dir)
     runs = load_stats(out_dir)
     if latest is not None:
         runs = [run for run in runs if run.run_id != latest.run_id] + [latest]
-    rows = _final_results(out_dir)
+    rows = _final_results(out_dir, compacted=compacted)
     report = RunReport(
         output_dir=str(out_dir),
         job=job,
@@ -192,22 +194,19 @@ def _read_manifest(out_dir: Path) -> tuple[str | None, str | None]:
     return data.get("job"), data.get("fingerprint")
 
 
-def _final_results(out_dir: Path) -> pl.LazyFrame:
+def _final_results(out_dir: Path, *, compacted: bool = False) -> pl.LazyFrame:
     """One row per (row_id, sample) -- the ok result if there is one, else the latest -- with
     the columns the report reads (absent ones as nulls).
 
-    Lazy: each part of the report aggregates what it needs in the streaming engine, so a
-    compacted ledger (every finished run's) is never held whole. Where some key has several
-    rows (an interrupted run's ledger) choosing the winners takes every key at once anyway:
-    they are chosen once, into a frame the aggregations share.
+    Lazy: each part of the report aggregates what it needs in the streaming engine, so the
+    ledger is never held whole, compacted or not (the rows that lose to another row of
+    their key are found first, in memory bounded by how many keys repeat).
     """
     if not OutputLayout(out_dir).results.is_dir():
         return pl.LazyFrame(schema=_COLUMNS)
-    keys_repeat = has_repeated_keys(out_dir)
-    rows = scan_results(out_dir, keys_repeat=keys_repeat)
+    rows = scan_results(out_dir, keys_repeat=False if compacted else None)
     have = set(rows.collect_schema().names())
-    columns = rows.select(
+    return rows.select(
         pl.col(name) if name in have else pl.lit(None, dtype=dtype).alias(name)
         for name, dtype in _COLUMNS.items()
     )
-    return columns.collect().lazy() if keys_repeat else columns

@@ -96,17 +96,21 @@ class Journal:
         """Write the journal's rows as its part, then delete it (closed first if open)."""
         if not self._file.closed:
             self.close()
-        fold(self.path, part_path(self.path.parent, self.number))
+        fold(self.path, part_path(self.path.parent, self.number), closed_here=True)
 
 
-def fold(journal: Path, part: Path) -> int:
+def fold(journal: Path, part: Path, *, closed_here: bool = False) -> int:
     """Turn a closed (or killed) journal into its part, then delete it; returns the rows
     written (0 when the part was written already, by a run killed before the delete).
+
+    ``closed_here``: this process appended every batch of the journal and closed it, so
+    each batch reads back whole and its rows need no look (only a journal left by a kill
+    can end in a torn batch); a look costs ~0.3 ms a batch, and a run appends hundreds.
 
     Streamed: about one row group is in memory at a time, never the whole journal (a
     50,000-row journal read whole took ~50 MB at once)."""
     rows = 0
-    with closing(_whole_batches(journal, mapped=False)) as batches:
+    with closing(_whole_batches(journal, mapped=False, trusted=closed_here)) as batches:
         first = next(batches, None)
         if first is not None and not part.exists():
             rows = write_part_from(part, first.schema, chain([first], batches))
@@ -132,9 +136,12 @@ def read_journal(path: Path) -> pa.Table:
     return pa.Table.from_batches(list(_whole_batches(path, mapped=True)), schema=schema)
 
 
-def _whole_batches(path: Path, *, mapped: bool) -> Generator[pa.RecordBatch, None, None]:
+def _whole_batches(
+    path: Path, *, mapped: bool, trusted: bool = False
+) -> Generator[pa.RecordBatch, None, None]:
     """The journal's batches up to its first cut or torn one (none when killed before its
-    schema was written); ``mapped``: memory-mapped, else read into memory a batch at a time."""
+    schema was written); ``mapped``: memory-mapped, else read into memory a batch at a time;
+    ``trusted``: no batch can be torn (see :func:`fold`), so their rows are not looked at."""
     source = pa.memory_map(str(path)) if mapped else pa.OSFile(str(path))
     with source:
         try:
@@ -148,7 +155,7 @@ def _whole_batches(path: Path, *, mapped: bool) -> Generator[pa.RecordBatch, Non
                 return
             except (OSError, pa.ArrowInvalid):
                 return  # cut by a kill mid-batch
-            if not _holds_results(batch):
+            if not (trusted or _holds_results(batch)):
                 return
             yield batch
 

@@ -3,7 +3,8 @@
 A (row_id, sample) may have several rows across parts — an error, then an ok
 row from a later run that retried it. Everywhere the rule is the same: the
 row that counts is the ok one if there is one, else the latest (part order is
-write order, see :mod:`batchchat.results.sink`).
+write order, see :mod:`batchchat.results.sink`); which rows lose to another is
+found by :mod:`batchchat.results.repeats`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,7 @@ from batchchat.errors import InputError, SinkError
 from batchchat.results.columns import KEY, STATUS_OK
 from batchchat.results.journal import journal_paths, read_journal
 from batchchat.results.layout import OutputLayout, fsync_dir, part_number, part_paths, write_part
-
-_ORDER = "__batchchat_order"
-#: added to an ok row's order so that any ok row outranks every error row
-_OK_BONUS = 1 << 50
+from batchchat.results.repeats import ORDER, Source, losers, repeated_hashes, winner_masks
 
 
 def results_dir_of(out_dir: Path | str) -> Path:
@@ -37,17 +35,6 @@ def results_dir_of(out_dir: Path | str) -> Path:
     raise InputError(f"{path} is not a batchchat output directory (it has no {results.name}/)")
 
 
-def _winner(order: pl.Expr) -> pl.Expr:
-    """True for the row that counts for its key: the latest ok row, else the latest row."""
-    score = pl.when(pl.col("status") == STATUS_OK).then(order + _OK_BONUS).otherwise(order)
-    return score == score.max().over(KEY)
-
-
-#: where rows are: a part on disk, or the rows of a journal a run has not folded yet (a
-#: running or killed run's: read whole, it is small)
-Source = Path | pl.DataFrame
-
-
 def sources(results_dir: Path) -> list[Source]:
     """The parts and the unfolded journals of a results directory, in write order."""
     numbered: list[tuple[int, Source]] = [(part_number(p), p) for p in part_paths(results_dir)]
@@ -58,13 +45,15 @@ def sources(results_dir: Path) -> list[Source]:
     return [source for _, source in sorted(numbered, key=lambda item: item[0])]
 
 
-def _scan(found: list[Source], *, row_index: str | None = None) -> pl.LazyFrame:
+def _scan(found: list[Source]) -> pl.LazyFrame:
     paths = [source for source in found if isinstance(source, Path)]
     if len(paths) == len(found) and _one_schema(paths):
-        return pl.scan_parquet(paths, row_index_name=row_index)
-    frames = [pl.scan_parquet(s) if isinstance(s, Path) else s.lazy() for s in found]
-    frame = pl.concat(frames, how="diagonal_relaxed")
-    return frame if row_index is None else frame.with_row_index(row_index)
+        return pl.scan_parquet(paths)
+    return pl.concat([_lazy(source) for source in found], how="diagonal_relaxed")
+
+
+def _lazy(source: Source) -> pl.LazyFrame:
+    return pl.scan_parquet(source) if isinstance(source, Path) else source.lazy()
 
 
 def _one_schema(paths: list[Path]) -> bool:
@@ -79,56 +68,39 @@ def _one_schema(paths: list[Path]) -> bool:
 
 def scan_results(out_dir: Path | str, *, keys_repeat: bool | None = None) -> pl.LazyFrame:
     """The results as a LazyFrame: one row per (row_id, sample), the ok one if any, else the
-    latest. Works on partial, running and killed runs alike.
+    latest. Works on partial, running and killed runs alike, and streams.
 
-    ``keys_repeat``: what :func:`has_repeated_keys` said, when the caller asked already
-    (the check reads every key).
+    ``keys_repeat=False``: the caller knows that no key repeats (the ledger was just
+    compacted), so the check is not made again; otherwise the rows that lose to another
+    row of their key are found first (in memory bounded by how many keys repeat) and left
+    out of the scan.
     """
     found = sources(results_dir_of(out_dir))
     if not found:
         return pl.LazyFrame(schema={"row_id": pl.String, "sample": pl.Int64, "status": pl.String})
-    if keys_repeat is None:
-        keys_repeat = _keys_may_repeat(found)
-    if not keys_repeat:
-        # every row is its key's winner (a compacted ledger): a plain scan, which streams
-        return _scan(found)
-    frame = _scan(found, row_index=_ORDER)
-    return frame.filter(_winner(pl.col(_ORDER).cast(pl.Int64))).drop(_ORDER)
+    lost = {} if keys_repeat is False else losers(found)
+    if not lost:
+        return _scan(found)  # every row is its key's winner (a compacted ledger)
+    frames = [_lazy(source) for source in found]
+    for index, positions in lost.items():
+        frames[index] = (
+            frames[index]
+            .with_row_index(ORDER)
+            .filter(~pl.col(ORDER).is_in(positions.cast(pl.UInt32).implode()))
+            .drop(ORDER)
+        )
+    return pl.concat(frames, how="diagonal_relaxed")
 
 
 def has_repeated_keys(out_dir: Path | str) -> bool:
     """True when some (row_id, sample) may have several rows (always False once compacted)."""
     found = sources(results_dir_of(out_dir))
-    return bool(found) and _keys_may_repeat(found)
+    return bool(found) and not repeated_hashes(found).is_empty()
 
 
 def read_results(out_dir: Path | str) -> pl.DataFrame:
     """The results as a DataFrame (see :func:`scan_results`)."""
     return scan_results(out_dir).collect()
-
-
-def _read_keys(found: list[Source]) -> pl.DataFrame:
-    try:
-        return _scan(found).select(*KEY, "status").collect()
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise SinkError(f"cannot read the results: {exc}") from None
-
-
-def _keys_may_repeat(found: list[Source]) -> bool:
-    """False when no (row_id, sample) has two rows in the parts; True when one may.
-
-    Reads a 64-bit hash of every key in the streaming engine and sorts them: 16 bytes per
-    row at the peak instead of every key. A repeated hash is a repeated key or, rarely, a
-    collision; either way the callers then decide exactly, from the keys themselves.
-    """
-    try:
-        hashes = _scan(found).select(pl.struct(KEY).hash()).collect(engine="streaming").to_series()
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise SinkError(f"cannot read the results: {exc}") from None
-    if len(hashes) < 2:
-        return False
-    ordered = hashes.sort()
-    return bool((ordered.slice(1) == ordered.slice(0, len(ordered) - 1)).any())
 
 
 def _sorted_ids(keys: pl.DataFrame) -> dict[int, pl.Series]:
@@ -211,10 +183,11 @@ def build_index(results_dir: Path) -> ResumeIndex:
 def iter_results(out_dir: Path | str) -> Iterator[pl.DataFrame]:
     """The deduplicated results one part at a time (memory bounded by a part, not the job)."""
     found = sources(results_dir_of(out_dir))
-    masks = _winner_masks(found)
+    masks = winner_masks(found)
     for i, source in enumerate(found):
         frame = pl.read_parquet(source) if isinstance(source, Path) else source
-        yield frame if masks is None else frame.filter(masks[i])
+        mask = masks.get(i)
+        yield frame if mask is None else frame.filter(mask)
 
 
 def compact_parts(results_dir: Path) -> int:
@@ -225,14 +198,10 @@ def compact_parts(results_dir: Path) -> int:
     leaves a consistent ledger. Returns the number of rows dropped.
     """
     paths = part_paths(results_dir)  # not a journal: one left by a full disk waits its turn
-    masks = _winner_masks(list(paths))
-    if masks is None:
-        return 0
     dropped = 0
-    for path, mask in zip(paths, masks, strict=True):
+    for index, mask in winner_masks(list(paths)).items():
+        path = paths[index]
         kept = int(mask.sum())
-        if kept == len(mask):
-            continue
         dropped += len(mask) - kept
         if kept == 0:
             path.unlink()
@@ -240,21 +209,3 @@ def compact_parts(results_dir: Path) -> int:
         else:
             write_part(path, pq.read_table(path).filter(mask.to_arrow()))
     return dropped
-
-
-def _winner_masks(found: list[Source]) -> list[pl.Series] | None:
-    """For each source, which of its rows count; None when no key repeats (all of them do)."""
-    if not found or not _keys_may_repeat(found):
-        return None
-    keys = _read_keys(found)
-    if keys.select(pl.struct(KEY).n_unique()).item() == keys.height:
-        return None  # the hashes collided: no key repeats after all
-    # the order must be a column: an expression like int_range(len()) would restart per window
-    ordered = keys.with_row_index(_ORDER)
-    mask = ordered.select(_winner(pl.col(_ORDER).cast(pl.Int64))).to_series()
-    masks, offset = [], 0
-    for source in found:
-        size = pq.read_metadata(source).num_rows if isinstance(source, Path) else source.height
-        masks.append(mask.slice(offset, size))
-        offset += size
-    return masks
