@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole suite: the built-in simulator on 127.0.0.1, and a manual clock."""
+"""Fixtures shared by the whole suite: the built-in simulator on 127.0.0.1, and a manual clock;
+and how pytest-xdist spreads the tests over its workers."""
 
 from __future__ import annotations
 
@@ -6,9 +7,32 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 from batchchat.simulator import SimulatorServer
 from batchchat.spec import SimulatorSpec
+
+#: tests that share something of the machine, by node id prefix: each set runs on one
+#: pytest-xdist worker, one test after another -- the local Ray that tests/cluster/conftest.py
+#: starts once per worker, and the real servers, whose rate limits the conformance suite
+#: measures. (pytest-xdist's own ``xdist_group``/``--dist loadgroup`` cannot say this: under
+#: pytest 9.2 it silently stops grouping, pytest-dev/pytest-xdist#1386.)
+ONE_WORKER = ("tests/cluster/test_engine.py::", "tests/realserver/")
+
+
+class _SharedOnOneWorker(LoadScopeScheduling):
+    """pytest-xdist's load balancing test by test, except that each set of :data:`ONE_WORKER`
+    is one unit of work (the largest are handed out first)."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return next((shared for shared in ONE_WORKER if nodeid.startswith(shared)), nodeid)
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's, which -p no:xdist leaves out
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
+    if config.getvalue("dist") != "load":
+        return None  # a --dist the command line chose
+    return _SharedOnOneWorker(config, log)
 
 
 class ManualClock:

@@ -163,7 +163,8 @@ async def test_two_workers_keep_the_one_rate_limit_of_the_job(
     assert sim.stats()["by_status"].get("429", 0) <= 2
     assert sum(engine.stats.results_ok for engine in engines) == 30
     assert all(engine.stats.results_ok for engine in engines)  # both sent
-    granted = coordinator.granted[("requests", 1800)]
+    # a sum of fractional leases and returns: 30 can come out as 29.999999999999993
+    granted = round(coordinator.granted[("requests", 1800)], 9)
     assert 30 <= granted <= 30 + 2  # what was leased and not used went back
 
 

@@ -1,5 +1,6 @@
 """Fixtures of the real-server conformance suite: each skips, naming the start command,
-when its server is not reachable."""
+when its server is not reachable. Run the suite with ``-n 0``; under pytest-xdist its tests
+still run one at a time, on one worker (``ONE_WORKER`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
