@@ -13,10 +13,12 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -148,8 +150,11 @@ def run_measured(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
 ) -> ProcResult:
-    """Run ``cmd`` to its end and measure it: wall, CPU (user+sys) and peak RSS of that process."""
-    full = pinned(cmd, core) if core is not None else list(cmd)
+    """Run ``cmd`` to its end and measure it: wall, CPU (user+sys) and peak RSS of that process
+    (started by ``launch.py``, whose docstring says why)."""
+    usage_path = Path(tempfile.mkstemp(prefix="batchchat-bench-", suffix=".json")[1])
+    full = [PYTHON, str(BENCH_DIR / "launch.py"), str(usage_path)]
+    full += pinned(cmd, core) if core is not None else list(cmd)
     started = time.perf_counter()
     proc = subprocess.Popen(
         full,
@@ -158,6 +163,7 @@ def run_measured(
         text=True,
         env={**os.environ, **(env or {})},
         cwd=cwd,
+        start_new_session=True,  # a timeout kills the launcher and the command together
     )
     samples: list[tuple[float, float]] = []
     done = threading.Event()
@@ -174,19 +180,22 @@ def run_measured(
     killer = threading.Timer(timeout_s, _kill, args=(proc,))
     killer.start()
     try:
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc.wait()
     finally:
         killer.cancel()
         done.set()
     wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
     for thread in readers:
         thread.join()
+    try:
+        usage = json.loads(usage_path.read_text() or "{}")
+    finally:
+        usage_path.unlink(missing_ok=True)
     return ProcResult(
         returncode=proc.returncode,
         wall_s=wall,
-        cpu_s=usage.ru_utime + usage.ru_stime,
-        peak_rss_mb=usage.ru_maxrss / 1024,  # Linux reports KiB
+        cpu_s=usage.get("cpu_s", float("nan")),  # (none when killed by the timeout)
+        peak_rss_mb=usage.get("max_rss_kib", float("nan")) / 1024,  # Linux reports KiB
         stdout=out.get("stdout", ""),
         stderr=out.get("stderr", ""),
         rss_samples=samples,
@@ -195,7 +204,7 @@ def run_measured(
 
 def _kill(proc: subprocess.Popen[str]) -> None:
     with contextlib.suppress(ProcessLookupError):
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the command it runs
 
 
 def _sample_rss(
@@ -206,7 +215,11 @@ def _sample_rss(
     done: threading.Event,
 ) -> None:
     try:
-        process = psutil.Process(pid)
+        launcher = psutil.Process(pid)
+        while not (children := launcher.children()):  # the measured command, once started
+            if done.wait(0.005):
+                return
+        process = children[0]
         while not done.wait(every):
             rss = process.memory_info().rss / 2**20
             samples.append((time.perf_counter() - started, rss))
