@@ -170,10 +170,11 @@ class AiohttpTransport:
             ttl_dns_cache=300,
             keepalive_timeout=60,
         )
-        tracing = []
+        tracing: list[aiohttp.TraceConfig] = []
         if self._first_byte_s is not None:  # the hook costs every request: only when asked
-            tracing.append(aiohttp.TraceConfig())
-            tracing[0].on_request_headers_sent.append(self._on_request_sent)
+            first_byte = aiohttp.TraceConfig()
+            first_byte.on_request_headers_sent.append(self._on_request_sent)
+            tracing.append(first_byte)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_s),
