@@ -310,6 +310,25 @@ def test_ids_that_only_look_alike_are_not_duplicates_and_a_late_one_is_found(
         check_unique_ids(make_spec(path, id_column="id"))
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_a_check_in_many_passes_finds_what_one_pass_finds(tmp_path: Path, suffix: str) -> None:
+    # 64 hashes a pass: 80 passes over 5,005 ids (capped at MAX_PASSES), each keeping one
+    # residue class of the hashes
+    ids = [str(i) for i in range(5000)] + ["01", "1 ", " 1", "1.0"]
+    unique = input_source(
+        make_spec(write(pl.DataFrame({"id": ids}), tmp_path / f"u{suffix}"), id_column="id")
+    )
+    check_source_ids(unique, hashes_per_pass=64)
+    late = write(pl.DataFrame({"id": [*ids, "4321", "17"]}), tmp_path / f"late{suffix}")
+    with pytest.raises(InputError) as caught:
+        check_source_ids(input_source(make_spec(late, id_column="id")), hashes_per_pass=64)
+    assert "'17' occurs 2 times" in str(caught.value)
+    assert "'4321' occurs 2 times" in str(caught.value)
+    blank = write(pl.DataFrame({"id": [*ids[:300], "", *ids[300:]]}), tmp_path / f"b{suffix}")
+    with pytest.raises(InputError, match=r"row 301: the id column 'id' is an empty string"):
+        check_source_ids(input_source(make_spec(blank, id_column="id")), hashes_per_pass=64)
+
+
 def test_an_empty_id_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text('{"id": "a"}\n{"id": null}\n')

@@ -1,10 +1,12 @@
 """Row ids: every row of the input has one, it is not empty, and no two rows share it.
 
-One streaming pass collects a 64-bit hash of every id, sorted to find repeats: 16
-bytes per row at the peak, whatever the ids' length, and no hash table. Only when a
-hash repeats are the ids of those hashes grouped for real (a repeat may be a
-collision of distinct ids), and where the duplicates occur is looked up for the few
-that are shown.
+Streaming passes collect a 64-bit hash of every id, sorted to find repeats: 16 bytes a
+hash at the peak, whatever the ids' length, and no hash table. An input of more than
+:data:`HASHES_PER_PASS` rows is checked in several passes over its id column, each keeping
+the hashes of one residue class (a 10M-row input held 280 MB at once in one pass). Only
+when a hash repeats are the ids of those hashes grouped for real (a repeat may be a
+collision of distinct ids), and where the duplicates occur is looked up for the few that
+are shown.
 """
 
 from __future__ import annotations
@@ -19,9 +21,14 @@ from batchchat.planning.source import InputSource
 
 #: how many duplicate ids an error shows
 _SHOWN_DUPLICATES = 5
+#: id hashes a pass of the check holds (8 bytes each, twice while sorted: 16 MB)...
+HASHES_PER_PASS = 1 << 20
+#: ...in at most this many passes (each reads the id column again): past 32M rows a pass
+#: holds more, so that the time stays linear in the rows
+MAX_PASSES = 32
 
 
-def check_unique_ids(source: InputSource) -> None:
+def check_unique_ids(source: InputSource, *, hashes_per_pass: int = HASHES_PER_PASS) -> None:
     """Raise InputError when the id column has a duplicate, null or empty value (within limit)."""
     id_column = source.spec.id_column
     if id_column is None:
@@ -31,9 +38,19 @@ def check_unique_ids(source: InputSource) -> None:
         ids = ids.head(source.spec.limit)
     id_hash = pl.col(id_column).hash()
     empty = pl.col(id_column).is_null() | (pl.col(id_column).str.len_bytes() == 0)
-    blanks, hashes = pl.collect_all(
-        [ids.filter(empty).head(1), ids.select(id_hash)], engine="streaming"
-    )
+    rows = ids.select(pl.len()).collect(engine="streaming").item()
+    passes = min(max(1, -(-rows // hashes_per_pass)), MAX_PASSES)
+    if passes == 1:  # one read of the column for both
+        blanks, hashes = pl.collect_all(
+            [ids.filter(empty).head(1), ids.select(id_hash)], engine="streaming"
+        )
+        repeated = _repeated(hashes.to_series())
+        del hashes
+    else:
+        blanks = ids.filter(empty).head(1).collect(engine="streaming")
+        repeated = pl.concat(
+            [_repeated_in_class(ids, id_hash, passes, residue) for residue in range(passes)]
+        )
     if blanks.height:
         where = blanks.row(0, named=True)
         what = "empty" if where[id_column] is None else "an empty string"
@@ -41,8 +58,6 @@ def check_unique_ids(source: InputSource) -> None:
             f"{source.files[where['file']]}: row {where['row']}: the id column '{id_column}' "
             f"is {what}; every row needs an id (or drop input.id_column to use row positions)"
         )
-    repeated = _repeated(hashes.to_series())
-    del hashes
     if repeated.is_empty():
         return
     candidates = ids.filter(id_hash.is_in(repeated.implode()))
@@ -64,6 +79,12 @@ def check_unique_ids(source: InputSource) -> None:
             .collect(engine="streaming")
         )
         raise InputError(_describe_duplicates(dups, places, id_column, source.files))
+
+
+def _repeated_in_class(ids: pl.LazyFrame, id_hash: pl.Expr, passes: int, residue: int) -> pl.Series:
+    """The repeated id hashes that are ``residue`` modulo ``passes`` (one read of the ids)."""
+    kept = ids.select(id_hash.alias("hash")).filter(pl.col("hash") % passes == residue)
+    return _repeated(kept.collect(engine="streaming").to_series())
 
 
 def _repeated(values: pl.Series) -> pl.Series:
