@@ -235,23 +235,10 @@ class AiohttpTransport:
     ) -> aiohttp.ClientResponse:
         """Sends the request and waits for the response's headers (its first bytes)."""
         if self._first_byte_s is None:
-            return await session.request(
-                request.method,
-                request.url,
-                data=request.body,
-                headers=request.headers,
-                allow_redirects=False,
-            )
+            return await _request(session, request)
         async with asyncio.timeout(None) as first_byte:
             attempt.first_byte = first_byte  # started by the trace hook once the request is sent
-            return await session.request(
-                request.method,
-                request.url,
-                data=request.body,
-                headers=request.headers,
-                allow_redirects=False,
-                trace_request_ctx=attempt,
-            )
+            return await _request(session, request, attempt)
 
     async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
         """The whole body; with an idle timeout, no silence longer than it between reads."""
@@ -302,6 +289,21 @@ class AiohttpTransport:
 
 class _StaleConnection(Exception):
     """A pooled connection turned out to be closed before a byte of the response arrived."""
+
+
+def _request(
+    session: aiohttp.ClientSession,
+    request: HTTPRequest,
+    trace_request_ctx: _Attempt | None = None,
+) -> Awaitable[aiohttp.ClientResponse]:
+    return session.request(
+        request.method,
+        request.url,
+        data=request.body,
+        headers=request.headers,
+        allow_redirects=False,
+        trace_request_ctx=trace_request_ctx,
+    )
 
 
 async def _next_chunk(
