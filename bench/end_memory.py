@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from _child import run_child, status_kb
 
 STEPS = ("compact", "report", "both")
 
@@ -32,7 +32,7 @@ def child(out_dir: str, step: str) -> None:
     from batchchat.runner import run_job  # noqa: F401 -- what a run has imported by its end
 
     path = Path(out_dir)
-    baseline = _rss_kb("VmRSS")
+    baseline = status_kb("VmRSS")
     started = time.perf_counter()
     dropped = compact_parts(results_dir_of(path)) if step in ("compact", "both") else 0
     compacted_s = time.perf_counter() - started
@@ -47,18 +47,10 @@ def child(out_dir: str, step: str) -> None:
                 "compact_s": compacted_s,
                 "report_s": time.perf_counter() - started - compacted_s,
                 "imports_rss_mb": baseline / 1024,
-                "peak_rss_mb": _rss_kb("VmHWM") / 1024,
+                "peak_rss_mb": status_kb("VmHWM") / 1024,
             }
         )
     )
-
-
-def _rss_kb(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def main() -> int:
@@ -73,16 +65,9 @@ def main() -> int:
         return 0
     for step in args.step or STEPS:
         for _ in range(args.repeats):
-            done = subprocess.run(
-                [sys.executable, __file__, args.out_dir, "--step", step, "--child"],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if done.returncode != 0:
-                print(done.stderr, file=sys.stderr)
+            m = run_child([__file__, args.out_dir, "--step", step, "--child"])
+            if m is None:
                 return 2
-            m = json.loads(done.stdout.strip().splitlines()[-1])
             added = m["peak_rss_mb"] - m["imports_rss_mb"]
             print(
                 f"{step:<8} imports {m['imports_rss_mb']:6.1f} MB  peak {m['peak_rss_mb']:6.1f} MB"

@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _child import run_child, status_kb
 
 QUICKSTART_LIKE = """\
 name: bench-plan
@@ -90,7 +89,7 @@ def child(spec_path: str) -> None:
     from batchchat.spec import load_spec
 
     plan = compile_plan(load_spec(spec_path))
-    baseline_kb = _peak_rss_kb()
+    baseline_kb = status_kb("VmHWM")
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
@@ -108,7 +107,7 @@ def child(spec_path: str) -> None:
     written = sum(len(batch_line(request)) for request in plan.requests())
     timings["plan_and_serialise_s"] = time.perf_counter() - started
 
-    peak_kb = _peak_rss_kb()
+    peak_kb = status_kb("VmHWM")
     print(
         json.dumps(
             {
@@ -122,19 +121,6 @@ def child(spec_path: str) -> None:
             }
         )
     )
-
-
-def _peak_rss_kb() -> int:
-    """This process's peak RSS. VmHWM, because ru_maxrss survives exec: a child would
-    report its parent's peak (the generator's) when that was higher."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def main() -> int:
@@ -155,16 +141,9 @@ def main() -> int:
               f"in {time.perf_counter() - started:.1f}s")  # fmt: skip
         spec = Path(tmp) / "bench.yaml"
         spec.write_text(QUICKSTART_LIKE.format(path=data, batch_size=args.batch_size))
-        done = subprocess.run(
-            [sys.executable, __file__, "--child", str(spec)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    if done.returncode != 0:
-        print(done.stderr, file=sys.stderr)
+        result = run_child([__file__, "--child", str(spec)])
+    if result is None:
         return 2
-    result = json.loads(done.stdout.strip().splitlines()[-1])
     _report(result, args.rows, args.max_rss_mb)
     return 0 if result["peak_rss_mb"] <= args.max_rss_mb else 1
 
