@@ -27,7 +27,7 @@ from batchchat.results.status import read_status
 from batchchat.runner import RunOptions, run_job
 from batchchat.simulator import SimulatorServer
 from batchchat.spec import JobSpec, load_spec
-from tests._specs import merge_sections
+from tests._specs import label_job, merge_sections
 from tests._system import tmpfs
 from tests.conftest import SimulatorFactory
 
@@ -50,20 +50,8 @@ def append_lines(path: Path, *lines: bytes) -> None:
 
 def job(tmp_path: Path, base_url: str, rows: int = 20, **extra: Any) -> JobSpec:
     data = write_rows(tmp_path / "rows.jsonl", rows)
-    spec: dict[str, Any] = {
-        "name": "t",
-        "input": {"path": str(data), "id_column": "id"},
-        "endpoint": {"base_url": base_url, "timeout_s": 5},
-        "request": {
-            "model": "gpt-4o-mini",
-            "messages": [{"role": "user", "content": "Label: {{ text }}"}],
-            "max_tokens": 8,
-        },
-        "output": {"path": str(tmp_path / "out"), "keep_columns": ["text"]},
-        "retry": {"max_attempts": 4, "max_wait_s": 0.05, "initial_wait_s": 0.01},
-    }
-    merge_sections(spec, extra)
-    return load_spec(spec)
+    spec = label_job("t", data, base_url, tmp_path / "out", retry={"max_attempts": 4})
+    return load_spec(merge_sections(spec, extra))
 
 
 async def test_every_row_gets_its_own_answer_once(

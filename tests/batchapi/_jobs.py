@@ -10,7 +10,7 @@ import orjson
 import polars as pl
 
 from batchchat.spec import JobSpec, load_spec
-from tests._specs import merge_sections
+from tests._specs import label_job, merge_sections
 
 
 def write_rows(path: Path, count: int) -> Path:
@@ -30,24 +30,17 @@ def batch_spec(
     tmp_path.mkdir(parents=True, exist_ok=True)
     data = write_rows(tmp_path / "rows.jsonl", rows)
     simulator = extra.pop("simulator", None)
-    spec: dict[str, Any] = {
-        "name": "batch-test",
-        "mode": "batch",
-        "input": {"path": str(data), "id_column": "id"},
-        "endpoint": {"base_url": base_url, "timeout_s": 5},
-        "request": {
-            "model": "gpt-4o-mini",
-            "messages": [{"role": "user", "content": "Label: {{ text }}"}],
-            "max_tokens": 8,
-        },
-        "output": {"path": str(tmp_path / "out"), "keep_columns": ["text"]},
-        "batch": {"poll_interval_s": 0.05, "max_poll_interval_s": 0.2},
-        "retry": {"max_attempts": 3, "max_wait_s": 0.05, "initial_wait_s": 0.01},
-    }
+    spec = label_job(
+        "batch-test",
+        data,
+        base_url,
+        tmp_path / "out",
+        mode="batch",
+        batch={"poll_interval_s": 0.05, "max_poll_interval_s": 0.2},
+    )
     if simulator is not None:
         spec["endpoint"]["simulator"] = simulator
-    merge_sections(spec, extra)
-    return load_spec(spec)
+    return load_spec(merge_sections(spec, extra))
 
 
 def answer_prefix(text: str) -> str:

@@ -23,25 +23,14 @@ from click.testing import CliRunner
 import batchchat
 from batchchat.cli import main
 from batchchat.simulator import SimulatorServer
-from tests._specs import merge_sections
+from tests._specs import label_job, merge_sections
 from tests.conftest import SimulatorFactory
 from tests.test_runner import write_rows
 
 
 def write_job(tmp_path: Path, base_url: str = "simulator", rows: int = 30, **extra: Any) -> Path:
     write_rows(tmp_path / "rows.jsonl", rows)
-    spec: dict[str, Any] = {
-        "name": "cli-job",
-        "input": {"path": "rows.jsonl", "id_column": "id"},
-        "endpoint": {"base_url": base_url, "timeout_s": 5},
-        "request": {
-            "model": "gpt-4o-mini",
-            "messages": [{"role": "user", "content": "Label: {{ text }}"}],
-            "max_tokens": 8,
-        },
-        "output": {"path": "out", "keep_columns": ["text"], "part_rows": 25},
-        "retry": {"max_attempts": 3, "max_wait_s": 0.05, "initial_wait_s": 0.01},
-    }
+    spec = label_job("cli-job", "rows.jsonl", base_url, "out", output={"part_rows": 25})
     merge_sections(spec, extra)
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(spec))
